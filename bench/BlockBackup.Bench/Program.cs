@@ -1,0 +1,176 @@
+using System.Diagnostics;
+using System.Globalization;
+using BlockBackup.Bench;
+using BlockBackup.Engine;
+using BlockBackup.Engine.Compression;
+using BlockBackup.Engine.Errors;
+using BlockBackup.Engine.Operations;
+using BlockBackup.Engine.Repository;
+
+// bbk: the benchmark, plus a small command line over the engine that the benchmark and the
+// crash tests run as child processes (so each operation's CPU time and peak RSS are its own).
+return Cli.Run(args);
+
+internal static class Cli
+{
+    private const string Usage = """
+        bbk gen <path> <size> [--seed N] [--holes PCT]      deterministic mixed volume (40% random, 30% text, 15% zeros, 15% holes)
+        bbk mutate <path> <percent> <seed>                  overwrite ~percent% in scattered 4-64 KiB writes
+        bbk backup <volume> <repo> [--incremental] [--name N] [--compression zlib|bz2|zstd|none] [--level N] [--object-size BYTES] [--force] [--no-snapshot]
+        bbk restore <repo> <backup-id> <target> [--force]
+        bbk verify <repo> <backup-id> [--chain]
+        bbk list <repo>
+        bbk delete <repo> <backup-id> [--dependents]
+        bbk cleanup <repo>
+        bbk bench [--size 2G] [--sparse-size 16G] [--dir DIR] [--compression zlib] [--keep]
+        """;
+
+    public static int Run(string[] args)
+    {
+        try
+        {
+            return args.FirstOrDefault() switch
+            {
+                "gen" => Gen(args),
+                "mutate" => Mutate(args),
+                "backup" => Backup(args),
+                "restore" => Restore(args),
+                "verify" => Verify(args),
+                "list" => List(args),
+                "delete" => Delete(args),
+                "cleanup" => Cleanup(args),
+                "bench" => Benchmark.Run(args),
+                _ => Fail(Usage),
+            };
+        }
+        catch (BackupException ex)
+        {
+            Console.Error.WriteLine($"error {ex.ErrorId}: {ex.Message}");
+            return 2;
+        }
+    }
+
+    private static int Fail(string message)
+    {
+        Console.Error.WriteLine(message);
+        return 1;
+    }
+
+    internal static string? Option(string[] args, string name) =>
+        Array.IndexOf(args, name) is var i and >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+
+    internal static bool Flag(string[] args, string name) => args.Contains(name);
+
+    internal static long ParseSize(string s)
+    {
+        s = s.Trim().ToUpperInvariant().Replace("IB", string.Empty, StringComparison.Ordinal);
+        var mult = s[^1] switch { 'T' => 1L << 40, 'G' => 1L << 30, 'M' => 1L << 20, 'K' => 1L << 10, _ => 1L };
+        return (long)(double.Parse(mult == 1 ? s : s[..^1], CultureInfo.InvariantCulture) * mult);
+    }
+
+    private static int Gen(string[] a)
+    {
+        var holes = Option(a, "--holes");
+        VolumeGenerator.Create(a[1], ParseSize(a[2]), int.Parse(Option(a, "--seed") ?? "1", CultureInfo.InvariantCulture),
+            holes is null ? null : double.Parse(holes, CultureInfo.InvariantCulture));
+        return 0;
+    }
+
+    private static int Mutate(string[] a)
+    {
+        var n = VolumeGenerator.Mutate(a[1], double.Parse(a[2], CultureInfo.InvariantCulture), int.Parse(a[3], CultureInfo.InvariantCulture));
+        Console.WriteLine($"mutated {n} bytes");
+        return 0;
+    }
+
+    private static int Backup(string[] a)
+    {
+        var repo = BackupRepository.Open(a[2], create: true);
+        var request = new BackupRequest
+        {
+            SourcePath = a[1],
+            Incremental = Flag(a, "--incremental"),
+            Name = Option(a, "--name"),
+            Compression = CompressionNames.Parse(Option(a, "--compression") ?? "zlib", "--compression"),
+            CompressionLevel = Option(a, "--level") is { } l ? int.Parse(l, CultureInfo.InvariantCulture) : null,
+            ObjectSize = Option(a, "--object-size") is { } s ? ParseSize(s) : BackupRequest.DefaultObjectSize,
+            Force = Flag(a, "--force"),
+            UseSnapshot = !Flag(a, "--no-snapshot"),
+        };
+        var r = BackupOperation.Run(repo, request);
+        Console.WriteLine($"backup {r.Backup.Id} ({(r.Backup.IsIncremental ? "incremental" : "full")}, {r.ConsistencyDetail}) read {r.BytesRead} backed up {r.BytesBackedUp} stored {r.Backup.StoredBytes} in {r.Duration.TotalSeconds:F2}s");
+        PrintResult("backup", r.Duration, r.Backup.VolumeSize, $"id={r.Backup.Id} stored={r.Backup.StoredBytes} read={r.BytesRead}");
+        return 0;
+    }
+
+    private static int Restore(string[] a)
+    {
+        var repo = BackupRepository.Open(a[1], create: false);
+        var r = RestoreOperation.Run(repo, new RestoreRequest { BackupId = Guid.Parse(a[2]), TargetPath = a[3], Overwrite = Flag(a, "--force") });
+        Console.WriteLine($"restored {r.Backup.Id} to {r.TargetPath}: {r.Decision}; wrote {r.BytesWritten}, zero {r.ZeroBytes}, verified {r.BlocksVerified} blocks in {r.Duration.TotalSeconds:F2}s");
+        PrintResult("restore", r.Duration, r.VolumeSize, $"chain={r.ChainLength}");
+        return 0;
+    }
+
+    private static int Verify(string[] a)
+    {
+        var repo = BackupRepository.Open(a[1], create: false);
+        var r = VerifyOperation.Run(repo, Guid.Parse(a[2]), Flag(a, "--chain"));
+        Console.WriteLine(r);
+        foreach (var issue in r.Issues)
+        {
+            Console.WriteLine("  " + issue);
+        }
+
+        PrintResult("verify", r.Duration, r.BytesChecked, $"valid={r.IsValid} objects={r.ObjectsChecked}");
+        return r.IsValid ? 0 : 3;
+    }
+
+    private static int List(string[] a)
+    {
+        var repo = BackupRepository.Open(a[1], create: false);
+        var clock = Stopwatch.StartNew();
+        var all = repo.List(includeIncomplete: true);
+        foreach (var b in all)
+        {
+            Console.WriteLine($"{b.Id} {b.Status,-10} {(b.IsIncremental ? "incr" : "full")} {b.VolumeId} {b.CreatedUtc:O} {b.Name}");
+        }
+
+        Console.WriteLine($"{all.Count} backups listed in {clock.Elapsed.TotalMilliseconds:F0} ms");
+        return 0;
+    }
+
+    private static int Delete(string[] a)
+    {
+        var repo = BackupRepository.Open(a[1], create: false);
+        foreach (var b in repo.Remove(Guid.Parse(a[2]), Flag(a, "--dependents")))
+        {
+            Console.WriteLine($"deleted {b.Id}");
+        }
+
+        return 0;
+    }
+
+    private static int Cleanup(string[] a)
+    {
+        var repo = BackupRepository.Open(a[1], create: false);
+        foreach (var b in repo.RemoveIncomplete())
+        {
+            Console.WriteLine($"removed incomplete {b.Id} ({b.Container})");
+        }
+
+        return 0;
+    }
+
+    /// <summary>One machine-readable line: elapsed, CPU seconds and peak RSS of this process.</summary>
+    private static void PrintResult(string op, TimeSpan elapsed, long bytes, string extra)
+    {
+        using var self = Process.GetCurrentProcess();
+        var hwm = File.Exists("/proc/self/status")
+            ? File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("VmHWM:", StringComparison.Ordinal))?.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]
+            : null;
+        var rssMb = hwm is null ? self.PeakWorkingSet64 / 1048576.0 : long.Parse(hwm, CultureInfo.InvariantCulture) / 1024.0;
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"RESULT op={op} elapsed={elapsed.TotalSeconds:F3} bytes={bytes} cpu={self.TotalProcessorTime.TotalSeconds:F2} maxrss_mb={rssMb:F0} {extra}"));
+    }
+}

@@ -1,0 +1,35 @@
+using System.IO.Compression;
+using ICSharpCode.SharpZipLib.BZip2;
+
+namespace BlockBackup.Engine.Compression;
+
+/// <summary>Opens a streaming decompressor for a stored object (objects may be ~2 GB: never buffered whole).</summary>
+public static class ObjectDecoder
+{
+    public static Stream Open(Stream stored, CompressionAlgorithm algorithm, string objectName) => algorithm switch
+    {
+        CompressionAlgorithm.None => stored,
+        CompressionAlgorithm.Zlib => new ZLibStream(stored, CompressionMode.Decompress),
+        CompressionAlgorithm.Bz2 => new BZip2InputStream(stored),
+        CompressionAlgorithm.Zstd => Zstd.OpenDecompressor(stored, objectName),
+        _ => throw new ArgumentOutOfRangeException(nameof(algorithm)),
+    };
+
+    /// <summary>Fills <paramref name="buffer"/> as far as the stream allows; returns the count read.</summary>
+    public static int ReadFully(Stream stream, Span<byte> buffer)
+    {
+        var total = 0;
+        while (total < buffer.Length)
+        {
+            var n = stream.Read(buffer[total..]);
+            if (n == 0)
+            {
+                break;
+            }
+
+            total += n;
+        }
+
+        return total;
+    }
+}

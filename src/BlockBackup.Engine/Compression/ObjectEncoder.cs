@@ -1,0 +1,163 @@
+using System.Buffers.Binary;
+using System.IO.Compression;
+using ICSharpCode.SharpZipLib.BZip2;
+
+namespace BlockBackup.Engine.Compression;
+
+/// <summary>
+/// Compresses one object as Cinder would store it: the configured algorithm, or raw bytes
+/// labelled "none" when compression does not make it smaller. Thread-safe (no shared state).
+/// </summary>
+public sealed class ObjectEncoder
+{
+    /// <summary>zlib is emitted segment by segment; each segment is deflated or stored on its own.</summary>
+    internal const int ZlibSegment = 128 * 1024;
+
+    private readonly CompressionLevel _zlibLevel;
+
+    public ObjectEncoder(CompressionAlgorithm algorithm, int? level = null)
+    {
+        Algorithm = algorithm;
+        // .NET exposes three zlib levels; Cinder reads any of them.
+        (Level, _zlibLevel) = algorithm switch
+        {
+            CompressionAlgorithm.Zlib => (level ?? 1) switch
+            {
+                <= 3 => ((int?)1, CompressionLevel.Fastest),
+                <= 7 => ((int?)6, CompressionLevel.Optimal),
+                _ => ((int?)9, CompressionLevel.SmallestSize),
+            },
+            CompressionAlgorithm.Zstd => ((int?)Math.Clamp(level ?? 1, -7, 19), CompressionLevel.Fastest),
+            CompressionAlgorithm.Bz2 => ((int?)9, CompressionLevel.Fastest),
+            _ => ((int?)null, CompressionLevel.Fastest),
+        };
+    }
+
+    public CompressionAlgorithm Algorithm { get; }
+
+    /// <summary>The effective level recorded in the backup (zlib maps to 1, 6 or 9).</summary>
+    public int? Level { get; }
+
+    /// <summary>
+    /// Encodes <paramref name="data"/> into <paramref name="output"/> (at least data.Length long).
+    /// Returns the algorithm actually used and the encoded length; for None the caller stores
+    /// <paramref name="data"/> itself.
+    /// </summary>
+    public (CompressionAlgorithm Used, int Length) Encode(ReadOnlySpan<byte> data, byte[] output)
+    {
+        if (data.IsEmpty || Algorithm == CompressionAlgorithm.None)
+        {
+            return (CompressionAlgorithm.None, data.Length);
+        }
+
+        var n = Algorithm switch
+        {
+            CompressionAlgorithm.Zlib => EncodeZlib(data, output),
+            CompressionAlgorithm.Zstd => Zstd.Compress(data, output.AsSpan(0, data.Length - 1), Level!.Value),
+            CompressionAlgorithm.Bz2 => EncodeBz2(data, output),
+            _ => -1,
+        };
+        return n < 0 || n >= data.Length ? (CompressionAlgorithm.None, data.Length) : (Algorithm, n);
+    }
+
+    /// <summary>
+    /// A standard zlib stream (RFC 1950) built from independent segments: segments that look
+    /// incompressible become stored deflate blocks (no compressor time spent on random data),
+    /// the rest are deflated and sync-flushed so they concatenate. Any zlib reader, Cinder's
+    /// included, reads it as one stream.
+    /// </summary>
+    private int EncodeZlib(ReadOnlySpan<byte> data, byte[] output)
+    {
+        var capacity = data.Length - 1;
+        if (capacity < 16)
+        {
+            return -1;
+        }
+
+        var sink = new BoundedBufferStream(output, 0, capacity);
+        try
+        {
+            sink.Write([0x78, 0x01]);
+            for (var pos = 0; pos < data.Length; pos += ZlibSegment)
+            {
+                var segment = data.Slice(pos, Math.Min(ZlibSegment, data.Length - pos));
+                if (Entropy.LooksIncompressible(segment))
+                {
+                    WriteStoredBlocks(sink, segment);
+                }
+                else
+                {
+                    sink.Discarding = false;
+                    var deflate = new DeflateStream(sink, _zlibLevel, leaveOpen: true);
+                    deflate.Write(segment);
+                    deflate.Flush(); // Z_SYNC_FLUSH: byte-aligned, no final block
+                    sink.Discarding = true; // the final block Dispose appends is not wanted
+                    deflate.Dispose();
+                    sink.Discarding = false;
+                }
+            }
+
+            // Empty final stored block, then the Adler-32 of everything, big-endian.
+            sink.Write([0x01, 0x00, 0x00, 0xFF, 0xFF]);
+            Span<byte> trailer = stackalloc byte[4];
+            BinaryPrimitives.WriteUInt32BigEndian(trailer, Adler32.Update(1, data));
+            sink.Write(trailer);
+            return sink.Written;
+        }
+        catch (BoundedBufferStream.FullException)
+        {
+            return -1;
+        }
+    }
+
+    private static void WriteStoredBlocks(BoundedBufferStream sink, ReadOnlySpan<byte> segment)
+    {
+        Span<byte> header = stackalloc byte[5];
+        while (!segment.IsEmpty)
+        {
+            var n = Math.Min(segment.Length, 65535);
+            header[0] = 0x00; // BFINAL=0, BTYPE=00 (stored); byte-aligned after a sync flush
+            BinaryPrimitives.WriteUInt16LittleEndian(header[1..], (ushort)n);
+            BinaryPrimitives.WriteUInt16LittleEndian(header[3..], (ushort)~n);
+            sink.Write(header);
+            sink.Write(segment[..n]);
+            segment = segment[n..];
+        }
+    }
+
+    private static int EncodeBz2(ReadOnlySpan<byte> data, byte[] output)
+    {
+        if (LooksIncompressibleThroughout(data))
+        {
+            return -1;
+        }
+
+        var sink = new BoundedBufferStream(output, 0, data.Length - 1);
+        try
+        {
+            using (var bz = new BZip2OutputStream(sink, 9) { IsStreamOwner = false })
+            {
+                bz.Write(data);
+            }
+
+            return sink.Written;
+        }
+        catch (BoundedBufferStream.FullException)
+        {
+            return -1;
+        }
+    }
+
+    private static bool LooksIncompressibleThroughout(ReadOnlySpan<byte> data)
+    {
+        for (var pos = 0; pos < data.Length; pos += ZlibSegment)
+        {
+            if (!Entropy.LooksIncompressible(data.Slice(pos, Math.Min(ZlibSegment, data.Length - pos))))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+}

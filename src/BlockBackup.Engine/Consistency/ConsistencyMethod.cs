@@ -1,0 +1,35 @@
+namespace BlockBackup.Engine.Consistency;
+
+/// <summary>How a point-in-time view of the volume was obtained for a backup (recorded in the backup).</summary>
+public enum ConsistencyMethod
+{
+    /// <summary>A reflink clone of the image file (XFS, btrfs), removed after the backup.</summary>
+    ReflinkClone,
+    /// <summary>A temporary LVM snapshot of the logical volume, removed after the backup.</summary>
+    LvmSnapshot,
+    /// <summary>Read directly; the volume was not in use.</summary>
+    Direct,
+    /// <summary>Read directly while in use, because the caller passed Force (crash-consistent at best).</summary>
+    DirectForced,
+}
+
+public static class ConsistencyNames
+{
+    public static string ToRecordName(ConsistencyMethod method) => method switch
+    {
+        ConsistencyMethod.ReflinkClone => "reflink-clone",
+        ConsistencyMethod.LvmSnapshot => "lvm-snapshot",
+        ConsistencyMethod.Direct => "direct",
+        ConsistencyMethod.DirectForced => "direct-forced",
+        _ => throw new ArgumentOutOfRangeException(nameof(method)),
+    };
+
+    public static ConsistencyMethod? FromRecordName(string? name) => name switch
+    {
+        "reflink-clone" => ConsistencyMethod.ReflinkClone,
+        "lvm-snapshot" => ConsistencyMethod.LvmSnapshot,
+        "direct" => ConsistencyMethod.Direct,
+        "direct-forced" => ConsistencyMethod.DirectForced,
+        _ => null,
+    };
+}

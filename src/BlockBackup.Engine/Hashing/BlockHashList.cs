@@ -1,0 +1,127 @@
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+
+namespace BlockBackup.Engine.Hashing;
+
+/// <summary>
+/// The SHA-256 of every hash block of a volume, in binary (32 bytes a block). A 1 TiB volume
+/// has 32 Mi blocks, 1 GiB of hashes, so beyond a threshold the list lives in a temporary file
+/// (deleted on close) and is read and written in ranges: peak memory stays bounded whatever the
+/// volume size.
+/// </summary>
+public sealed class BlockHashList : IDisposable
+{
+    public const int HashSize = 32;
+
+    /// <summary>Up to this many bytes of hashes (a 48 GiB volume) are kept in memory.</summary>
+    public static long InMemoryLimitBytes { get; set; } = 48L << 20;
+
+    private readonly byte[]? _memory;
+    private readonly SafeFileHandle? _file;
+    private readonly FileStream? _fileStream;
+
+    private BlockHashList(long capacity, string? spillDirectory)
+    {
+        Capacity = capacity;
+        if (capacity * HashSize <= InMemoryLimitBytes)
+        {
+            _memory = new byte[capacity * HashSize];
+        }
+        else
+        {
+            var dir = spillDirectory ?? Path.GetTempPath();
+            Directory.CreateDirectory(dir);
+            var path = Path.Combine(dir, $".blockbackup-hashes-{Guid.NewGuid():N}.tmp");
+            _fileStream = new FileStream(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1, FileOptions.DeleteOnClose);
+            _fileStream.SetLength(capacity * HashSize);
+            _file = _fileStream.SafeFileHandle;
+        }
+    }
+
+    public static BlockHashList Create(long capacity, string? spillDirectory = null) => new(capacity, spillDirectory);
+
+    /// <summary>How many hashes the list can hold.</summary>
+    public long Capacity { get; }
+
+    /// <summary>How many hashes were appended or the highest index set plus one.</summary>
+    public long Count { get; private set; }
+
+    public bool IsSpilled => _file is not null;
+
+    public void Set(long index, ReadOnlySpan<byte> hashes)
+    {
+        if (hashes.Length % HashSize != 0)
+        {
+            throw new ArgumentException("Hashes must be whole 32-byte values.", nameof(hashes));
+        }
+
+        var n = hashes.Length / HashSize;
+        if (index < 0 || index + n > Capacity)
+        {
+            throw new ArgumentOutOfRangeException(nameof(index), $"Hash index {index}+{n} is outside the list of {Capacity}.");
+        }
+
+        if (_memory is not null)
+        {
+            hashes.CopyTo(_memory.AsSpan(checked((int)(index * HashSize))));
+        }
+        else
+        {
+            RandomAccess.Write(_file!, hashes, index * HashSize);
+        }
+
+        lock (this)
+        {
+            Count = Math.Max(Count, index + n);
+        }
+    }
+
+    public void Append(ReadOnlySpan<byte> hashes) => Set(Count, hashes);
+
+    /// <summary>Copies hashes [index, index + destination.Length/32) into destination.</summary>
+    public void Get(long index, Span<byte> destination)
+    {
+        var n = destination.Length / HashSize;
+        if (index < 0 || index + n > Count)
+        {
+            throw new ArgumentOutOfRangeException(nameof(index), $"Hash index {index}+{n} is outside the list of {Count}.");
+        }
+
+        if (_memory is not null)
+        {
+            _memory.AsSpan(checked((int)(index * HashSize)), destination.Length).CopyTo(destination);
+        }
+        else
+        {
+            var read = 0;
+            while (read < destination.Length)
+            {
+                var r = RandomAccess.Read(_file!, destination[read..], index * HashSize + read);
+                if (r == 0)
+                {
+                    throw new EndOfStreamException("The spilled hash list ended early.");
+                }
+
+                read += r;
+            }
+        }
+    }
+
+    public void Dispose() => _fileStream?.Dispose();
+}
+
+/// <summary>Constants of all-zero blocks: their hashes are known without hashing them.</summary>
+public static class ZeroBlock
+{
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<int, byte[]> Hashes = new();
+
+    /// <summary>SHA-256 of <paramref name="length"/> zero bytes (cached; a volume has at most two lengths).</summary>
+    public static ReadOnlySpan<byte> Sha256(int length) =>
+        Hashes.GetOrAdd(length, static l => System.Security.Cryptography.SHA256.HashData(new byte[l]));
+
+    public static bool IsZero(ReadOnlySpan<byte> data) => data.IndexOfAnyExcept((byte)0) < 0;
+
+    internal static bool SpanEquals(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b) => a.SequenceEqual(b);
+
+    internal static ReadOnlySpan<byte> AsBytes<T>(Span<T> span) where T : struct => MemoryMarshal.AsBytes(span);
+}

@@ -1,0 +1,259 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Security.Cryptography;
+using BlockBackup.Engine.Compression;
+using BlockBackup.Engine.Errors;
+using BlockBackup.Engine.Format;
+using BlockBackup.Engine.Hashing;
+using BlockBackup.Engine.Repository;
+
+namespace BlockBackup.Engine.Operations;
+
+/// <summary>
+/// Restores a backup (through its chain) to a file or block device: each block is written once,
+/// from the newest backup holding it, and checked against the requested backup's SHA-256 list.
+/// Objects are decompressed streaming and in parallel; memory does not grow with object or volume size.
+/// </summary>
+public static class RestoreOperation
+{
+    private const int PieceTarget = 1 << 20;
+
+    /// <summary>How a file-repository restore will proceed (Cinder's chunked driver has full and chain restores).</summary>
+    public static RestoreDecision Decide(BackupChain chain) => chain.Length == 1
+        ? new RestoreDecision(RestorePath.Full, "FullBackup", "The backup is a full backup; its objects alone restore the volume.")
+        : new RestoreDecision(RestorePath.Chain, "IncrementalChain",
+            $"The backup is incremental; {chain.Length} backups (1 full + {chain.Length - 1} incremental) are combined, each block written once from the newest backup that holds it.");
+
+    public static RestoreResult Run(BackupRepository repository, RestoreRequest request, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        var clock = Stopwatch.StartNew();
+        var chain = repository.GetChain(request.BackupId);
+        var layers = chain.Backups.Select(repository.ReadMetadata).ToList();
+        var requested = layers[^1];
+        progress?.Report(new OperationProgress(OperationPhase.Preparing, 0, chain.VolumeSize, $"Reading the hash list of backup {chain.BackupId}"));
+        var (header, expected) = Sha256File.Read(repository.Sha256FilePath(chain.Target), chain.BackupId, requested.Extra?.Sha256FileSha256,
+            Path.Combine(repository.Root, ".blockbackup"), cancellationToken);
+        using var hashes = expected;
+        var blockSize = header.ChunkSize;
+        var size = chain.VolumeSize;
+        var blocks = (size + blockSize - 1) / blockSize;
+        if (hashes.Count != blocks)
+        {
+            throw new BackupException(BackupErrorKind.InvalidData, "HashListSizeMismatch",
+                $"Backup {chain.BackupId}: its hash list has {hashes.Count} entries but a volume of {size} bytes has {blocks} blocks of {blockSize}; the backup is damaged.", chain.BackupId);
+        }
+
+        var plan = RestorePlan.Create(repository, chain, layers, blockSize);
+        foreach (var task in plan.Tasks)
+        {
+            if (!File.Exists(task.Path))
+            {
+                throw new BackupException(BackupErrorKind.InvalidData, "ObjectMissing",
+                    $"Backup {task.BackupId}: object '{task.Object.Name}' (volume offset {task.Object.Offset}) is missing from '{Path.GetDirectoryName(task.Path)}'. Nothing was written.", task.Object.Name);
+            }
+        }
+
+        VerifyGapsAreZero(plan, hashes, blockSize, chain.BackupId);
+        cancellationToken.ThrowIfCancellationRequested();
+
+        using var target = RestoreTarget.Open(request.TargetPath, size, request.Overwrite);
+        var throttle = new ProgressThrottle(progress, OperationPhase.Restoring, size, $"Restoring {chain.BackupId} to {target.Path}");
+        long written = 0, zeroBytes = 0, verified = 0;
+        var zeroBuffer = new byte[PieceTarget];
+        foreach (var gap in plan.Gaps)
+        {
+            target.Zero(gap.Start, gap.Length, zeroBuffer);
+            zeroBytes += gap.Length;
+            verified += (gap.End + blockSize - 1) / blockSize - gap.Start / blockSize;
+            throttle.Add(gap.Length);
+        }
+
+        var pieceSize = Math.Max(blockSize, PieceTarget / blockSize * blockSize);
+        try
+        {
+            var options = new ParallelOptions { MaxDegreeOfParallelism = request.Workers ?? Environment.ProcessorCount, CancellationToken = cancellationToken };
+            var ordered = Partitioner.Create(plan.Tasks, EnumerablePartitionerOptions.NoBuffering);
+            Parallel.ForEach(ordered, options, () => new Worker(pieceSize, blockSize), (task, _, worker) =>
+            {
+                worker.Restore(task, target, hashes, size, throttle, cancellationToken);
+                return worker;
+            }, worker =>
+            {
+                Interlocked.Add(ref written, worker.Written);
+                Interlocked.Add(ref zeroBytes, worker.ZeroBytes);
+                Interlocked.Add(ref verified, worker.Verified);
+            });
+        }
+        catch (AggregateException ex)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(ex.InnerExceptions[0]).Throw();
+        }
+
+        target.Flush();
+        throttle.Complete();
+        return new RestoreResult
+        {
+            Backup = chain.Target,
+            TargetPath = target.Path,
+            Decision = Decide(chain),
+            ChainLength = chain.Length,
+            VolumeSize = size,
+            BytesWritten = written,
+            ZeroBytes = zeroBytes,
+            BlocksVerified = verified,
+            TargetWasNew = target.IsNew,
+            Duration = clock.Elapsed,
+        };
+    }
+
+    /// <summary>Bytes no object covers are zeros in the restored volume; the hash list must agree.</summary>
+    private static void VerifyGapsAreZero(RestorePlan plan, BlockHashList hashes, int blockSize, Guid backupId)
+    {
+        Span<byte> actual = stackalloc byte[32];
+        foreach (var gap in plan.Gaps)
+        {
+            for (var b = gap.Start / blockSize; b * blockSize < gap.End; b++)
+            {
+                var length = (int)Math.Min(blockSize, plan.VolumeSize - b * blockSize);
+                hashes.Get(b, actual);
+                if (!actual.SequenceEqual(ZeroBlock.Sha256(length)))
+                {
+                    throw new BackupException(BackupErrorKind.InvalidData, "UncoveredDataBlock",
+                        $"Backup {backupId}: the block at volume offset {b * (long)blockSize} holds data according to the hash list, but no object in the chain covers it; an object is missing from the metadata. Nothing was written.", b * (long)blockSize);
+                }
+            }
+        }
+    }
+
+    /// <summary>Per-thread buffers and counters.</summary>
+    private sealed class Worker(int pieceSize, int blockSize)
+    {
+        private readonly byte[] _piece = new byte[pieceSize];
+        private readonly byte[] _expected = new byte[pieceSize / blockSize * 32];
+        private readonly byte[] _zero = new byte[pieceSize];
+
+        public long Written { get; private set; }
+        public long ZeroBytes { get; private set; }
+        public long Verified { get; private set; }
+
+        public void Restore(RestoreTask task, RestoreTarget target, BlockHashList hashes, long volumeSize, ProgressThrottle throttle, CancellationToken cancel)
+        {
+            var o = task.Object;
+            using var file = new FileStream(task.Path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan);
+            using var data = ObjectDecoder.Open(file, o.Compression, o.Name);
+            long position = o.Offset; // volume offset of the next decompressed byte
+            try
+            {
+                // Walk the object piece by piece; a piece may hold the end of one needed range and
+                // the start of the next, so every needed range overlapping it is applied.
+                var next = 0;
+                while (next < task.Needed.Count)
+                {
+                    cancel.ThrowIfCancellationRequested();
+                    // Pieces stay aligned to the object's start, hence to hash blocks.
+                    var n = (int)Math.Min(_piece.Length, o.End - position);
+                    var got = ObjectDecoder.ReadFully(data, _piece.AsSpan(0, n));
+                    if (got < n)
+                    {
+                        throw Corrupt(task, position + got, $"its data ends after {position + got - o.Offset} of the {o.Length} bytes the metadata states (truncated object)");
+                    }
+
+                    var pieceStart = position;
+                    position += n;
+                    for (var r = next; r < task.Needed.Count && task.Needed[r].Start < position; r++)
+                    {
+                        var from = Math.Max(pieceStart, task.Needed[r].Start);
+                        var to = Math.Min(position, task.Needed[r].End);
+                        if (to > from)
+                        {
+                            Apply(task, target, hashes, volumeSize, _piece.AsSpan((int)(from - pieceStart), (int)(to - from)), from);
+                            throttle.Add(to - from);
+                        }
+                    }
+
+                    while (next < task.Needed.Count && task.Needed[next].End <= position)
+                    {
+                        next++;
+                    }
+                }
+
+                if (position == o.End && data.ReadByte() >= 0)
+                {
+                    throw Corrupt(task, o.End, $"it decompresses to more than the {o.Length} bytes the metadata states");
+                }
+            }
+            catch (Exception ex) when (ex is InvalidDataException or ICSharpCode.SharpZipLib.SharpZipBaseException or EndOfStreamException)
+            {
+                throw Corrupt(task, position, $"its {CompressionNames.ToMetadataName(o.Compression)} data is corrupt ({ex.Message})", ex);
+            }
+        }
+
+        private void Apply(RestoreTask task, RestoreTarget target, BlockHashList hashes, long volumeSize, ReadOnlySpan<byte> data, long offset)
+        {
+            var firstBlock = offset / blockSize;
+            var count = (int)((data.Length + blockSize - 1) / blockSize);
+            var expected = _expected.AsSpan(0, count * 32);
+            hashes.Get(firstBlock, expected);
+            Span<byte> actual = stackalloc byte[32];
+            var runStart = 0;
+            var runZero = false;
+            for (var k = 0; k <= count; k++)
+            {
+                var isZero = false;
+                if (k < count)
+                {
+                    var block = data.Slice(k * blockSize, Math.Min(blockSize, data.Length - k * blockSize));
+                    isZero = Hashing.ZeroBlock.IsZero(block);
+                    ReadOnlySpan<byte> hash = isZero ? Hashing.ZeroBlock.Sha256(block.Length) : actual;
+                    if (!isZero)
+                    {
+                        SHA256.HashData(block, actual);
+                    }
+
+                    if (!hash.SequenceEqual(expected.Slice(k * 32, 32)))
+                    {
+                        throw new BackupException(BackupErrorKind.InvalidData, "BlockHashMismatch",
+                            $"Backup {task.BackupId}: object '{task.Object.Name}' gives data at volume offset {offset + (long)k * blockSize} whose SHA-256 does not match the backup's hash list. The backup is damaged; the target is incomplete.",
+                            task.Object.Name);
+                    }
+
+                    if (k == 0)
+                    {
+                        runZero = isZero;
+                    }
+                }
+
+                // Flush the current run when the zero/data kind changes or at the end: one write
+                // (or one hole punch) per run, not per block.
+                if (k == count || isZero != runZero)
+                {
+                    var s = runStart * blockSize;
+                    var e = Math.Min(k * blockSize, data.Length);
+                    if (e > s)
+                    {
+                        if (runZero)
+                        {
+                            target.Zero(offset + s, e - s, _zero);
+                            ZeroBytes += e - s;
+                        }
+                        else
+                        {
+                            target.Write(data[s..e], offset + s);
+                            Written += e - s;
+                        }
+                    }
+
+                    runStart = k;
+                    runZero = isZero;
+                }
+            }
+
+            Verified += count;
+        }
+
+        private static BackupException Corrupt(RestoreTask task, long volumeOffset, string what, Exception? inner = null) =>
+            new(BackupErrorKind.InvalidData, "ObjectCorrupt",
+                $"Backup {task.BackupId}: object '{task.Object.Name}' (volume offset {task.Object.Offset}, near {volumeOffset}): {what}. The target is incomplete; restore from another backup.",
+                task.Object.Name, inner);
+    }
+}

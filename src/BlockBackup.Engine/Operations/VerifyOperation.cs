@@ -1,0 +1,317 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Security.Cryptography;
+using BlockBackup.Engine.Compression;
+using BlockBackup.Engine.Errors;
+using BlockBackup.Engine.Format;
+using BlockBackup.Engine.Hashing;
+using BlockBackup.Engine.Repository;
+
+namespace BlockBackup.Engine.Operations;
+
+public enum VerificationProblem
+{
+    MetadataInvalid,
+    HashListInvalid,
+    ObjectMissing,
+    UnexpectedObject,
+    ObjectTruncated,
+    ObjectTooLong,
+    DecompressionFailed,
+    Md5Mismatch,
+    BlockHashMismatch,
+    ChainInconsistent,
+}
+
+/// <summary>One thing wrong with a backup: which object, where in the volume, what.</summary>
+public sealed record VerificationIssue(Guid BackupId, string? ObjectName, long? VolumeOffset, VerificationProblem Problem, string Message)
+{
+    public override string ToString() => $"{Problem}: {Message}";
+}
+
+public sealed class VerificationResult
+{
+    public required BackupInfo Backup { get; init; }
+    /// <summary>The backups whose data was read (the whole chain when the chain was verified).</summary>
+    public required IReadOnlyList<Guid> Verified { get; init; }
+    public required int ObjectsChecked { get; init; }
+    public required long BytesChecked { get; init; }
+    public required IReadOnlyList<VerificationIssue> Issues { get; init; }
+    public bool IsValid => Issues.Count == 0;
+    public required TimeSpan Duration { get; init; }
+
+    public override string ToString() => IsValid
+        ? $"{Backup.Id}: OK ({ObjectsChecked} objects, {Verified.Count} backup(s))"
+        : $"{Backup.Id}: {Issues.Count} problem(s): {string.Join("; ", Issues.Take(3))}";
+}
+
+/// <summary>
+/// Reads every object of a backup (or of its whole chain), decompresses it, and checks its length,
+/// its MD5 and the SHA-256 of each of its blocks against the backup's hash list; reports every
+/// bad object instead of stopping at the first.
+/// </summary>
+public static class VerifyOperation
+{
+    public static VerificationResult Run(BackupRepository repository, Guid backupId, bool includeChain, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default, int? workers = null)
+    {
+        var clock = Stopwatch.StartNew();
+        var backup = repository.Get(backupId);
+        var issues = new ConcurrentBag<VerificationIssue>();
+        BackupChain? chain = null;
+        if (includeChain)
+        {
+            try
+            {
+                chain = repository.GetChain(backupId);
+            }
+            catch (BackupException ex)
+            {
+                issues.Add(new VerificationIssue(backupId, null, null, VerificationProblem.ChainInconsistent, ex.Message));
+            }
+        }
+
+        var scope = chain?.Backups ?? [backup];
+        var total = scope.Sum(b => b.VolumeSize);
+        var throttle = new ProgressThrottle(progress, OperationPhase.Verifying, Math.Max(1, total), $"Verifying {backupId}");
+        var objects = 0;
+        long bytes = 0;
+        var lists = new List<(BackupInfo Backup, BackupMetadata? Metadata, BlockHashList? Hashes, int BlockSize)>();
+        try
+        {
+            foreach (var b in scope)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                var (meta, hashes, blockSize) = Load(repository, b, issues, cancellationToken);
+                lists.Add((b, meta, hashes, blockSize));
+                if (meta is null || hashes is null)
+                {
+                    continue;
+                }
+
+                CheckObjectSet(repository, b, meta, issues);
+                var container = repository.ContainerPath(b);
+                var options = new ParallelOptions { MaxDegreeOfParallelism = workers ?? Environment.ProcessorCount, CancellationToken = cancellationToken };
+                Parallel.ForEach(Partitioner.Create(meta.Objects, EnumerablePartitionerOptions.NoBuffering), options, o =>
+                {
+                    CheckObject(b, Path.Combine(container, o.Name), o, hashes, blockSize, issues, throttle, cancellationToken);
+                    Interlocked.Increment(ref objects);
+                    Interlocked.Add(ref bytes, o.Length);
+                });
+            }
+
+            if (chain is not null && lists.All(l => l.Hashes is not null))
+            {
+                CheckComposite(chain, lists.Select(l => (l.Metadata!, l.Hashes!)).ToList(), lists[^1].BlockSize, issues, cancellationToken);
+            }
+        }
+        catch (AggregateException ex)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(ex.InnerExceptions[0]).Throw();
+        }
+        finally
+        {
+            foreach (var l in lists)
+            {
+                l.Hashes?.Dispose();
+            }
+        }
+
+        throttle.Complete();
+        return new VerificationResult
+        {
+            Backup = backup,
+            Verified = scope.Select(b => b.Id).ToList(),
+            ObjectsChecked = objects,
+            BytesChecked = bytes,
+            Issues = issues.OrderBy(i => i.VolumeOffset ?? -1).ThenBy(i => i.ObjectName, StringComparer.Ordinal).ToList(),
+            Duration = clock.Elapsed,
+        };
+    }
+
+    private static (BackupMetadata?, BlockHashList?, int) Load(BackupRepository repository, BackupInfo b, ConcurrentBag<VerificationIssue> issues, CancellationToken cancel)
+    {
+        BackupMetadata meta;
+        try
+        {
+            meta = repository.ReadMetadata(b);
+        }
+        catch (BackupException ex)
+        {
+            issues.Add(new VerificationIssue(b.Id, ObjectNaming.MetadataName(b.Prefix), null, VerificationProblem.MetadataInvalid, ex.Message));
+            return (null, null, 0);
+        }
+
+        try
+        {
+            var (header, hashes) = Sha256File.Read(repository.Sha256FilePath(b), b.Id, meta.Extra?.Sha256FileSha256, Path.Combine(repository.Root, ".blockbackup"), cancel);
+            var expected = (b.VolumeSize + header.ChunkSize - 1) / header.ChunkSize;
+            if (b.VolumeSize > 0 && hashes.Count != expected)
+            {
+                issues.Add(new VerificationIssue(b.Id, ObjectNaming.Sha256FileName(b.Prefix), null, VerificationProblem.HashListInvalid,
+                    $"the hash list has {hashes.Count} entries but the {b.VolumeSize}-byte volume has {expected} blocks"));
+            }
+
+            return (meta, hashes, header.ChunkSize);
+        }
+        catch (BackupException ex)
+        {
+            issues.Add(new VerificationIssue(b.Id, ObjectNaming.Sha256FileName(b.Prefix), null, VerificationProblem.HashListInvalid, ex.Message));
+            return (meta, null, 0);
+        }
+    }
+
+    /// <summary>Cinder aborts a restore when the files carrying the prefix differ from the metadata's list.</summary>
+    private static void CheckObjectSet(BackupRepository repository, BackupInfo b, BackupMetadata meta, ConcurrentBag<VerificationIssue> issues)
+    {
+        var listed = meta.Objects.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
+        foreach (var file in Directory.EnumerateFiles(repository.ContainerPath(b), b.Prefix + "*"))
+        {
+            var name = Path.GetFileName(file);
+            if (!listed.Contains(name) && name != ObjectNaming.MetadataName(b.Prefix) && name != ObjectNaming.Sha256FileName(b.Prefix))
+            {
+                issues.Add(new VerificationIssue(b.Id, name, null, VerificationProblem.UnexpectedObject,
+                    $"'{name}' carries the backup's prefix but is not in its metadata; Cinder would refuse to restore this backup. Remove the file."));
+            }
+        }
+    }
+
+    private static void CheckObject(BackupInfo b, string path, ObjectDescriptor o, BlockHashList hashes, int blockSize, ConcurrentBag<VerificationIssue> issues, ProgressThrottle throttle, CancellationToken cancel)
+    {
+        void Report(VerificationProblem p, long? offset, string message) =>
+            issues.Add(new VerificationIssue(b.Id, o.Name, offset ?? o.Offset, p, $"object '{o.Name}' at volume offset {offset ?? o.Offset}: {message}"));
+
+        if (!File.Exists(path))
+        {
+            Report(VerificationProblem.ObjectMissing, null, "the file is missing");
+            return;
+        }
+
+        var piece = new byte[Math.Max(blockSize, (1 << 20) / blockSize * blockSize)];
+        var expected = new byte[32];
+        var actual = new byte[32];
+        using var md5 = IncrementalHash.CreateHash(HashAlgorithmName.MD5);
+        long done = 0;
+        var hashMismatches = 0;
+        try
+        {
+            using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan);
+            using var data = ObjectDecoder.Open(file, o.Compression, o.Name);
+            while (done < o.Length)
+            {
+                cancel.ThrowIfCancellationRequested();
+                var want = (int)Math.Min(piece.Length, o.Length - done);
+                var got = ObjectDecoder.ReadFully(data, piece.AsSpan(0, want));
+                md5.AppendData(piece, 0, got);
+                for (var k = 0; k * blockSize < got; k++)
+                {
+                    var block = piece.AsSpan(k * blockSize, Math.Min(blockSize, got - k * blockSize));
+                    var offset = o.Offset + done + (long)k * blockSize;
+                    var index = offset / blockSize;
+                    if (index >= hashes.Count)
+                    {
+                        Report(VerificationProblem.BlockHashMismatch, offset, "the block lies beyond the hash list");
+                        return;
+                    }
+
+                    hashes.Get(index, expected);
+                    if (block.Length < blockSize && offset + block.Length < o.End)
+                    {
+                        break; // truncated; reported below
+                    }
+
+                    if (ZeroBlock.IsZero(block) ? !ZeroBlock.Sha256(block.Length).SequenceEqual(expected) : !SHA256.HashData(block).AsSpan().SequenceEqual(expected))
+                    {
+                        if (hashMismatches++ < 8)
+                        {
+                            Report(VerificationProblem.BlockHashMismatch, offset, $"the {block.Length}-byte block's SHA-256 does not match the hash list");
+                        }
+                    }
+                }
+
+                done += got;
+                throttle.Add(got);
+                if (got < want)
+                {
+                    Report(VerificationProblem.ObjectTruncated, o.Offset + done, $"the data ends after {done} of {o.Length} bytes");
+                    return;
+                }
+            }
+
+            if (data.ReadByte() >= 0)
+            {
+                Report(VerificationProblem.ObjectTooLong, o.End, $"the data is longer than the stated {o.Length} bytes");
+                return;
+            }
+        }
+        catch (Exception ex) when (ex is InvalidDataException or ICSharpCode.SharpZipLib.SharpZipBaseException or EndOfStreamException or IOException)
+        {
+            Report(VerificationProblem.DecompressionFailed, o.Offset + done, $"reading the {CompressionNames.ToMetadataName(o.Compression)} data failed after {done} bytes: {ex.Message}");
+            return;
+        }
+        catch (BackupException ex) when (ex.ErrorId == "ZstdUnavailable")
+        {
+            Report(VerificationProblem.DecompressionFailed, null, ex.Message);
+            return;
+        }
+
+        var digest = Convert.ToHexString(md5.GetHashAndReset()).ToLowerInvariant();
+        if (digest != o.Md5)
+        {
+            Report(VerificationProblem.Md5Mismatch, null, $"MD5 of the data is {digest}, the metadata says {o.Md5}");
+        }
+    }
+
+    /// <summary>
+    /// The requested backup's hash list must agree, block by block, with the list of the backup
+    /// whose object provides that block on restore (and be a zero block where nothing does).
+    /// </summary>
+    private static void CheckComposite(BackupChain chain, IReadOnlyList<(BackupMetadata Metadata, BlockHashList Hashes)> layers, int blockSize, ConcurrentBag<VerificationIssue> issues, CancellationToken cancel)
+    {
+        var requested = layers[^1].Hashes;
+        var size = chain.VolumeSize;
+        var covered = new List<ByteRange>();
+        var a = new byte[32];
+        var e = new byte[32];
+        var reported = 0;
+        for (var i = layers.Count - 1; i >= 0; i--)
+        {
+            var ranges = layers[i].Metadata.Objects.Select(o => new ByteRange(o.Offset, Math.Min(o.End, size))).OrderBy(r => r.Start).ToList();
+            foreach (var range in Ranges.Subtract(ranges, covered))
+            {
+                for (var blk = range.Start / blockSize; blk * blockSize < range.End && reported < 8; blk++)
+                {
+                    cancel.ThrowIfCancellationRequested();
+                    if (blk >= layers[i].Hashes.Count || blk >= requested.Count)
+                    {
+                        break;
+                    }
+
+                    layers[i].Hashes.Get(blk, a);
+                    requested.Get(blk, e);
+                    if (!a.AsSpan().SequenceEqual(e))
+                    {
+                        reported++;
+                        issues.Add(new VerificationIssue(chain.Backups[i].Id, null, blk * blockSize, VerificationProblem.ChainInconsistent,
+                            $"block at volume offset {blk * blockSize} comes from backup {chain.Backups[i].Id}, whose hash differs from backup {chain.BackupId}'s list: the chain does not restore to the requested backup"));
+                    }
+                }
+            }
+
+            covered = Ranges.Union(covered, ranges);
+        }
+
+        foreach (var gap in Ranges.Subtract([new ByteRange(0, size)], covered))
+        {
+            for (var blk = gap.Start / blockSize; blk * blockSize < gap.End && blk < requested.Count && reported < 8; blk++)
+            {
+                requested.Get(blk, e);
+                if (!ZeroBlock.Sha256((int)Math.Min(blockSize, size - blk * blockSize)).SequenceEqual(e))
+                {
+                    reported++;
+                    issues.Add(new VerificationIssue(chain.BackupId, null, blk * blockSize, VerificationProblem.ChainInconsistent,
+                        $"block at volume offset {blk * blockSize} holds data according to the hash list, but no object in the chain covers it"));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,100 @@
+using BlockBackup.Engine.Native;
+
+namespace BlockBackup.Engine.Repository;
+
+/// <summary>
+/// Write-to-temporary, flush, rename: readers see the old file or the complete new one, never a
+/// torn one, on local filesystems and NFS alike (rename is atomic within a directory).
+/// </summary>
+internal static class AtomicFile
+{
+    public const UnixFileMode FileMode0660 = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite;
+    public const UnixFileMode DirMode0770 = FileMode0660 | UnixFileMode.UserExecute | UnixFileMode.GroupExecute;
+
+    /// <summary>A unique hidden name beside the final one; it never starts with an object prefix, so Cinder ignores it.</summary>
+    public static string TempName(string finalPath)
+    {
+        var name = $".tmp-{Guid.NewGuid():N}-{Path.GetFileName(finalPath)}";
+        return Path.Combine(Path.GetDirectoryName(finalPath)!, name.Length > 250 ? name[..250] : name);
+    }
+
+    public static FileStream CreateNew(string path, int bufferSize = 1 << 16)
+    {
+        var options = new FileStreamOptions
+        {
+            Mode = System.IO.FileMode.CreateNew,
+            Access = FileAccess.Write,
+            Share = FileShare.None,
+            BufferSize = bufferSize,
+        };
+        if (!OperatingSystem.IsWindows())
+        {
+            options.UnixCreateMode = FileMode0660;
+        }
+
+        return new FileStream(path, options);
+    }
+
+    /// <summary>Writes through <paramref name="write"/> to a temporary name, fsyncs, renames over <paramref name="finalPath"/>.</summary>
+    public static T Write<T>(string finalPath, Func<Stream, T> write)
+    {
+        var temp = TempName(finalPath);
+        try
+        {
+            T result;
+            using (var stream = CreateNew(temp))
+            {
+                result = write(stream);
+                stream.Flush(flushToDisk: true);
+            }
+
+            File.Move(temp, finalPath, overwrite: true);
+            return result;
+        }
+        catch
+        {
+            TryDelete(temp);
+            throw;
+        }
+    }
+
+    public static void CreateDirectory(string path)
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            Directory.CreateDirectory(path);
+            return;
+        }
+
+        Directory.CreateDirectory(path, DirMode0770);
+    }
+
+    /// <summary>Makes renames in a directory durable (no-op where directories cannot be opened).</summary>
+    public static void SyncDirectory(string directory)
+    {
+        if (!LinuxNative.IsLinux)
+        {
+            return;
+        }
+
+        try
+        {
+            using var handle = File.OpenHandle(directory, System.IO.FileMode.Open, FileAccess.Read);
+            LinuxNative.TrySyncFilesystem(handle);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+        }
+    }
+
+    public static void TryDelete(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+        }
+    }
+}

@@ -1,0 +1,418 @@
+using BlockBackup.Engine.Compression;
+using BlockBackup.Engine.Errors;
+using BlockBackup.Engine.Format;
+
+namespace BlockBackup.Engine.Repository;
+
+/// <summary>
+/// A directory (local or an NFS mount) holding backups in Cinder's posix/NFS layout. It describes
+/// itself: listing, the latest backup of a volume and chains all come from the files in it.
+/// </summary>
+public sealed class BackupRepository
+{
+    private const int MaxDepth = 8;
+
+    private BackupRepository(string root) => Root = root;
+
+    public string Root { get; }
+
+    /// <summary>How long to wait for another operation on the same volume before failing.</summary>
+    public TimeSpan LockTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    public static BackupRepository Open(string path, bool create)
+    {
+        var root = Path.GetFullPath(path);
+        if (!Directory.Exists(root))
+        {
+            if (File.Exists(root))
+            {
+                throw new BackupException(BackupErrorKind.InvalidArgument, "RepositoryIsFile", $"The repository path '{root}' is a file; a repository is a directory.", root);
+            }
+
+            if (!create)
+            {
+                throw new BackupException(BackupErrorKind.NotFound, "RepositoryNotFound", $"The repository '{root}' does not exist. Create a backup into it first, or check the path (an NFS share must be mounted).", root);
+            }
+
+            AtomicFile.CreateDirectory(root);
+        }
+
+        return new BackupRepository(root);
+    }
+
+    public string ContainerPath(BackupInfo backup) => Path.Combine(Root, backup.Container);
+
+    internal string MetadataPath(BackupInfo backup) => Path.Combine(ContainerPath(backup), ObjectNaming.MetadataName(backup.Prefix));
+
+    internal string Sha256FilePath(BackupInfo backup) => Path.Combine(ContainerPath(backup), ObjectNaming.Sha256FileName(backup.Prefix));
+
+    internal BackupMetadata ReadMetadata(BackupInfo backup) => MetadataSerializer.Read(MetadataPath(backup), backup.Prefix);
+
+    /// <summary>Every backup in the repository, oldest first; incomplete ones only on request.</summary>
+    public IReadOnlyList<BackupInfo> List(bool includeIncomplete = false, CancellationToken cancellationToken = default)
+    {
+        var found = new List<BackupInfo>();
+        Scan(Root, 0, found, cancellationToken);
+
+        // Cinder's metadata has no volume size; an incremental inherits its parent's (volumes never shrink).
+        var byId = found.Where(b => b.Status == BackupStatus.Available).GroupBy(b => b.Id).ToDictionary(g => g.Key, g => g.First());
+        for (var i = 0; i < found.Count; i++)
+        {
+            if (found[i].VolumeSize == 0 && found[i].ParentId is { } parentId)
+            {
+                var size = InheritedSize(parentId, byId, 0);
+                found[i] = found[i] with { VolumeSize = size };
+                byId[found[i].Id] = found[i];
+            }
+        }
+
+        return found
+            .Where(b => includeIncomplete || b.Status == BackupStatus.Available)
+            .OrderBy(b => b.CreatedUtc).ThenBy(b => b.Prefix, StringComparer.Ordinal)
+            .ToList();
+    }
+
+    private static long InheritedSize(Guid id, Dictionary<Guid, BackupInfo> byId, int depth) =>
+        depth > 10000 || !byId.TryGetValue(id, out var b) ? 0
+        : b.VolumeSize != 0 || b.ParentId is null ? b.VolumeSize
+        : InheritedSize(b.ParentId.Value, byId, depth + 1);
+
+    public BackupInfo Get(Guid backupId) =>
+        List(includeIncomplete: true).FirstOrDefault(b => b.Id == backupId && b.Status == BackupStatus.Available)
+        ?? throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound",
+            $"No available backup with id {backupId} in repository '{Root}'.", backupId);
+
+    /// <summary>The newest available backup of a volume (Cinder's rule for choosing a parent).</summary>
+    public BackupInfo? FindLatest(Guid volumeId) =>
+        List().Where(b => b.VolumeId == volumeId).MaxBy(b => (b.CreatedUtc, b.Prefix));
+
+    /// <summary>The chain of a backup, full backup first.</summary>
+    public BackupChain GetChain(Guid backupId) => GetChain(backupId, List());
+
+    public BackupChain GetChain(Guid backupId, IReadOnlyList<BackupInfo> backups)
+    {
+        var byId = backups.ToDictionary(b => b.Id);
+        if (!byId.TryGetValue(backupId, out var current))
+        {
+            throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"No available backup with id {backupId} in repository '{Root}'.", backupId);
+        }
+
+        var chain = new List<BackupInfo> { current };
+        var seen = new HashSet<Guid> { current.Id };
+        while (current.ParentId is { } parentId)
+        {
+            if (!byId.TryGetValue(parentId, out var parent))
+            {
+                throw new BackupException(BackupErrorKind.InvalidData, "BackupChainBroken",
+                    $"The chain of backup {backupId} is broken: parent {parentId} of backup {current.Id} is not in repository '{Root}' (deleted, incomplete or never imported). Backups from {current.Id} on cannot be restored.",
+                    parentId);
+            }
+
+            if (!seen.Add(parent.Id) || parent.VolumeId != current.VolumeId)
+            {
+                throw new BackupException(BackupErrorKind.InvalidData, "BackupChainInvalid",
+                    $"The chain of backup {backupId} is invalid at parent {parent.Id}: {(parent.VolumeId != current.VolumeId ? "it belongs to another volume" : "the parents form a cycle")}.",
+                    parent.Id);
+            }
+
+            chain.Add(parent);
+            current = parent;
+        }
+
+        chain.Reverse();
+        return new BackupChain(chain);
+    }
+
+    /// <summary>Backups whose parent is <paramref name="backupId"/>, and theirs when recursive (children before grandchildren).</summary>
+    public IReadOnlyList<BackupInfo> GetDependents(Guid backupId, bool recursive, IReadOnlyList<BackupInfo>? backups = null)
+    {
+        backups ??= List();
+        var result = new List<BackupInfo>();
+        var frontier = new Queue<Guid>([backupId]);
+        while (frontier.Count > 0)
+        {
+            var id = frontier.Dequeue();
+            foreach (var child in backups.Where(b => b.ParentId == id))
+            {
+                result.Add(child);
+                if (recursive)
+                {
+                    frontier.Enqueue(child.Id);
+                }
+            }
+        }
+
+        return result;
+    }
+
+    /// <summary>
+    /// Deletes a backup, refusing while incrementals depend on it unless
+    /// <paramref name="includeDependents"/>; then dependents go first, newest first.
+    /// Returns what was deleted, in order.
+    /// </summary>
+    public IReadOnlyList<BackupInfo> Remove(Guid backupId, bool includeDependents, CancellationToken cancellationToken = default)
+    {
+        var target = Get(backupId);
+        using var volumeLock = RepositoryLock.Acquire(Root, target.VolumeId, "delete", LockTimeout, cancellationToken);
+        var backups = List();
+        target = backups.FirstOrDefault(b => b.Id == backupId)
+            ?? throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"Backup {backupId} was removed meanwhile.", backupId);
+        var dependents = GetDependents(backupId, recursive: true, backups);
+        if (dependents.Count > 0 && !includeDependents)
+        {
+            throw new BackupException(BackupErrorKind.InvalidOperation, "BackupHasDependents",
+                $"Backup {backupId} has {dependents.Count} dependent incremental backup(s) ({string.Join(", ", dependents.Select(d => d.Id))}); deleting it would make them unrestorable. Delete them first, or pass IncludeDependents to delete them too.",
+                backupId);
+        }
+
+        var order = dependents.Reverse().Append(target).ToList();
+        foreach (var backup in order)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            DeleteFiles(backup);
+        }
+
+        return order;
+    }
+
+    /// <summary>Removes backups left incomplete by a crash, kill or failed delete. Returns what was removed.</summary>
+    public IReadOnlyList<BackupInfo> RemoveIncomplete(CancellationToken cancellationToken = default)
+    {
+        var removed = new List<BackupInfo>();
+        foreach (var leftover in List(includeIncomplete: true).Where(b => b.Status == BackupStatus.Incomplete))
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            using var volumeLock = RepositoryLock.Acquire(Root, leftover.VolumeId, "cleanup", LockTimeout, cancellationToken);
+            if (File.Exists(MetadataPath(leftover)))
+            {
+                continue; // completed meanwhile
+            }
+
+            DeleteFiles(leftover);
+            removed.Add(leftover);
+        }
+
+        return removed;
+    }
+
+    /// <summary>
+    /// Removes exactly one backup's files: metadata first (so a crash midway leaves an
+    /// incomplete backup, never a listed one with missing objects), then everything with its prefix.
+    /// </summary>
+    internal void DeleteFiles(BackupInfo backup)
+    {
+        var container = ContainerPath(backup);
+        File.Delete(MetadataPath(backup));
+        File.Delete(Sha256FilePath(backup));
+        if (Directory.Exists(container))
+        {
+            foreach (var file in Directory.EnumerateFiles(container))
+            {
+                var name = Path.GetFileName(file);
+                if (name.StartsWith(backup.Prefix, StringComparison.Ordinal) || name.StartsWith(".tmp-", StringComparison.Ordinal))
+                {
+                    File.Delete(file);
+                }
+            }
+
+            var summary = ContainerSummary.TryRead(container);
+            if (summary?.BackupId == backup.Id)
+            {
+                File.Delete(Path.Combine(container, ContainerSummary.FileName));
+            }
+        }
+
+        // Remove the container and the empty fan-out directories above it, never the root.
+        for (var dir = container; dir.Length > Root.Length && Directory.Exists(dir) && !Directory.EnumerateFileSystemEntries(dir).Any(); dir = Path.GetDirectoryName(dir)!)
+        {
+            Directory.Delete(dir);
+        }
+    }
+
+    private void Scan(string dir, int depth, List<BackupInfo> found, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        var summary = ContainerSummary.TryRead(dir);
+        if (summary is not null && FromSummary(dir, summary) is { } fast)
+        {
+            found.Add(fast);
+            return; // BlockBackup containers hold one backup and no subdirectories
+        }
+
+        IEnumerable<string> entries;
+        try
+        {
+            entries = Directory.EnumerateFileSystemEntries(dir).ToList();
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return;
+        }
+
+        var metadataPrefixes = new HashSet<string>(StringComparer.Ordinal);
+        var objectPrefixes = new Dictionary<string, (Guid Volume, Guid Backup)>(StringComparer.Ordinal);
+        var subdirs = new List<string>();
+        foreach (var entry in entries)
+        {
+            var name = Path.GetFileName(entry);
+            if (name.StartsWith('.'))
+            {
+                continue;
+            }
+
+            if (Directory.Exists(entry))
+            {
+                subdirs.Add(entry);
+                continue;
+            }
+
+            if (ObjectNaming.MetadataFileRegex().Match(name) is { Success: true } m)
+            {
+                metadataPrefixes.Add(m.Groups["prefix"].Value);
+            }
+            else if (ObjectNaming.MetadataFileRegex().Match(StripObjectSuffix(name) + ObjectNaming.MetadataSuffix) is { Success: true } o)
+            {
+                objectPrefixes[o.Groups["prefix"].Value] = (Guid.Parse(o.Groups["vid"].Value), Guid.Parse(o.Groups["bid"].Value));
+            }
+        }
+
+        foreach (var prefix in metadataPrefixes)
+        {
+            found.Add(FromMetadata(dir, prefix, summary));
+        }
+
+        foreach (var (prefix, ids) in objectPrefixes.Where(p => !metadataPrefixes.Contains(p.Key)))
+        {
+            found.Add(Incomplete(dir, prefix, ids.Volume, ids.Backup));
+        }
+
+        if (summary is not null && metadataPrefixes.Count == 0 && !objectPrefixes.ContainsKey(summary.Prefix))
+        {
+            found.Add(Incomplete(dir, summary.Prefix, summary.VolumeId, summary.BackupId));
+        }
+
+        if (depth < MaxDepth)
+        {
+            foreach (var sub in subdirs)
+            {
+                Scan(sub, depth + 1, found, cancellationToken);
+            }
+        }
+    }
+
+    private static string StripObjectSuffix(string name)
+    {
+        if (name.EndsWith(ObjectNaming.Sha256FileSuffix, StringComparison.Ordinal))
+        {
+            return name[..^ObjectNaming.Sha256FileSuffix.Length];
+        }
+
+        var dash = name.LastIndexOf('-');
+        return dash > 0 && name.Length - dash == 6 && name[(dash + 1)..].All(char.IsAsciiDigit) ? name[..dash] : name;
+    }
+
+    private BackupInfo? FromSummary(string dir, ContainerSummary summary)
+    {
+        if (summary.State != ContainerSummary.StateAvailable || summary.Info is null)
+        {
+            return null;
+        }
+
+        var metadata = new FileInfo(Path.Combine(dir, ObjectNaming.MetadataName(summary.Prefix)));
+        if (!metadata.Exists || metadata.Length != summary.MetadataLength || metadata.LastWriteTimeUtc.Ticks != summary.MetadataMtimeTicks)
+        {
+            return null; // stale or damaged cache: fall back to the metadata itself
+        }
+
+        return summary.Info with { Repository = Root, Container = Relative(dir) };
+    }
+
+    private BackupInfo FromMetadata(string dir, string prefix, ContainerSummary? summary)
+    {
+        var path = Path.Combine(dir, ObjectNaming.MetadataName(prefix));
+        BackupMetadata metadata;
+        try
+        {
+            metadata = MetadataSerializer.Read(path, prefix);
+        }
+        catch (BackupException)
+        {
+            // Damaged metadata: list it as incomplete so it is visible and can be cleaned up or inspected.
+            var m = ObjectNaming.MetadataFileRegex().Match(ObjectNaming.MetadataName(prefix));
+            return Incomplete(dir, prefix, Guid.Parse(m.Groups["vid"].Value), Guid.Parse(m.Groups["bid"].Value));
+        }
+
+        var info = ToInfo(dir, prefix, metadata, path);
+        if (summary is not null && summary.BackupId == metadata.BackupId)
+        {
+            // Our own container whose cache was stale or still said "creating": refresh it.
+            var file = new FileInfo(path);
+            try
+            {
+                new ContainerSummary
+                {
+                    State = ContainerSummary.StateAvailable, BackupId = info.Id, VolumeId = info.VolumeId, Prefix = prefix,
+                    MetadataLength = file.Length, MetadataMtimeTicks = file.LastWriteTimeUtc.Ticks, Info = info,
+                }.Write(dir);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                // A read-only repository still lists, just without the cache.
+            }
+        }
+
+        return info;
+    }
+
+    internal BackupInfo ToInfo(string dir, string prefix, BackupMetadata metadata, string metadataPath)
+    {
+        var extra = metadata.Extra;
+        var compressions = metadata.Objects.Select(o => CompressionNames.ToMetadataName(o.Compression)).Distinct().ToList();
+        return new BackupInfo
+        {
+            Id = metadata.BackupId,
+            VolumeId = metadata.VolumeId,
+            Name = metadata.Name,
+            Description = metadata.Description,
+            CreatedUtc = CinderTime.TryParseUtc(metadata.CreatedAt) ?? File.GetLastWriteTimeUtc(metadataPath),
+            ParentId = metadata.ParentId,
+            Status = BackupStatus.Available,
+            VolumeSize = extra?.VolumeSize ?? (metadata.ParentId is null ? metadata.Objects.Select(o => o.End).DefaultIfEmpty(0).Max() : 0),
+            StoredBytes = extra?.StoredBytes ?? metadata.Objects.Sum(o => SizeOf(Path.Combine(dir, o.Name))),
+            ObjectCount = metadata.Objects.Count,
+            Compression = extra?.Compression ?? (compressions.Count == 1 ? compressions[0] : compressions.Count == 0 ? "none" : "mixed"),
+            Consistency = extra?.Consistency,
+            Source = extra?.Source,
+            WrittenBy = extra is null ? "Cinder" : "BlockBackup",
+            Repository = Root,
+            Container = Relative(dir),
+            Prefix = prefix,
+        };
+    }
+
+    private BackupInfo Incomplete(string dir, string prefix, Guid volumeId, Guid backupId)
+    {
+        var locked = RepositoryLockIsHeld(volumeId);
+        return new BackupInfo
+        {
+            Id = backupId,
+            VolumeId = volumeId,
+            CreatedUtc = Directory.GetLastWriteTimeUtc(dir),
+            Status = locked ? BackupStatus.Creating : BackupStatus.Incomplete,
+            WrittenBy = File.Exists(Path.Combine(dir, ContainerSummary.FileName)) ? "BlockBackup" : "Cinder",
+            Repository = Root,
+            Container = Relative(dir),
+            Prefix = prefix,
+        };
+    }
+
+    private bool RepositoryLockIsHeld(Guid volumeId) => RepositoryLock.IsHeld(Root, volumeId);
+
+    private string Relative(string dir) => Path.GetRelativePath(Root, dir);
+
+    private static long SizeOf(string path)
+    {
+        var f = new FileInfo(path);
+        return f.Exists ? f.Length : 0;
+    }
+}

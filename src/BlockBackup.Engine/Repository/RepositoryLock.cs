@@ -1,0 +1,211 @@
+using System.Diagnostics;
+using System.Globalization;
+using BlockBackup.Engine.Errors;
+using Newtonsoft.Json.Linq;
+
+namespace BlockBackup.Engine.Repository;
+
+/// <summary>
+/// An exclusive per-volume lock in the repository, safe on NFS: created with O_EXCL (atomic on
+/// NFSv3+), carrying host, pid and process start time, refreshed by a heartbeat. A lock whose
+/// process is gone (same host) or whose heartbeat stopped (other host) is stale and is taken
+/// over by an atomic rename, so two recoverers cannot both win.
+/// </summary>
+public sealed class RepositoryLock : IDisposable
+{
+    public static TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromSeconds(30);
+    public static TimeSpan StaleAfter { get; set; } = TimeSpan.FromMinutes(5);
+
+    private readonly string _path;
+    private readonly string _token;
+    private readonly Timer _heartbeat;
+    private int _disposed;
+
+    private RepositoryLock(string path, string token)
+    {
+        _path = path;
+        _token = token;
+        _heartbeat = new Timer(_ => Touch(), null, HeartbeatInterval, HeartbeatInterval);
+    }
+
+    public static string LockDirectory(string repositoryRoot) => Path.Combine(repositoryRoot, ".blockbackup", "locks");
+
+    public static string LockPath(string repositoryRoot, Guid volumeId) =>
+        Path.Combine(LockDirectory(repositoryRoot), $"volume-{volumeId:D}.lock");
+
+    public static RepositoryLock Acquire(string repositoryRoot, Guid volumeId, string operation, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var path = LockPath(repositoryRoot, volumeId);
+        AtomicFile.CreateDirectory(Path.GetDirectoryName(path)!);
+        var token = Guid.NewGuid().ToString("N");
+        var deadline = Stopwatch.StartNew();
+        using var self = Process.GetCurrentProcess();
+        var content = new JObject
+        {
+            ["host"] = Environment.MachineName,
+            ["pid"] = Environment.ProcessId,
+            ["process_start"] = self.StartTime.ToUniversalTime().ToString("O", CultureInfo.InvariantCulture),
+            ["operation"] = operation,
+            ["acquired_at"] = DateTime.UtcNow.ToString("O", CultureInfo.InvariantCulture),
+            ["token"] = token,
+        }.ToString();
+
+        while (true)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            try
+            {
+                using (var stream = AtomicFile.CreateNew(path, 1))
+                using (var writer = new StreamWriter(stream))
+                {
+                    writer.Write(content);
+                    writer.Flush();
+                    stream.Flush(flushToDisk: true);
+                }
+
+                return new RepositoryLock(path, token);
+            }
+            catch (IOException) when (File.Exists(path))
+            {
+                var holder = Describe(path, out var stale);
+                if (stale)
+                {
+                    BreakStaleLock(path);
+                    continue;
+                }
+
+                if (deadline.Elapsed >= timeout)
+                {
+                    throw new BackupException(BackupErrorKind.ResourceBusy, "RepositoryLocked",
+                        $"Volume {volumeId} is locked in repository '{repositoryRoot}' by {holder}. Wait for that operation to finish; a lock whose process died is recovered automatically (on another host after {StaleAfter.TotalMinutes:0} minutes without heartbeat).",
+                        path);
+                }
+
+                Thread.Sleep(200);
+            }
+        }
+    }
+
+    /// <summary>True while a live process holds the volume's lock (a dead holder's lock does not count).</summary>
+    public static bool IsHeld(string repositoryRoot, Guid volumeId)
+    {
+        var path = LockPath(repositoryRoot, volumeId);
+        if (!File.Exists(path))
+        {
+            return false;
+        }
+
+        Describe(path, out var stale);
+        return !stale;
+    }
+
+    /// <summary>Who holds the lock, and whether that holder is gone.</summary>
+    private static string Describe(string path, out bool stale)
+    {
+        stale = false;
+        try
+        {
+            var info = new FileInfo(path);
+            var age = DateTime.UtcNow - info.LastWriteTimeUtc;
+            var json = JObject.Parse(File.ReadAllText(path));
+            var host = (string?)json["host"];
+            var pid = (int?)json["pid"];
+            var operation = (string?)json["operation"];
+            var start = (string?)json["process_start"];
+            if (host == Environment.MachineName && pid is not null)
+            {
+                stale = !IsAlive(pid.Value, start);
+            }
+            else
+            {
+                stale = age > StaleAfter;
+            }
+
+            return $"process {pid} on {host} ({operation}, since {(string?)json["acquired_at"]})";
+        }
+        catch (Exception ex) when (ex is IOException or Newtonsoft.Json.JsonException or FormatException or InvalidCastException or ArgumentException)
+        {
+            // Unreadable or half-written lock: stale once it is old enough that its writer must be gone.
+            try
+            {
+                stale = DateTime.UtcNow - File.GetLastWriteTimeUtc(path) > TimeSpan.FromSeconds(30);
+            }
+            catch (IOException)
+            {
+            }
+
+            return "an unknown process (unreadable lock file)";
+        }
+    }
+
+    private static bool IsAlive(int pid, string? startTime)
+    {
+        try
+        {
+            using var p = Process.GetProcessById(pid);
+            if (p.HasExited)
+            {
+                return false;
+            }
+
+            // A recycled pid has another start time.
+            return startTime is null
+                || !DateTime.TryParse(startTime, CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind, out var recorded)
+                || Math.Abs((p.StartTime.ToUniversalTime() - recorded.ToUniversalTime()).TotalSeconds) < 2;
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
+        catch (InvalidOperationException)
+        {
+            return false;
+        }
+    }
+
+    private static void BreakStaleLock(string path)
+    {
+        var aside = path + ".stale-" + Guid.NewGuid().ToString("N");
+        try
+        {
+            File.Move(path, aside);
+            File.Delete(aside);
+        }
+        catch (IOException)
+        {
+            // Another process recovered it first; just retry.
+        }
+    }
+
+    private void Touch()
+    {
+        try
+        {
+            File.SetLastWriteTimeUtc(_path, DateTime.UtcNow);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+        }
+    }
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        _heartbeat.Dispose();
+        try
+        {
+            // Only remove the lock if it is still ours (it may have been broken as stale).
+            if (File.ReadAllText(_path).Contains(_token, StringComparison.Ordinal))
+            {
+                File.Delete(_path);
+            }
+        }
+        catch (IOException)
+        {
+        }
+    }
+}

@@ -1,0 +1,104 @@
+using BlockBackup.Engine.Errors;
+using BlockBackup.Engine.Native;
+using Microsoft.Win32.SafeHandles;
+
+namespace BlockBackup.Engine.Volumes;
+
+/// <summary>
+/// A volume to read: a raw image file or a block device. The size of a device comes from the
+/// device; unallocated ranges of sparse files are found with SEEK_DATA/SEEK_HOLE and never read.
+/// </summary>
+public sealed class VolumeSource : IDisposable
+{
+    private VolumeSource(string path, SafeFileHandle handle, long size, bool isBlockDevice)
+    {
+        Path = path;
+        Handle = handle;
+        Size = size;
+        IsBlockDevice = isBlockDevice;
+    }
+
+    public string Path { get; }
+    public long Size { get; }
+    public bool IsBlockDevice { get; }
+    internal SafeFileHandle Handle { get; }
+
+    public static VolumeSource Open(string path)
+    {
+        SafeFileHandle handle;
+        try
+        {
+            handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        }
+        catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException)
+        {
+            throw new BackupException(BackupErrorKind.NotFound, "VolumeNotFound", $"The volume '{path}' does not exist.", path, ex);
+        }
+        catch (UnauthorizedAccessException ex)
+        {
+            throw new BackupException(BackupErrorKind.ReadError, "VolumeAccessDenied", $"The volume '{path}' cannot be opened for reading: {ex.Message} Run as a user that can read it (block devices usually need root).", path, ex);
+        }
+        catch (IOException ex)
+        {
+            throw new BackupException(BackupErrorKind.ReadError, "VolumeOpenFailed", $"The volume '{path}' cannot be opened: {ex.Message}", path, ex);
+        }
+
+        var deviceSize = LinuxNative.BlockDeviceSize(handle);
+        var size = deviceSize ?? RandomAccess.GetLength(handle);
+        return new VolumeSource(path, handle, size, deviceSize is not null);
+    }
+
+    /// <summary>Reads exactly buffer.Length bytes at offset (the range must lie inside the volume).</summary>
+    public void ReadExactly(Span<byte> buffer, long offset)
+    {
+        var done = 0;
+        while (done < buffer.Length)
+        {
+            int n;
+            try
+            {
+                n = RandomAccess.Read(Handle, buffer[done..], offset + done);
+            }
+            catch (IOException ex)
+            {
+                throw new BackupException(BackupErrorKind.ReadError, "VolumeReadFailed", $"Reading volume '{Path}' at offset {offset + done} failed: {ex.Message}", Path, ex);
+            }
+
+            if (n == 0)
+            {
+                throw new BackupException(BackupErrorKind.ReadError, "VolumeShrank", $"Volume '{Path}' ended at offset {offset + done}, before its size {Size}; it was truncated during the backup.", Path);
+            }
+
+            done += n;
+        }
+    }
+
+    /// <summary>
+    /// Fills <paramref name="buffer"/> with the volume's bytes at <paramref name="offset"/>,
+    /// reading only allocated ranges and zero-filling holes. Returns the bytes actually read.
+    /// </summary>
+    public long ReadSparse(Span<byte> buffer, long offset)
+    {
+        var end = offset + buffer.Length;
+        long read = 0;
+        var pos = offset;
+        while (pos < end)
+        {
+            var data = IsBlockDevice ? (pos, end) : LinuxNative.NextData(Handle, pos, end);
+            if (data is not { } d)
+            {
+                buffer[(int)(pos - offset)..].Clear();
+                break;
+            }
+
+            buffer[(int)(pos - offset)..(int)(d.Start - offset)].Clear();
+            ReadExactly(buffer[(int)(d.Start - offset)..(int)(d.End - offset)], d.Start);
+            read += d.End - d.Start;
+            pos = d.End;
+        }
+
+        return read;
+    }
+
+    public void Dispose() => Handle.Dispose();
+}
