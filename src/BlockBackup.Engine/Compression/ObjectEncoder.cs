@@ -78,23 +78,35 @@ public sealed class ObjectEncoder
         try
         {
             sink.Write([0x78, 0x01]);
-            for (var pos = 0; pos < data.Length; pos += ZlibSegment)
+            // Consecutive segments of one kind form a run: zero runs and compressible runs are each
+            // deflated as one stream (zeros at a high level, which costs nothing on zeros), and
+            // incompressible runs become stored blocks.
+            var segments = (data.Length + ZlibSegment - 1) / ZlibSegment;
+            Span<SegmentKind> kinds = segments <= 4096 ? stackalloc SegmentKind[segments] : new SegmentKind[segments];
+            for (var i = 0; i < segments; i++)
             {
-                var segment = data.Slice(pos, Math.Min(ZlibSegment, data.Length - pos));
-                if (Entropy.LooksIncompressible(segment))
+                kinds[i] = Classify(data.Slice(i * ZlibSegment, Math.Min(ZlibSegment, data.Length - i * ZlibSegment)));
+            }
+
+            for (var first = 0; first < segments;)
+            {
+                var last = first + 1;
+                while (last < segments && kinds[last] == kinds[first])
                 {
-                    WriteStoredBlocks(sink, segment);
+                    last++;
+                }
+
+                var run = data[(first * ZlibSegment)..Math.Min(last * ZlibSegment, data.Length)];
+                if (kinds[first] == SegmentKind.Incompressible)
+                {
+                    WriteStoredBlocks(sink, run);
                 }
                 else
                 {
-                    sink.Discarding = false;
-                    var deflate = new DeflateStream(sink, _zlibLevel, leaveOpen: true);
-                    deflate.Write(segment);
-                    deflate.Flush(); // Z_SYNC_FLUSH: byte-aligned, no final block
-                    sink.Discarding = true; // the final block Dispose appends is not wanted
-                    deflate.Dispose();
-                    sink.Discarding = false;
+                    Deflate(sink, run, kinds[first] == SegmentKind.Zero ? CompressionLevel.SmallestSize : _zlibLevel);
                 }
+
+                first = last;
             }
 
             // Empty final stored block, then the Adler-32 of everything, big-endian.
@@ -107,6 +119,35 @@ public sealed class ObjectEncoder
         catch (BoundedBufferStream.FullException)
         {
             return -1;
+        }
+    }
+
+    private enum SegmentKind
+    {
+        Zero,
+        Compressible,
+        Incompressible,
+    }
+
+    private static SegmentKind Classify(ReadOnlySpan<byte> segment) =>
+        Hashing.ZeroBlock.IsZero(segment) ? SegmentKind.Zero
+        : Entropy.LooksIncompressible(segment) ? SegmentKind.Incompressible
+        : SegmentKind.Compressible;
+
+    /// <summary>Raw deflate of <paramref name="run"/>, sync-flushed and without a final block, so more blocks can follow.</summary>
+    private static void Deflate(BoundedBufferStream sink, ReadOnlySpan<byte> run, CompressionLevel level)
+    {
+        var deflate = new DeflateStream(sink, level, leaveOpen: true);
+        try
+        {
+            deflate.Write(run);
+            deflate.Flush(); // Z_SYNC_FLUSH: byte-aligned, no final block
+        }
+        finally
+        {
+            sink.Discarding = true; // the final block Dispose appends is not wanted
+            deflate.Dispose();
+            sink.Discarding = false;
         }
     }
 

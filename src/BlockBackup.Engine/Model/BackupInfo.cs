@@ -9,6 +9,8 @@ public enum BackupStatus
     Creating,
     /// <summary>Left behind by a crash, kill or failed delete; never restorable; removed by cleanup.</summary>
     Incomplete,
+    /// <summary>Its metadata exists but fails validation (see <see cref="BackupInfo.Problem"/>); kept for inspection, not restorable.</summary>
+    Damaged,
 }
 
 /// <summary>
@@ -43,6 +45,8 @@ public sealed record BackupInfo
     public required string Container { get; init; }
     /// <summary>Object name prefix (Cinder's service_metadata).</summary>
     public required string Prefix { get; init; }
+    /// <summary>What is wrong with a damaged backup.</summary>
+    public string? Problem { get; init; }
 
     public override string ToString() =>
         $"{Name ?? "(unnamed)"} {Id} ({(IsIncremental ? "incremental" : "full")}, {Status}, {CreatedUtc.ToLocalTime():g})";

@@ -77,10 +77,23 @@ public sealed class BackupRepository
         : b.VolumeSize != 0 || b.ParentId is null ? b.VolumeSize
         : InheritedSize(b.ParentId.Value, byId, depth + 1);
 
-    public BackupInfo Get(Guid backupId) =>
-        List(includeIncomplete: true).FirstOrDefault(b => b.Id == backupId && b.Status == BackupStatus.Available)
-        ?? throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound",
-            $"No available backup with id {backupId} in repository '{Root}'.", backupId);
+    public BackupInfo Get(Guid backupId)
+    {
+        var matches = List(includeIncomplete: true).Where(b => b.Id == backupId).ToList();
+        if (matches.FirstOrDefault(b => b.Status == BackupStatus.Available) is { } available)
+        {
+            return available;
+        }
+
+        throw matches.FirstOrDefault() switch
+        {
+            { Status: BackupStatus.Damaged } d => new BackupException(BackupErrorKind.InvalidData, "BackupDamaged", d.Problem ?? $"Backup {backupId} is damaged.", backupId),
+            { Status: BackupStatus.Creating } => new BackupException(BackupErrorKind.ResourceBusy, "BackupInProgress", $"Backup {backupId} is still being written.", backupId),
+            { Status: BackupStatus.Incomplete } i => new BackupException(BackupErrorKind.InvalidData, "BackupIncomplete",
+                $"Backup {backupId} in '{i.Container}' is incomplete (its metadata was never written: the backup was interrupted). It cannot be restored; remove it with the cleanup operation.", backupId),
+            _ => new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"No backup with id {backupId} in repository '{Root}'.", backupId),
+        };
+    }
 
     /// <summary>The newest available backup of a volume (Cinder's rule for choosing a parent).</summary>
     public BackupInfo? FindLatest(Guid volumeId) =>
@@ -152,9 +165,10 @@ public sealed class BackupRepository
     /// </summary>
     public IReadOnlyList<BackupInfo> Remove(Guid backupId, bool includeDependents, CancellationToken cancellationToken = default)
     {
-        var target = Get(backupId);
+        // Damaged and incomplete backups can be removed too; only a backup being written cannot.
+        var target = FindAny(backupId);
         using var volumeLock = RepositoryLock.Acquire(Root, target.VolumeId, "delete", LockTimeout, cancellationToken);
-        var backups = List();
+        var backups = List(includeIncomplete: true);
         target = backups.FirstOrDefault(b => b.Id == backupId)
             ?? throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"Backup {backupId} was removed meanwhile.", backupId);
         var dependents = GetDependents(backupId, recursive: true, backups);
@@ -174,6 +188,10 @@ public sealed class BackupRepository
 
         return order;
     }
+
+    private BackupInfo FindAny(Guid backupId) =>
+        List(includeIncomplete: true).FirstOrDefault(b => b.Id == backupId && b.Status != BackupStatus.Creating)
+        ?? throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"No backup with id {backupId} in repository '{Root}' (or it is still being written).", backupId);
 
     /// <summary>Removes backups left incomplete by a crash, kill or failed delete. Returns what was removed.</summary>
     public IReadOnlyList<BackupInfo> RemoveIncomplete(CancellationToken cancellationToken = default)
@@ -335,11 +353,15 @@ public sealed class BackupRepository
         {
             metadata = MetadataSerializer.Read(path, prefix);
         }
-        catch (BackupException)
+        catch (BackupException ex)
         {
-            // Damaged metadata: list it as incomplete so it is visible and can be cleaned up or inspected.
+            // Damaged metadata: listed (on request) with the reason, never restorable, never cleaned up silently.
             var m = ObjectNaming.MetadataFileRegex().Match(ObjectNaming.MetadataName(prefix));
-            return Incomplete(dir, prefix, Guid.Parse(m.Groups["vid"].Value), Guid.Parse(m.Groups["bid"].Value));
+            return Incomplete(dir, prefix, Guid.Parse(m.Groups["vid"].Value), Guid.Parse(m.Groups["bid"].Value)) with
+            {
+                Status = BackupStatus.Damaged,
+                Problem = ex.Message,
+            };
         }
 
         var info = ToInfo(dir, prefix, metadata, path);
