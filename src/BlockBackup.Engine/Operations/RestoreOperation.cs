@@ -35,7 +35,7 @@ public static class RestoreOperation
             Path.Combine(repository.Root, ".blockbackup"), cancellationToken);
         using var hashes = expected;
         var blockSize = header.ChunkSize;
-        var size = chain.VolumeSize;
+        var size = requested.Extra?.VolumeSize ?? DeriveVolumeSize(hashes.Count, blockSize, layers[0]);
         var blocks = (size + blockSize - 1) / blockSize;
         if (hashes.Count != blocks)
         {
@@ -43,7 +43,7 @@ public static class RestoreOperation
                 $"Backup {chain.BackupId}: its hash list has {hashes.Count} entries but a volume of {size} bytes has {blocks} blocks of {blockSize}; the backup is damaged.", chain.BackupId);
         }
 
-        var plan = RestorePlan.Create(repository, chain, layers, blockSize);
+        var plan = RestorePlan.Create(repository, chain, layers, blockSize, size);
         foreach (var task in plan.Tasks)
         {
             if (!File.Exists(task.Path))
@@ -104,6 +104,17 @@ public static class RestoreOperation
             TargetWasNew = target.IsNew,
             Duration = clock.Elapsed,
         };
+    }
+
+    /// <summary>
+    /// Cinder records no volume size. Its hash list has one entry per block; the last block may be
+    /// short, which only the full backup's last object end tells (Cinder volumes are whole GiB).
+    /// </summary>
+    internal static long DeriveVolumeSize(long blocks, int blockSize, BackupMetadata full)
+    {
+        var upper = blocks * blockSize;
+        var end = full.Objects.Select(o => o.End).DefaultIfEmpty(0).Max();
+        return end > upper - blockSize && end <= upper ? end : upper;
     }
 
     /// <summary>Bytes no object covers are zeros in the restored volume; the hash list must agree.</summary>

@@ -18,9 +18,8 @@ internal sealed class RestorePlan
     public required IReadOnlyList<ByteRange> Gaps { get; init; }
     public required long VolumeSize { get; init; }
 
-    public static RestorePlan Create(BackupRepository repository, BackupChain chain, IReadOnlyList<BackupMetadata> layers, int hashBlockSize)
+    public static RestorePlan Create(BackupRepository repository, BackupChain chain, IReadOnlyList<BackupMetadata> layers, int hashBlockSize, long size)
     {
-        var size = chain.VolumeSize;
         var covered = new List<ByteRange>();
         var tasks = new List<RestoreTask>();
         for (var i = layers.Count - 1; i >= 0; i--)

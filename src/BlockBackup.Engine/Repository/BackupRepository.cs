@@ -77,9 +77,11 @@ public sealed class BackupRepository
         : b.VolumeSize != 0 || b.ParentId is null ? b.VolumeSize
         : InheritedSize(b.ParentId.Value, byId, depth + 1);
 
-    public BackupInfo Get(Guid backupId)
+    public BackupInfo Get(Guid backupId) => Get(backupId, List(includeIncomplete: true));
+
+    private BackupInfo Get(Guid backupId, IReadOnlyList<BackupInfo> all)
     {
-        var matches = List(includeIncomplete: true).Where(b => b.Id == backupId).ToList();
+        var matches = all.Where(b => b.Id == backupId).ToList();
         if (matches.FirstOrDefault(b => b.Status == BackupStatus.Available) is { } available)
         {
             return available;
@@ -100,11 +102,16 @@ public sealed class BackupRepository
         List().Where(b => b.VolumeId == volumeId).MaxBy(b => (b.CreatedUtc, b.Prefix));
 
     /// <summary>The chain of a backup, full backup first.</summary>
-    public BackupChain GetChain(Guid backupId) => GetChain(backupId, List());
+    public BackupChain GetChain(Guid backupId)
+    {
+        var all = List(includeIncomplete: true);
+        Get(backupId, all); // a precise error when the backup itself is missing, damaged or incomplete
+        return GetChain(backupId, all);
+    }
 
     public BackupChain GetChain(Guid backupId, IReadOnlyList<BackupInfo> backups)
     {
-        var byId = backups.ToDictionary(b => b.Id);
+        var byId = backups.Where(b => b.Status == BackupStatus.Available).GroupBy(b => b.Id).ToDictionary(g => g.Key, g => g.First());
         if (!byId.TryGetValue(backupId, out var current))
         {
             throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"No available backup with id {backupId} in repository '{Root}'.", backupId);
@@ -116,8 +123,9 @@ public sealed class BackupRepository
         {
             if (!byId.TryGetValue(parentId, out var parent))
             {
+                var state = backups.FirstOrDefault(b => b.Id == parentId) is { } p ? $"is {p.Status.ToString().ToLowerInvariant()}{(p.Problem is null ? "" : ": " + p.Problem)}" : "is not in the repository (deleted or never imported)";
                 throw new BackupException(BackupErrorKind.InvalidData, "BackupChainBroken",
-                    $"The chain of backup {backupId} is broken: parent {parentId} of backup {current.Id} is not in repository '{Root}' (deleted, incomplete or never imported). Backups from {current.Id} on cannot be restored.",
+                    $"The chain of backup {backupId} is broken: parent {parentId} of backup {current.Id} {state}. Backups from {current.Id} on cannot be restored from '{Root}'.",
                     parentId);
             }
 

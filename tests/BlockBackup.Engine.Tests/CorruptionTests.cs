@@ -1,0 +1,106 @@
+using BlockBackup.Engine.Errors;
+using BlockBackup.Engine.Format;
+using BlockBackup.Engine.Operations;
+using Xunit;
+
+namespace BlockBackup.Engine.Tests;
+
+public class CorruptionTests
+{
+    private static (Scratch S, BackupResult Backup, BackupMetadata Meta) Setup(string kind)
+    {
+        var s = new Scratch();
+        var volume = s.PathOf("vol.img");
+        var data = new byte[4 << 20];
+        // Text in the first objects (zlib), random data in the last ones (stored "none").
+        BlockBackup.Bench.VolumeGenerator.Fill('t', new Random(1), data.AsSpan(0, 2 << 20));
+        new Random(2).NextBytes(data.AsSpan(2 << 20));
+        File.WriteAllBytes(volume, data);
+        var backup = s.Backup(volume, objectSize: 1 << 20, name: kind);
+        return (s, backup, s.Repository.ReadMetadata(backup.Backup));
+    }
+
+    private static string ObjectPath(Scratch s, BackupResult b, ObjectDescriptor o) => Path.Combine(s.Repository.ContainerPath(b.Backup), o.Name);
+
+    private static void FlipByte(string path, long at)
+    {
+        using var f = new FileStream(path, FileMode.Open, FileAccess.ReadWrite);
+        f.Position = at;
+        var v = f.ReadByte();
+        f.Position = at;
+        f.WriteByte((byte)(v ^ 0x5A));
+    }
+
+    [Fact]
+    public void CorruptCompressedObjectIsReportedByNameAndOffsetAndRestoreStops()
+    {
+        var (s, b, meta) = Setup("zlib");
+        using var _ = s;
+        var victim = meta.Objects[1];
+        Assert.Equal(Compression.CompressionAlgorithm.Zlib, victim.Compression);
+        FlipByte(ObjectPath(s, b, victim), new FileInfo(ObjectPath(s, b, victim)).Length / 2);
+
+        var result = VerifyOperation.Run(s.Repository, b.Backup.Id, includeChain: false);
+        Assert.False(result.IsValid);
+        var issue = Assert.Single(result.Issues.Select(i => i.ObjectName).Distinct());
+        Assert.Equal(victim.Name, issue);
+        Assert.All(result.Issues, i => Assert.InRange(i.VolumeOffset!.Value, victim.Offset, victim.End));
+        Assert.Contains(result.Issues, i => i.Message.Contains(victim.Name, StringComparison.Ordinal));
+
+        var ex = Assert.Throws<BackupException>(() => s.Restore(b.Backup.Id, s.PathOf("out.img")));
+        Assert.Equal(BackupErrorKind.InvalidData, ex.Kind);
+        Assert.Contains(victim.Name, ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void CorruptRawObjectFailsBlockHashAndMd5()
+    {
+        var (s, b, meta) = Setup("raw");
+        using var _ = s;
+        var victim = meta.Objects[^1];
+        Assert.Equal(Compression.CompressionAlgorithm.None, victim.Compression);
+        FlipByte(ObjectPath(s, b, victim), 40000);
+
+        var result = VerifyOperation.Run(s.Repository, b.Backup.Id, includeChain: false);
+        Assert.Contains(result.Issues, i => i.Problem == VerificationProblem.Md5Mismatch && i.ObjectName == victim.Name);
+        var blockIssue = Assert.Single(result.Issues, i => i.Problem == VerificationProblem.BlockHashMismatch);
+        Assert.Equal(victim.Offset + 32768, blockIssue.VolumeOffset);
+
+        var ex = Assert.Throws<BackupException>(() => s.Restore(b.Backup.Id, s.PathOf("out.img")));
+        Assert.Equal("BlockHashMismatch", ex.ErrorId);
+        Assert.Contains($"volume offset {victim.Offset + 32768}", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void MissingAndStrayObjectsAreReported()
+    {
+        var (s, b, meta) = Setup("missing");
+        using var _ = s;
+        File.Delete(ObjectPath(s, b, meta.Objects[2]));
+        File.WriteAllText(Path.Combine(s.Repository.ContainerPath(b.Backup), b.Backup.Prefix + "-00099"), "stray");
+
+        var result = VerifyOperation.Run(s.Repository, b.Backup.Id, includeChain: false);
+        Assert.Contains(result.Issues, i => i.Problem == VerificationProblem.ObjectMissing && i.ObjectName == meta.Objects[2].Name && i.VolumeOffset == meta.Objects[2].Offset);
+        Assert.Contains(result.Issues, i => i.Problem == VerificationProblem.UnexpectedObject && i.ObjectName!.EndsWith("-00099", StringComparison.Ordinal));
+
+        var ex = Assert.Throws<BackupException>(() => s.Restore(b.Backup.Id, s.PathOf("out.img")));
+        Assert.Equal("ObjectMissing", ex.ErrorId);
+        Assert.False(File.Exists(s.PathOf("out.img")), "nothing is written when an object is known to be missing");
+    }
+
+    [Fact]
+    public void TamperedHashListIsDetectedByItsChecksum()
+    {
+        var (s, b, _) = Setup("sha");
+        using var _s = s;
+        var path = s.Repository.Sha256FilePath(b.Backup);
+        var text = File.ReadAllText(path);
+        var at = text.IndexOf("\"sha256s\": [", StringComparison.Ordinal) + 20;
+        File.WriteAllText(path, text[..at] + (text[at] == 'a' ? 'b' : 'a') + text[(at + 1)..]);
+
+        var ex = Assert.Throws<BackupException>(() => s.Restore(b.Backup.Id, s.PathOf("out.img")));
+        Assert.Equal("InvalidSha256File", ex.ErrorId);
+        Assert.False(File.Exists(s.PathOf("out.img")));
+        Assert.Contains(VerifyOperation.Run(s.Repository, b.Backup.Id, false).Issues, i => i.Problem == VerificationProblem.HashListInvalid);
+    }
+}
