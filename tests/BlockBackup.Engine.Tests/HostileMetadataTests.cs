@@ -18,7 +18,11 @@ public class HostileMetadataTests
         public Case()
         {
             S = new Scratch();
-            var volume = S.MixedVolume("vol.img", (3 << 20) + 5000, seed: 21);
+            // Data without zero runs: exactly one object per 1 MiB range, the last one short.
+            var volume = S.PathOf("vol.img");
+            var bytes = new byte[(3 << 20) + 5000];
+            BlockBackup.Bench.VolumeGenerator.Fill('t', new Random(21), bytes);
+            File.WriteAllBytes(volume, bytes);
             Backup = S.Backup(volume, objectSize: 1 << 20).Backup;
             MetadataPath = S.Repository.MetadataPath(Backup);
             Root = JObject.Parse(File.ReadAllText(MetadataPath));

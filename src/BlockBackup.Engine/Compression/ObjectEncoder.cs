@@ -79,7 +79,8 @@ public sealed class ObjectEncoder
         {
             sink.Write([0x78, 0x01]);
             // Consecutive segments of one kind form a run: zero runs and compressible runs are each
-            // deflated as one stream (zeros at a high level, which costs nothing on zeros), and
+            // deflated as one stream (zero runs are the same bytes for a given length, so they are
+            // deflated once at level 6 and reused), and
             // incompressible runs become stored blocks.
             var segments = (data.Length + ZlibSegment - 1) / ZlibSegment;
             Span<SegmentKind> kinds = segments <= 4096 ? stackalloc SegmentKind[segments] : new SegmentKind[segments];
@@ -101,9 +102,13 @@ public sealed class ObjectEncoder
                 {
                     WriteStoredBlocks(sink, run);
                 }
+                else if (kinds[first] == SegmentKind.Zero)
+                {
+                    sink.Write(DeflatedZeros(run.Length));
+                }
                 else
                 {
-                    Deflate(sink, run, kinds[first] == SegmentKind.Zero ? CompressionLevel.SmallestSize : _zlibLevel);
+                    Deflate(sink, run, _zlibLevel);
                 }
 
                 first = last;
@@ -121,6 +126,17 @@ public sealed class ObjectEncoder
             return -1;
         }
     }
+
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<int, byte[]> ZeroRuns = new();
+
+    /// <summary>A sync-flushed deflate run of n zeros is always the same bytes: compute it once per length.</summary>
+    private static byte[] DeflatedZeros(int length) => ZeroRuns.GetOrAdd(length, static n =>
+    {
+        var output = new byte[Math.Max(4096, n / 64)];
+        var sink = new BoundedBufferStream(output, 0, output.Length);
+        Deflate(sink, new byte[n], CompressionLevel.Optimal);
+        return output[..sink.Written];
+    });
 
     private enum SegmentKind
     {

@@ -232,9 +232,16 @@ public static class BackupOperation
             public readonly byte[] Hashes = new byte[blocks * BlockHashList.HashSize];
             public readonly byte[] ParentHashes = new byte[blocks * BlockHashList.HashSize];
             public readonly bool[] Zero = new bool[blocks];
+            public readonly List<(int Start, int End)> DataRanges = new();
         }
 
+        /// <summary>Shared all-zero source for hole-only objects stored raw (compression "none").</summary>
+        private static readonly byte[] ZeroSource = new byte[BackupRequest.DefaultObjectSize];
+
         private static long BlockCount(long size, int block) => (size + block - 1) / block;
+
+        /// <summary>Zero runs at least this long are stored as separate zero objects.</summary>
+        private const int MinZeroObject = 256 * 1024;
 
         public List<ObjectDescriptor> Run()
         {
@@ -280,12 +287,8 @@ public static class BackupOperation
         /// <summary>Renames the temporary objects to their Cinder names, numbered in offset order.</summary>
         private List<ObjectDescriptor> Commit()
         {
+            // Cinder numbers objects with %05d, which simply grows past 99999; so do we.
             var ordered = _pending.OrderBy(p => p.Offset).ToList();
-            if (ordered.Count > 99999)
-            {
-                throw new BackupException(BackupErrorKind.InvalidArgument, "TooManyObjects",
-                    $"This backup would need {ordered.Count} objects, more than Cinder's five-digit object numbers allow; use a larger object size.", ordered.Count);
-            }
 
             // One filesystem-wide sync makes every object durable before anything refers to it.
             if (LinuxNative.IsLinux)
@@ -316,16 +319,24 @@ public static class BackupOperation
             try
             {
                 var data = buffers.Data.AsSpan(0, length);
-                Interlocked.Add(ref _bytesRead, _source.ReadSparse(data, offset));
+                Interlocked.Add(ref _bytesRead, _source.ReadSparse(data, offset, buffers.DataRanges));
+                var holesOnly = buffers.DataRanges.Count == 0;
                 var blocks = (int)BlockCount(length, blockSize);
                 var hashes = buffers.Hashes.AsSpan(0, blocks * BlockHashList.HashSize);
-                var allZero = true;
+                var range = 0;
                 for (var k = 0; k < blocks; k++)
                 {
                     var block = data.Slice(k * blockSize, Math.Min(blockSize, length - k * blockSize));
-                    var zero = ZeroBlock.IsZero(block);
+                    // Blocks that lie entirely in a hole are zero without looking at them.
+                    var blockStart = k * blockSize;
+                    while (range < buffers.DataRanges.Count && buffers.DataRanges[range].End <= blockStart)
+                    {
+                        range++;
+                    }
+
+                    var inHole = range >= buffers.DataRanges.Count || buffers.DataRanges[range].Start >= blockStart + block.Length;
+                    var zero = inHole || ZeroBlock.IsZero(block);
                     buffers.Zero[k] = zero;
-                    allZero &= zero;
                     if (zero)
                     {
                         ZeroBlock.Sha256(block.Length).CopyTo(hashes.Slice(k * 32, 32));
@@ -339,37 +350,40 @@ public static class BackupOperation
                 var firstBlock = offset / blockSize;
                 Hashes.Set(firstBlock, hashes);
 
-                if (_parentHashes is null)
+                if (holesOnly)
                 {
-                    WriteObject(index, 0, offset, data, allZero, buffers);
-                    return length;
+                    // The buffer was not filled; never hand its stale bytes to the writer.
+                    data = length <= ZeroSource.Length ? ZeroSource.AsSpan(0, length) : new byte[length];
                 }
 
-                // Incremental: runs of blocks whose hash differs from the parent's at the same index.
-                var parentBlocks = (int)Math.Clamp(_parentHashes.Count - firstBlock, 0, blocks);
-                var parentHashes = buffers.ParentHashes.AsSpan(0, parentBlocks * 32);
-                _parentHashes.Get(firstBlock, parentHashes);
+                // Full backup: every block goes into an object. Incremental: only runs of blocks
+                // whose hash differs from the parent's at the same index (Cinder's rule).
+                var parentBlocks = 0;
+                var parentHashes = Span<byte>.Empty;
+                if (_parentHashes is not null)
+                {
+                    parentBlocks = (int)Math.Clamp(_parentHashes.Count - firstBlock, 0, blocks);
+                    parentHashes = buffers.ParentHashes.AsSpan(0, parentBlocks * 32);
+                    _parentHashes.Get(firstBlock, parentHashes);
+                }
+
                 var part = 0;
                 var k2 = 0;
                 while (k2 < blocks)
                 {
-                    if (k2 < parentBlocks && hashes.Slice(k2 * 32, 32).SequenceEqual(parentHashes.Slice(k2 * 32, 32)))
+                    if (SameAsParent(hashes, parentHashes, k2))
                     {
                         k2++;
                         continue;
                     }
 
                     var start = k2;
-                    var extentZero = true;
-                    while (k2 < blocks && !(k2 < parentBlocks && hashes.Slice(k2 * 32, 32).SequenceEqual(parentHashes.Slice(k2 * 32, 32))))
+                    while (k2 < blocks && !SameAsParent(hashes, parentHashes, k2))
                     {
-                        extentZero &= buffers.Zero[k2];
                         k2++;
                     }
 
-                    var from = start * blockSize;
-                    var to = Math.Min(k2 * blockSize, length);
-                    WriteObject(index, part++, offset + from, data[from..to], extentZero, buffers);
+                    part = WriteExtent(index, part, offset, data, start, k2, buffers);
                 }
 
                 return length;
@@ -378,6 +392,67 @@ public static class BackupOperation
             {
                 _pool.Add(buffers);
             }
+        }
+
+        /// <summary>True when block k's hash equals the parent's (never for a full backup: no parent hashes).</summary>
+        private static bool SameAsParent(ReadOnlySpan<byte> hashes, ReadOnlySpan<byte> parentHashes, int k) =>
+            (k + 1) * 32 <= parentHashes.Length && hashes.Slice(k * 32, 32).SequenceEqual(parentHashes.Slice(k * 32, 32));
+
+        /// <summary>
+        /// Writes blocks [first, end) of a range as objects. Long runs of zero blocks become
+        /// objects of their own, whose encoding and MD5 are computed once per length: MD5 has no
+        /// shortcut for zeros, so hashing them inside data objects would cost as much as data.
+        /// Objects stay block-aligned and never cross the range (Cinder's incremental rule).
+        /// </summary>
+        private int WriteExtent(int index, int part, long rangeOffset, ReadOnlySpan<byte> data, int first, int end, Buffers buffers)
+        {
+            var blockSize = _request.HashBlockSize;
+            var length = data.Length;
+            int Byte(int block) => Math.Min(block * blockSize, length);
+            var pos = first;
+            while (pos < end)
+            {
+                // Find the next zero run long enough to stand alone.
+                var runStart = -1;
+                var runEnd = -1;
+                for (var k = pos; k < end;)
+                {
+                    if (!buffers.Zero[k])
+                    {
+                        k++;
+                        continue;
+                    }
+
+                    var z = k;
+                    while (k < end && buffers.Zero[k])
+                    {
+                        k++;
+                    }
+
+                    if (Byte(k) - Byte(z) >= MinZeroObject || (z == pos && k == end))
+                    {
+                        runStart = z;
+                        runEnd = k;
+                        break;
+                    }
+                }
+
+                if (runStart < 0)
+                {
+                    WriteObject(index, part++, rangeOffset + Byte(pos), data[Byte(pos)..Byte(end)], allZero: false, buffers);
+                    break;
+                }
+
+                if (runStart > pos)
+                {
+                    WriteObject(index, part++, rangeOffset + Byte(pos), data[Byte(pos)..Byte(runStart)], allZero: false, buffers);
+                }
+
+                WriteObject(index, part++, rangeOffset + Byte(runStart), data[Byte(runStart)..Byte(runEnd)], allZero: true, buffers);
+                pos = runEnd;
+            }
+
+            return part;
         }
 
         private void WriteObject(int index, int part, long offset, ReadOnlySpan<byte> data, bool allZero, Buffers buffers)

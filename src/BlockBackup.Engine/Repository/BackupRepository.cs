@@ -334,7 +334,7 @@ public sealed class BackupRepository
         }
 
         var dash = name.LastIndexOf('-');
-        return dash > 0 && name.Length - dash == 6 && name[(dash + 1)..].All(char.IsAsciiDigit) ? name[..dash] : name;
+        return dash > 0 && name.Length - dash >= 6 && name[(dash + 1)..].All(char.IsAsciiDigit) ? name[..dash] : name;
     }
 
     private BackupInfo? FromSummary(string dir, ContainerSummary summary)

@@ -75,28 +75,37 @@ public sealed class VolumeSource : IDisposable
 
     /// <summary>
     /// Fills <paramref name="buffer"/> with the volume's bytes at <paramref name="offset"/>,
-    /// reading only allocated ranges and zero-filling holes. Returns the bytes actually read.
+    /// reading only allocated ranges and zero-filling holes. Adds the data ranges read (relative
+    /// to <paramref name="offset"/>) to <paramref name="dataRanges"/>; an empty list means the
+    /// whole range is a hole and the buffer was not touched at all.
     /// </summary>
-    public long ReadSparse(Span<byte> buffer, long offset)
+    public long ReadSparse(Span<byte> buffer, long offset, List<(int Start, int End)> dataRanges)
     {
+        dataRanges.Clear();
         var end = offset + buffer.Length;
-        long read = 0;
         var pos = offset;
-        while (pos < end)
+        while (pos < end && (IsBlockDevice ? (pos, end) : LinuxNative.NextData(Handle, pos, end)) is { } d)
         {
-            var data = IsBlockDevice ? (pos, end) : LinuxNative.NextData(Handle, pos, end);
-            if (data is not { } d)
-            {
-                buffer[(int)(pos - offset)..].Clear();
-                break;
-            }
-
-            buffer[(int)(pos - offset)..(int)(d.Start - offset)].Clear();
-            ReadExactly(buffer[(int)(d.Start - offset)..(int)(d.End - offset)], d.Start);
-            read += d.End - d.Start;
+            dataRanges.Add(((int)(d.Start - offset), (int)(d.End - offset)));
             pos = d.End;
         }
 
+        if (dataRanges.Count == 0)
+        {
+            return 0;
+        }
+
+        long read = 0;
+        var previous = 0;
+        foreach (var (start, stop) in dataRanges)
+        {
+            buffer[previous..start].Clear();
+            ReadExactly(buffer[start..stop], offset + start);
+            read += stop - start;
+            previous = stop;
+        }
+
+        buffer[previous..].Clear();
         return read;
     }
 
