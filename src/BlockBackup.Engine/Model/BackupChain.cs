@@ -18,6 +18,7 @@ public sealed class BackupChain
     public BackupInfo Target => Backups[^1];
     public Guid BackupId => Target.Id;
     public Guid VolumeId => Target.VolumeId;
+    public string Repository => Target.Repository;
     public int Length => Backups.Count;
     public long VolumeSize => Target.VolumeSize;
     public long StoredBytes => Backups.Sum(b => b.StoredBytes);

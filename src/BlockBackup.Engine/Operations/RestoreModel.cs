@@ -46,3 +46,6 @@ public sealed class RestoreResult
 
     public override string ToString() => $"{Backup.Id} -> {TargetPath}: {Decision}";
 }
+
+/// <summary>What a restore would do (see <see cref="RestoreOperation.Preview"/>).</summary>
+public sealed record RestorePreview(BackupChain Chain, RestoreDecision Decision, string TargetPath, bool TargetExists, bool TargetHoldsData, bool TargetIsBlockDevice, long TargetSize);

@@ -24,6 +24,18 @@ public static class RestoreOperation
         : new RestoreDecision(RestorePath.Chain, "IncrementalChain",
             $"The backup is incremental; {chain.Length} backups (1 full + {chain.Length - 1} incremental) are combined, each block written once from the newest backup that holds it.");
 
+    /// <summary>
+    /// What a restore would do, without writing anything: the chain, the path and the rule that
+    /// decided it, and the state of the target (for -WhatIf and the overwrite check).
+    /// </summary>
+    public static RestorePreview Preview(BackupRepository repository, Guid backupId, string targetPath)
+    {
+        var chain = repository.GetChain(backupId);
+        var full = Path.GetFullPath(targetPath);
+        var (exists, holdsData, isDevice, size) = RestoreTarget.Inspect(full);
+        return new RestorePreview(chain, Decide(chain), full, exists, holdsData, isDevice, size);
+    }
+
     public static RestoreResult Run(BackupRepository repository, RestoreRequest request, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         var clock = Stopwatch.StartNew();

@@ -1,0 +1,34 @@
+using System.Management.Automation;
+using BlockBackup.Engine;
+using BlockBackup.Engine.Format;
+
+namespace BlockBackup.Commands;
+
+/// <summary>
+/// Registers a backup described by a Cinder backup-export record: checks that its files are in
+/// the repository and match the record, and emits it.
+/// </summary>
+[Cmdlet(VerbsData.Import, "VolumeBackupRecord")]
+[OutputType(typeof(BackupInfo))]
+public sealed class ImportVolumeBackupRecordCommand : EngineCmdlet
+{
+    [Parameter(Mandatory = true, Position = 0)]
+    [ValidateNotNullOrEmpty]
+    public string Repository { get; set; } = null!;
+
+    [Parameter(Mandatory = true, ValueFromPipelineByPropertyName = true)]
+    [Alias("backup_service")]
+    [ValidateNotNullOrEmpty]
+    public string BackupService { get; set; } = null!;
+
+    [Parameter(Mandatory = true, Position = 1, ValueFromPipelineByPropertyName = true)]
+    [Alias("backup_url")]
+    [ValidateNotNullOrEmpty]
+    public string BackupUrl { get; set; } = null!;
+
+    protected override void ProcessRecord()
+    {
+        var repository = OpenRepository(Repository);
+        ForItem(() => WriteObject(CinderBackupRecord.Import(repository, BackupService, BackupUrl)));
+    }
+}

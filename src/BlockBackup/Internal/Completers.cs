@@ -1,0 +1,64 @@
+using System.Collections;
+using System.Management.Automation;
+using System.Management.Automation.Language;
+using BlockBackup.Engine;
+using BlockBackup.Engine.Repository;
+
+namespace BlockBackup.Commands;
+
+/// <summary>
+/// Shared by the completers: the backups of the repository named on the command line. Offline
+/// and fast (the repository's listing cache); failures complete nothing rather than throwing.
+/// </summary>
+internal static class CompletionSource
+{
+    public static IEnumerable<BackupInfo> Backups(IDictionary fakeBoundParameters)
+    {
+        if (fakeBoundParameters["Repository"] is not string path || string.IsNullOrWhiteSpace(path))
+        {
+            return [];
+        }
+
+        try
+        {
+            return BackupRepository.Open(path, create: false).List();
+        }
+        catch (Exception)
+        {
+            return [];
+        }
+    }
+
+    public static string Quote(string text) =>
+        text.IndexOfAny([' ', '\'', '"', '$', '`', ';', '(', ')', '{', '}']) >= 0 ? "'" + text.Replace("'", "''", StringComparison.Ordinal) + "'" : text;
+}
+
+/// <summary>Completes backup ids, newest first, showing name and time.</summary>
+public sealed class BackupIdCompleter : IArgumentCompleter
+{
+    public IEnumerable<CompletionResult> CompleteArgument(string commandName, string parameterName, string wordToComplete, CommandAst commandAst, IDictionary fakeBoundParameters)
+    {
+        var word = (wordToComplete ?? string.Empty).Trim('\'', '"');
+        var pattern = WildcardPattern.Get(word + "*", WildcardOptions.IgnoreCase);
+        return CompletionSource.Backups(fakeBoundParameters)
+            .OrderByDescending(b => b.CreatedUtc)
+            .Where(b => pattern.IsMatch(b.Id.ToString()) || (b.Name is not null && pattern.IsMatch(b.Name)))
+            .Select(b => new CompletionResult(b.Id.ToString(), $"{b.Id} {b.Name}",
+                CompletionResultType.ParameterValue, $"{b.Name ?? "(unnamed)"}, {(b.IsIncremental ? "incremental" : "full")}, {b.CreatedUtc.ToLocalTime():g}"));
+    }
+}
+
+/// <summary>Completes backup names.</summary>
+public sealed class BackupNameCompleter : IArgumentCompleter
+{
+    public IEnumerable<CompletionResult> CompleteArgument(string commandName, string parameterName, string wordToComplete, CommandAst commandAst, IDictionary fakeBoundParameters)
+    {
+        var word = (wordToComplete ?? string.Empty).Trim('\'', '"');
+        var pattern = WildcardPattern.Get(word + "*", WildcardOptions.IgnoreCase);
+        return CompletionSource.Backups(fakeBoundParameters)
+            .Where(b => b.Name is not null && pattern.IsMatch(b.Name))
+            .Select(b => b.Name!)
+            .Distinct(StringComparer.OrdinalIgnoreCase)
+            .Select(name => new CompletionResult(CompletionSource.Quote(name), name, CompletionResultType.ParameterValue, name));
+    }
+}

@@ -1,0 +1,165 @@
+using System.Collections.Concurrent;
+using System.Management.Automation;
+using BlockBackup.Engine;
+using BlockBackup.Engine.Errors;
+using BlockBackup.Engine.Repository;
+
+namespace BlockBackup.Commands;
+
+/// <summary>
+/// Base of the module's cmdlets: runs engine work on a worker thread while the pipeline thread
+/// relays its progress (PowerShell's Write* methods are only legal on the pipeline thread),
+/// cancels it from StopProcessing (Ctrl+C, Stop-Job), and turns engine failures into
+/// ErrorRecords with the engine's stable error ids.
+/// </summary>
+public abstract class EngineCmdlet : PSCmdlet, IDisposable
+{
+    private readonly CancellationTokenSource _stop = new();
+    private int _progressId = 1;
+
+    protected CancellationToken StopToken => _stop.Token;
+
+    protected override void StopProcessing() => _stop.Cancel();
+
+    /// <summary>Resolves a path against the current PowerShell location (PSDrives, relative paths).</summary>
+    protected string ResolvePath(string path) => SessionState.Path.GetUnresolvedProviderPathFromPSPath(path);
+
+    /// <summary>Opens a repository; a missing repository is a terminating precondition error.</summary>
+    protected BackupRepository OpenRepository(string path, bool create = false)
+    {
+        try
+        {
+            return BackupRepository.Open(ResolvePath(path), create);
+        }
+        catch (BackupException ex)
+        {
+            ThrowTerminatingError(ToErrorRecord(ex));
+            throw; // unreachable
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="work"/> on a worker thread and relays its progress as Write-Progress
+    /// records (with rate and time left) until it finishes. Exceptions surface here.
+    /// </summary>
+    protected T RunWithProgress<T>(string activity, Func<IProgress<OperationProgress>, CancellationToken, T> work)
+    {
+        var id = _progressId++;
+        var queue = new BlockingCollection<OperationProgress>();
+        var progress = new QueueProgress(queue);
+        var task = Task.Run(() =>
+        {
+            try
+            {
+                return work(progress, _stop.Token);
+            }
+            finally
+            {
+                queue.CompleteAdding();
+            }
+        });
+
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var shown = false;
+        try
+        {
+            foreach (var report in queue.GetConsumingEnumerable())
+            {
+                WriteProgress(ToRecord(id, activity, report, clock.Elapsed));
+                shown = true;
+            }
+
+            return task.GetAwaiter().GetResult();
+        }
+        finally
+        {
+            if (shown)
+            {
+                WriteProgress(new ProgressRecord(id, activity, "Done") { RecordType = ProgressRecordType.Completed });
+            }
+        }
+    }
+
+    private static ProgressRecord ToRecord(int id, string activity, OperationProgress p, TimeSpan elapsed)
+    {
+        var record = new ProgressRecord(id, activity, string.IsNullOrEmpty(p.Activity) ? p.Phase.ToString() : p.Activity)
+        {
+            CurrentOperation = $"{p.Phase}: {Units.Size(p.BytesDone)} of {Units.Size(p.BytesTotal)}",
+        };
+        if (p.BytesTotal > 0)
+        {
+            record.PercentComplete = (int)Math.Clamp(100 * p.BytesDone / p.BytesTotal, 0, 100);
+            var rate = p.BytesDone / Math.Max(elapsed.TotalSeconds, 0.001);
+            if (p.BytesDone > 0 && rate > 0)
+            {
+                record.SecondsRemaining = (int)Math.Min(int.MaxValue, (p.BytesTotal - p.BytesDone) / rate);
+                record.StatusDescription += $" ({Units.Size((long)rate)}/s)";
+            }
+        }
+
+        return record;
+    }
+
+    /// <summary>Maps an engine failure to an ErrorRecord: stable id, category, target.</summary>
+    internal static ErrorRecord ToErrorRecord(BackupException ex) =>
+        new(ex, ex.ErrorId, Category(ex.Kind), ex.Target);
+
+    internal static ErrorCategory Category(BackupErrorKind kind) => kind switch
+    {
+        BackupErrorKind.InvalidArgument => ErrorCategory.InvalidArgument,
+        BackupErrorKind.NotFound => ErrorCategory.ObjectNotFound,
+        BackupErrorKind.InvalidData => ErrorCategory.InvalidData,
+        BackupErrorKind.ResourceBusy => ErrorCategory.ResourceBusy,
+        BackupErrorKind.InvalidOperation => ErrorCategory.InvalidOperation,
+        BackupErrorKind.NotSupported => ErrorCategory.NotImplemented,
+        BackupErrorKind.WriteError => ErrorCategory.WriteError,
+        BackupErrorKind.ReadError => ErrorCategory.ReadError,
+        _ => ErrorCategory.NotSpecified,
+    };
+
+    /// <summary>
+    /// Runs the work for one pipeline item: engine failures become non-terminating errors (the
+    /// next item proceeds); a stop request ends the pipeline.
+    /// </summary>
+    protected void ForItem(Action action)
+    {
+        try
+        {
+            action();
+        }
+        catch (BackupException ex)
+        {
+            WriteError(ToErrorRecord(ex));
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+            throw new PipelineStoppedException();
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            WriteError(new ErrorRecord(ex, ex is UnauthorizedAccessException ? "AccessDenied" : "IOError",
+                ex is UnauthorizedAccessException ? ErrorCategory.PermissionDenied : ErrorCategory.WriteError, null));
+        }
+    }
+
+    public void Dispose()
+    {
+        _stop.Dispose();
+        GC.SuppressFinalize(this);
+    }
+
+    private sealed class QueueProgress(BlockingCollection<OperationProgress> queue) : IProgress<OperationProgress>
+    {
+        public void Report(OperationProgress value)
+        {
+            try
+            {
+                queue.TryAdd(value);
+            }
+            catch (InvalidOperationException)
+            {
+                // The operation already finished; a late report has nowhere to go.
+            }
+        }
+    }
+}
