@@ -62,6 +62,8 @@ internal static partial class Benchmark
         var sparseFull = Child(["backup", sparse, sparseRepo, "--name", "sparse", .. common]);
         rows.Add(($"full backup, {sparseSize >> 30} GiB 95% holes", sparseFull));
 
+        var listing = MeasureListing(dir, int.Parse(Cli.Option(args, "--list-count") ?? "1000", CultureInfo.InvariantCulture));
+
         Console.WriteLine();
         Console.WriteLine($"BlockBackup benchmark: {Environment.ProcessorCount} cores, .NET {Environment.Version}, compression {compression}");
         Console.WriteLine($"{"operation",-34} {"seconds",8} {"MB/s",8} {"CPU s",7} {"peak RSS MB",12}");
@@ -73,6 +75,7 @@ internal static partial class Benchmark
         }
 
         Console.WriteLine($"repository: full stored {long.Parse(full["stored"], CultureInfo.InvariantCulture) >> 20} MiB, 1% incremental stored {long.Parse(incr["stored"], CultureInfo.InvariantCulture) >> 20} MiB");
+        Console.WriteLine(listing);
         Console.WriteLine($"restored volume identical to source: {identical}");
         if (!Cli.Flag(args, "--keep"))
         {
@@ -80,6 +83,41 @@ internal static partial class Benchmark
         }
 
         return identical ? 0 : 1;
+    }
+
+    /// <summary>Lists a repository of <paramref name="count"/> backups (1 in 10 full) with and without the listing cache.</summary>
+    private static string MeasureListing(string dir, int count)
+    {
+        var repoPath = Path.Combine(dir, "list-repo");
+        if (Directory.Exists(repoPath))
+        {
+            Directory.Delete(repoPath, true);
+        }
+
+        var tiny = Path.Combine(dir, "tiny.img");
+        VolumeGenerator.Create(tiny, 1 << 20, seed: 3);
+        var repository = BlockBackup.Engine.Repository.BackupRepository.Open(repoPath, create: true);
+        for (var i = 0; i < count; i++)
+        {
+            BlockBackup.Engine.Operations.BackupOperation.Run(repository, new BlockBackup.Engine.Operations.BackupRequest
+            {
+                SourcePath = tiny, Name = $"b{i}", Incremental = i % 10 != 0, UseSnapshot = false,
+            });
+        }
+
+        var clock = Stopwatch.StartNew();
+        var listed = BlockBackup.Engine.Repository.BackupRepository.Open(repoPath, create: false).List().Count;
+        var cached = clock.Elapsed;
+        foreach (var summary in Directory.EnumerateFiles(repoPath, "blockbackup.json", SearchOption.AllDirectories))
+        {
+            File.Delete(summary);
+        }
+
+        clock.Restart();
+        BlockBackup.Engine.Repository.BackupRepository.Open(repoPath, create: false).List();
+        var uncached = clock.Elapsed;
+        return string.Create(CultureInfo.InvariantCulture,
+            $"listing {listed} backups: {cached.TotalMilliseconds:F0} ms with the listing cache, {uncached.TotalMilliseconds:F0} ms parsing every metadata file");
     }
 
     private static Dictionary<string, string> Child(string[] args)

@@ -16,7 +16,7 @@ internal static class Cli
     private const string Usage = """
         bbk gen <path> <size> [--seed N] [--holes PCT]      deterministic mixed volume (40% random, 30% text, 15% zeros, 15% holes)
         bbk mutate <path> <percent> <seed>                  overwrite ~percent% in scattered 4-64 KiB writes
-        bbk backup <volume> <repo> [--incremental] [--name N] [--compression zlib|bz2|zstd|none] [--level N] [--object-size BYTES] [--force] [--no-snapshot]
+        bbk backup <volume> <repo> [--incremental] [--name N] [--compression zlib|bz2|zstd|none] [--level N] [--object-size BYTES] [--force] [--no-snapshot] [--trace]
         bbk restore <repo> <backup-id> <target> [--force]
         bbk verify <repo> <backup-id> [--chain]
         bbk list <repo>
@@ -97,7 +97,7 @@ internal static class Cli
             Force = Flag(a, "--force"),
             UseSnapshot = !Flag(a, "--no-snapshot"),
         };
-        var r = BackupOperation.Run(repo, request);
+        var r = BackupOperation.Run(repo, request, Flag(a, "--trace") ? new PhaseTrace() : null);
         Console.WriteLine($"backup {r.Backup.Id} ({(r.Backup.IsIncremental ? "incremental" : "full")}, {r.ConsistencyDetail}) read {r.BytesRead} backed up {r.BytesBackedUp} stored {r.Backup.StoredBytes} in {r.Duration.TotalSeconds:F2}s");
         PrintResult("backup", r.Duration, r.Backup.VolumeSize, $"id={r.Backup.Id} stored={r.Backup.StoredBytes} read={r.BytesRead}");
         return 0;
@@ -160,6 +160,23 @@ internal static class Cli
         }
 
         return 0;
+    }
+
+    /// <summary>Prints each phase change with the time since start (bbk backup --trace).</summary>
+    private sealed class PhaseTrace : IProgress<OperationProgress>
+    {
+        private readonly Stopwatch _clock = Stopwatch.StartNew();
+        private string? _last;
+
+        public void Report(OperationProgress value)
+        {
+            var key = value.Phase + value.Activity;
+            if (key != _last)
+            {
+                _last = key;
+                Console.Error.WriteLine($"{_clock.Elapsed.TotalSeconds,7:F3}s {value.Phase}: {value.Activity} ({value.BytesDone}/{value.BytesTotal})");
+            }
+        }
     }
 
     /// <summary>One machine-readable line: elapsed, CPU seconds and peak RSS of this process.</summary>

@@ -81,6 +81,25 @@ public class CmdletContractTests(ModuleFixture module) : IClassFixture<ModuleFix
     }
 
     [Fact]
+    public void ValidateRangeBoundsHaveOneType()
+    {
+        // PowerShell throws at first use when min and max differ in type (e.g. int and long).
+        foreach (var c in module.Cmdlets)
+        {
+            foreach (var (property, _) in c.Parameters())
+            {
+                foreach (var range in property.GetCustomAttributesData().Where(a => a.AttributeType.Name == "ValidateRangeAttribute"))
+                {
+                    var types = range.ConstructorArguments.Select(a => a.Value?.GetType().FullName).Distinct().ToList();
+                    Assert.True(types.Count == 1, $"{c.Name} -{property.Name}: ValidateRange bounds of types {string.Join(", ", types)}");
+                    var parameterType = Nullable.GetUnderlyingType(property.PropertyType) ?? property.PropertyType;
+                    Assert.Equal(parameterType.FullName, types[0]);
+                }
+            }
+        }
+    }
+
+    [Fact]
     public void ManifestExportsExactlyTheCompiledCmdletsAndIsExplicit()
     {
         var block = Regex.Match(module.Manifest, @"CmdletsToExport\s*=\s*@\((?<list>[^)]*)\)").Groups["list"].Value;

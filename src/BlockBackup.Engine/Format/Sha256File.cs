@@ -193,6 +193,7 @@ public static class Sha256File
 /// <summary>Lower-case hex without allocation.</summary>
 public static class Hex
 {
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
     public static void Encode(ReadOnlySpan<byte> bytes, Span<char> chars)
     {
         const string digits = "0123456789abcdef";
@@ -210,6 +211,7 @@ public static class Hex
         return new string(chars);
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
     public static bool TryDecode(string s, Span<byte> destination)
     {
         if (s.Length != destination.Length * 2)

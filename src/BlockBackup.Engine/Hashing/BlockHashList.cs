@@ -20,10 +20,10 @@ public sealed class BlockHashList : IDisposable
     private readonly SafeFileHandle? _file;
     private readonly FileStream? _fileStream;
 
-    private BlockHashList(long capacity, string? spillDirectory)
+    private BlockHashList(long capacity, string? spillDirectory, long inMemoryLimitBytes)
     {
         Capacity = capacity;
-        if (capacity * HashSize <= InMemoryLimitBytes)
+        if (capacity * HashSize <= inMemoryLimitBytes)
         {
             _memory = new byte[capacity * HashSize];
         }
@@ -38,7 +38,8 @@ public sealed class BlockHashList : IDisposable
         }
     }
 
-    public static BlockHashList Create(long capacity, string? spillDirectory = null) => new(capacity, spillDirectory);
+    public static BlockHashList Create(long capacity, string? spillDirectory = null, long? inMemoryLimitBytes = null) =>
+        new(capacity, spillDirectory, inMemoryLimitBytes ?? InMemoryLimitBytes);
 
     /// <summary>How many hashes the list can hold.</summary>
     public long Capacity { get; }

@@ -35,6 +35,23 @@ internal static partial class LinuxNative
     [LibraryImport("libc", SetLastError = true)]
     private static partial int syncfs(int fd);
 
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int fsync(int fd);
+
+    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int open_path(string path, int flags);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int close(int fd);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int sync_file_range(int fd, long offset, long nbytes, uint flags);
+
+    private const int ORdOnly = 0;
+    private const int ODirectory = 0x10000;
+    private const int OCloexec = 0x80000;
+    private const uint SyncFileRangeWrite = 2;
+
     private static int Fd(SafeFileHandle handle) => (int)handle.DangerousGetHandle();
 
     /// <summary>The size of a block device, or null when the handle is not one.</summary>
@@ -102,6 +119,40 @@ internal static partial class LinuxNative
     public static bool TryPunchHole(SafeFileHandle handle, long offset, long length) =>
         IsLinux && fallocate(Fd(handle), FallocFlPunchHole | FallocFlKeepSize, offset, length) == 0;
 
-    /// <summary>One call that makes everything written on the file's filesystem durable.</summary>
-    public static bool TrySyncFilesystem(SafeFileHandle handle) => IsLinux && syncfs(Fd(handle)) == 0;
+    /// <summary>
+    /// Makes a directory's entries durable (fsync of the directory: renames survive a crash) and,
+    /// with <paramref name="wholeFilesystem"/>, every file written on its filesystem (syncfs).
+    /// .NET cannot open directories, hence open(2) here.
+    /// </summary>
+    public static bool TrySyncDirectory(string directory, bool wholeFilesystem)
+    {
+        if (!IsLinux)
+        {
+            return false;
+        }
+
+        var fd = open_path(directory, ORdOnly | ODirectory | OCloexec);
+        if (fd < 0)
+        {
+            return false;
+        }
+
+        try
+        {
+            return (!wholeFilesystem || syncfs(fd) == 0) && fsync(fd) == 0;
+        }
+        finally
+        {
+            close(fd);
+        }
+    }
+
+    /// <summary>Starts writeback of a file's dirty pages without waiting, so a later sync has little left to do.</summary>
+    public static void StartWriteback(SafeFileHandle handle)
+    {
+        if (IsLinux)
+        {
+            sync_file_range(Fd(handle), 0, 0, SyncFileRangeWrite);
+        }
+    }
 }

@@ -290,11 +290,9 @@ public static class BackupOperation
             // Cinder numbers objects with %05d, which simply grows past 99999; so do we.
             var ordered = _pending.OrderBy(p => p.Offset).ToList();
 
-            // One filesystem-wide sync makes every object durable before anything refers to it.
-            if (LinuxNative.IsLinux)
-            {
-                AtomicFile.SyncDirectory(_container);
-            }
+            // One filesystem-wide sync makes every object durable before anything refers to it
+            // (their writeback was started as each was written, so little is left to wait for).
+            AtomicFile.SyncFilesystem(_container);
 
             var result = new List<ObjectDescriptor>(ordered.Count);
             for (var i = 0; i < ordered.Count; i++)
@@ -309,6 +307,7 @@ public static class BackupOperation
             return result;
         }
 
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
         private long ProcessRange(int index)
         {
             var objectSize = (int)_request.ObjectSize;
@@ -404,6 +403,7 @@ public static class BackupOperation
         /// shortcut for zeros, so hashing them inside data objects would cost as much as data.
         /// Objects stay block-aligned and never cross the range (Cinder's incremental rule).
         /// </summary>
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
         private int WriteExtent(int index, int part, long rangeOffset, ReadOnlySpan<byte> data, int first, int end, Buffers buffers)
         {
             var blockSize = _request.HashBlockSize;
@@ -486,7 +486,11 @@ public static class BackupOperation
             using (var file = AtomicFile.CreateNew(temp, 0))
             {
                 file.Write(stored);
-                if (!LinuxNative.IsLinux)
+                if (LinuxNative.IsLinux)
+                {
+                    LinuxNative.StartWriteback(file.SafeFileHandle);
+                }
+                else
                 {
                     file.Flush(flushToDisk: true);
                 }

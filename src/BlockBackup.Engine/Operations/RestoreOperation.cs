@@ -159,6 +159,7 @@ public static class RestoreOperation
         public long ZeroBytes { get; private set; }
         public long Verified { get; private set; }
 
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
         public void Restore(RestoreTask task, RestoreTarget target, BlockHashList hashes, long volumeSize, ProgressThrottle throttle, CancellationToken cancel)
         {
             var o = task.Object;
@@ -211,6 +212,7 @@ public static class RestoreOperation
             }
         }
 
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
         private void Apply(RestoreTask task, RestoreTarget target, BlockHashList hashes, long volumeSize, ReadOnlySpan<byte> data, long offset)
         {
             var firstBlock = offset / blockSize;

@@ -69,23 +69,11 @@ internal static class AtomicFile
         Directory.CreateDirectory(path, DirMode0770);
     }
 
-    /// <summary>Makes renames in a directory durable (no-op where directories cannot be opened).</summary>
-    public static void SyncDirectory(string directory)
-    {
-        if (!LinuxNative.IsLinux)
-        {
-            return;
-        }
+    /// <summary>Makes renames in a directory durable (Linux; elsewhere files are flushed one by one).</summary>
+    public static void SyncDirectory(string directory) => LinuxNative.TrySyncDirectory(directory, wholeFilesystem: false);
 
-        try
-        {
-            using var handle = File.OpenHandle(directory, System.IO.FileMode.Open, FileAccess.Read);
-            LinuxNative.TrySyncFilesystem(handle);
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-        }
-    }
+    /// <summary>Makes every file written on the directory's filesystem durable, and the directory's entries.</summary>
+    public static void SyncFilesystem(string directory) => LinuxNative.TrySyncDirectory(directory, wholeFilesystem: true);
 
     public static void TryDelete(string path)
     {

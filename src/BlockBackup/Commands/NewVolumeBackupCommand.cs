@@ -54,7 +54,7 @@ public sealed class NewVolumeBackupCommand : EngineCmdlet
 
     /// <summary>Object size in bytes (a multiple of 32 KiB, at most 256 MiB; default 8 MiB).</summary>
     [Parameter]
-    [ValidateRange(32768, 256L << 20)]
+    [ValidateRange(32768L, 256L << 20)] // both long: PowerShell requires min and max of one type
     public long ObjectSize { get; set; } = BackupRequest.DefaultObjectSize;
 
     /// <summary>Back up a volume that is in use when no snapshot can be taken (crash-consistent at best).</summary>
