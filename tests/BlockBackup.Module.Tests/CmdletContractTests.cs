@@ -92,7 +92,10 @@ public class CmdletContractTests(ModuleFixture module) : IClassFixture<ModuleFix
                 {
                     var types = range.ConstructorArguments.Select(a => a.Value?.GetType().FullName).Distinct().ToList();
                     Assert.True(types.Count == 1, $"{c.Name} -{property.Name}: ValidateRange bounds of types {string.Join(", ", types)}");
-                    var parameterType = Nullable.GetUnderlyingType(property.PropertyType) ?? property.PropertyType;
+                    // MetadataLoadContext types are not runtime types: unwrap Nullable<T> by name.
+                    var parameterType = property.PropertyType.IsGenericType && property.PropertyType.GetGenericTypeDefinition().FullName == "System.Nullable`1"
+                        ? property.PropertyType.GetGenericArguments()[0]
+                        : property.PropertyType;
                     Assert.Equal(parameterType.FullName, types[0]);
                 }
             }
