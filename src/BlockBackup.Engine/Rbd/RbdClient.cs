@@ -91,7 +91,26 @@ public sealed class RbdClient(RbdConnection connection)
     public void CreateImage(RbdImageRef image, long size) =>
         Run(["create", "--size", $"{Math.Max(size, 1).ToString(CultureInfo.InvariantCulture)}B", image.Spec]);
 
-    public void RemoveImage(RbdImageRef image) => Run(["rm", "--no-progress", image.Spec]);
+    /// <summary>Removes an image, retrying while a recently closed client's watch still holds it (as Cinder does).</summary>
+    public void RemoveImage(RbdImageRef image)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            var (code, _, error) = Run(["rm", "--no-progress", image.Spec], allowFailure: true);
+            if (code == 0)
+            {
+                return;
+            }
+
+            var busy = error.Contains("watchers", StringComparison.OrdinalIgnoreCase) || error.Contains("(16)", StringComparison.Ordinal);
+            if (!busy || attempt >= 8)
+            {
+                throw Failed(["rm", image.Spec], code, error);
+            }
+
+            Thread.Sleep(TimeSpan.FromSeconds(5));
+        }
+    }
 
     public void Resize(RbdImageRef image, long size) =>
         Run(["resize", "--no-progress", "--allow-shrink", "--size", $"{size.ToString(CultureInfo.InvariantCulture)}B", image.Spec]);
@@ -145,7 +164,10 @@ public sealed class RbdClient(RbdConnection connection)
         var exportError = export.StandardError.ReadToEndAsync(cancellationToken);
         var importError = import.StandardError.ReadToEndAsync(cancellationToken);
         long moved = 0;
-        using var registration = cancellationToken.Register(() => { Kill(export); Kill(import); });
+        // On cancel only the exporter is killed: import-diff then sees a truncated stream and exits
+        // cleanly, releasing its watch on the image (a killed client's watch lingers ~30 s and
+        // blocks removing the image).
+        using var registration = cancellationToken.Register(() => Kill(export));
         try
         {
             var buffer = new byte[1 << 20];
@@ -159,12 +181,21 @@ public sealed class RbdClient(RbdConnection connection)
                 progress?.Invoke(moved);
             }
 
-            output.Close();
         }
-        catch (IOException) when (!cancellationToken.IsCancellationRequested)
+        catch (IOException)
         {
-            // A broken pipe: one side failed; its exit code and stderr tell why (below).
+            // A broken pipe: one side failed (or was cancelled); exit codes and stderr tell why (below).
             Kill(export);
+        }
+        finally
+        {
+            try
+            {
+                import.StandardInput.Close();
+            }
+            catch (IOException)
+            {
+            }
         }
 
         export.WaitForExit();

@@ -1,0 +1,178 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using BlockBackup.Engine.Errors;
+using BlockBackup.Engine.Volumes;
+using Newtonsoft.Json;
+using Newtonsoft.Json.Linq;
+
+namespace BlockBackup.Engine.Rbd;
+
+/// <summary>
+/// A Ceph backup pool laid out as Cinder's Ceph backup driver does: one base image
+/// <c>volume-&lt;vid&gt;.backup.&lt;bid&gt;</c> per full backup (legacy <c>.backup.base</c> too),
+/// and per backup one snapshot <c>backup.&lt;bid&gt;.snap.&lt;epoch&gt;</c> on its base. The pool
+/// describes itself: BlockBackup's fields (name, parent, source, time) are kept in the base
+/// image's metadata (<c>rbd image-meta</c>, key <c>blockbackup.&lt;bid&gt;</c>); backups Cinder
+/// made are listed from their names alone (within a base, each snapshot's parent is the one before).
+/// </summary>
+public sealed partial class RbdBackupPool
+{
+    public const string RepositoryPrefix = "rbd:";
+    private const string MetaPrefix = "blockbackup.";
+
+    public RbdBackupPool(RbdClient client, string pool, string? ns = null)
+    {
+        Client = client;
+        Pool = RbdNames.Validate(pool, "pool");
+        Namespace = ns is null ? null : RbdNames.Validate(ns, "namespace");
+    }
+
+    public RbdClient Client { get; }
+    public string Pool { get; }
+    public string? Namespace { get; }
+
+    /// <summary>The repository string this pool is known by ("rbd:backups").</summary>
+    public string Repository => RepositoryPrefix + (Namespace is null ? Pool : $"{Pool}/{Namespace}");
+
+    public static bool IsRbdRepository(string repository) => repository.StartsWith(RepositoryPrefix, StringComparison.OrdinalIgnoreCase);
+
+    public static RbdBackupPool Open(RbdClient client, string repository)
+    {
+        var spec = repository[RepositoryPrefix.Length..];
+        var parts = spec.Split('/');
+        return parts.Length switch
+        {
+            1 => new RbdBackupPool(client, parts[0]),
+            2 => new RbdBackupPool(client, parts[0], parts[1]),
+            _ => throw new BackupException(BackupErrorKind.InvalidArgument, "InvalidRbdRepository", $"'{repository}' is not an RBD repository; write rbd:<pool> or rbd:<pool>/<namespace>.", repository),
+        };
+    }
+
+    public RbdImageRef Image(string name) => new(Pool, Namespace, RbdNames.Validate(name, "image"));
+
+    public static string BaseName(Guid volumeId, Guid backupId) => $"volume-{volumeId:D}.backup.{backupId:D}";
+
+    public static string SnapshotName(Guid backupId, DateTime utc) =>
+        $"backup.{backupId:D}.snap.{(utc - DateTime.UnixEpoch).TotalSeconds.ToString("F6", CultureInfo.InvariantCulture)}";
+
+    /// <summary>The volume id of an RBD image: derived from its spec, as for files from their path.</summary>
+    public static Guid VolumeIdFor(RbdImageRef image) => VolumeIdentity.NameBased(RbdNamespace, "rbd:" + image.Spec);
+
+    private static readonly Guid RbdNamespace = new("0b5f1c6e-1f64-5a9e-8c0d-7b9a0e3c2d41");
+
+    [GeneratedRegex(@"^volume-(?<vid>[0-9a-f\-]{36})\.backup\.(?<bid>[0-9a-f\-]{36}|base)$", RegexOptions.CultureInvariant)]
+    private static partial Regex BaseImageRegex();
+
+    /// <summary>Cinder's backup snapshot pattern: ^backup\.([a-z0-9\-]+?)\.snap\.(.+)$.</summary>
+    [GeneratedRegex(@"^backup\.(?<bid>[a-z0-9\-]+?)\.snap\.(?<ts>.+)$", RegexOptions.CultureInvariant)]
+    public static partial Regex SnapshotRegex();
+
+    /// <summary>The backups in the pool, oldest first.</summary>
+    public IReadOnlyList<BackupInfo> List()
+    {
+        var result = new List<BackupInfo>();
+        foreach (var imageName in Client.ListImages(Pool, Namespace))
+        {
+            var m = BaseImageRegex().Match(imageName);
+            if (!m.Success)
+            {
+                continue;
+            }
+
+            var baseImage = Image(imageName);
+            var volumeId = Guid.Parse(m.Groups["vid"].Value);
+            IReadOnlyList<RbdSnapshot> snapshots;
+            IReadOnlyDictionary<string, string> meta;
+            try
+            {
+                snapshots = Client.Snapshots(baseImage);
+                meta = Client.ImageMetadata(baseImage);
+            }
+            catch (BackupException ex) when (ex.ErrorId == "RbdNotFound")
+            {
+                continue; // removed meanwhile
+            }
+
+            Guid? previous = null;
+            foreach (var snap in snapshots.OrderBy(s => s.Id))
+            {
+                var sm = SnapshotRegex().Match(snap.Name);
+                if (!sm.Success || !Guid.TryParse(sm.Groups["bid"].Value, out var backupId))
+                {
+                    continue;
+                }
+
+                var record = meta.TryGetValue(MetaPrefix + backupId.ToString("D"), out var json) ? Record.Parse(json) : null;
+                result.Add(new BackupInfo
+                {
+                    Id = backupId,
+                    VolumeId = record?.VolumeId ?? volumeId,
+                    Name = record?.Name,
+                    Description = record?.Description,
+                    CreatedUtc = record?.CreatedUtc ?? SnapshotTime(sm.Groups["ts"].Value) ?? snap.Timestamp ?? DateTime.MinValue,
+                    ParentId = record is null ? previous : record.ParentId,
+                    Status = BackupStatus.Available,
+                    VolumeSize = snap.Size,
+                    StoredBytes = 0,
+                    ObjectCount = 0,
+                    Compression = "none",
+                    Consistency = "rbd-snapshot",
+                    Source = record?.Source,
+                    WrittenBy = record is null ? "Cinder" : "BlockBackup",
+                    Repository = Repository,
+                    Container = imageName,
+                    Prefix = snap.Name,
+                });
+                previous = backupId;
+            }
+        }
+
+        return result.OrderBy(b => b.CreatedUtc).ThenBy(b => b.Prefix, StringComparer.Ordinal).ToList();
+    }
+
+    public BackupInfo Get(Guid backupId) =>
+        List().FirstOrDefault(b => b.Id == backupId)
+        ?? throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"No backup with id {backupId} in {Repository}.", backupId);
+
+    internal void WriteRecord(RbdImageRef baseImage, Record record) =>
+        Client.SetImageMetadata(baseImage, MetaPrefix + record.Id.ToString("D"), record.ToJson());
+
+    internal void RemoveRecord(RbdImageRef baseImage, Guid backupId) =>
+        Client.RemoveImageMetadata(baseImage, MetaPrefix + backupId.ToString("D"));
+
+    private static DateTime? SnapshotTime(string epoch) =>
+        double.TryParse(epoch, NumberStyles.Float, CultureInfo.InvariantCulture, out var seconds) ? DateTime.UnixEpoch.AddSeconds(seconds) : null;
+
+    /// <summary>BlockBackup's fields for one backup, kept in the base image's metadata.</summary>
+    internal sealed record Record(Guid Id, Guid VolumeId, Guid? ParentId, string? Name, string? Description, DateTime CreatedUtc, string? Source)
+    {
+        public string ToJson() => new JObject
+        {
+            ["id"] = Id.ToString("D"),
+            ["volume_id"] = VolumeId.ToString("D"),
+            ["parent_id"] = ParentId?.ToString("D"),
+            ["name"] = Name,
+            ["description"] = Description,
+            ["created_at"] = CreatedUtc.ToString("O", CultureInfo.InvariantCulture),
+            ["source"] = Source,
+        }.ToString(Formatting.None);
+
+        public static Record? Parse(string json)
+        {
+            try
+            {
+                var o = JObject.Parse(json);
+                return new Record(
+                    Guid.Parse((string)o["id"]!), Guid.Parse((string)o["volume_id"]!),
+                    (string?)o["parent_id"] is { } p ? Guid.Parse(p) : null,
+                    (string?)o["name"], (string?)o["description"],
+                    DateTime.Parse((string)o["created_at"]!, CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind).ToUniversalTime(),
+                    (string?)o["source"]);
+            }
+            catch (Exception ex) when (ex is JsonException or FormatException or ArgumentNullException or NullReferenceException)
+            {
+                return null; // treat as a backup known only by its names
+            }
+        }
+    }
+}

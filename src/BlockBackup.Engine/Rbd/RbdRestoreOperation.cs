@@ -1,0 +1,221 @@
+using System.Diagnostics;
+using BlockBackup.Engine.Errors;
+using BlockBackup.Engine.Operations;
+
+namespace BlockBackup.Engine.Rbd;
+
+public sealed class RbdRestoreRequest
+{
+    public required Guid BackupId { get; init; }
+    /// <summary>An RBD image (created with the backup's size when missing)…</summary>
+    public RbdImageRef? TargetImage { get; init; }
+    /// <summary>…or a file or block device.</summary>
+    public string? TargetPath { get; init; }
+    /// <summary>Allow overwriting a target that holds data.</summary>
+    public bool Overwrite { get; init; }
+}
+
+/// <summary>What an RBD restore will do, decided before anything is written (also shown under -WhatIf).</summary>
+public sealed record RbdRestorePlan(BackupInfo Backup, RbdRestoreFacts Facts, RestoreDecision Decision, bool TargetExists, bool TargetHoldsData, long TargetSize);
+
+/// <summary>
+/// Restores a backup from an RBD backup pool: differentially (export-diff base@restore point |
+/// import-diff, then resized to the requested size) when Cinder's rules allow, else — or when the
+/// differential transfer fails — by a full sparse copy of the restore point.
+/// </summary>
+public static class RbdRestoreOperation
+{
+    public static RbdRestorePlan Plan(RbdBackupPool pool, RbdRestoreRequest request)
+    {
+        if ((request.TargetImage is null) == (request.TargetPath is null))
+        {
+            throw new BackupException(BackupErrorKind.InvalidArgument, "InvalidRestoreTarget", "Give exactly one target: an RBD image or a file/device path.", request.BackupId);
+        }
+
+        var client = pool.Client;
+        var backup = pool.Get(request.BackupId);
+        var baseImage = pool.Image(backup.Container);
+        var baseExists = client.ImageSize(baseImage) is not null;
+        var restorePoint = baseExists ? client.Snapshots(baseImage).FirstOrDefault(s => s.Name == backup.Prefix)?.Name : null;
+        bool exists, holdsData, isSource = false;
+        long targetSize, allocated = 0;
+        if (request.TargetImage is { } image)
+        {
+            var size = client.ImageSize(image);
+            exists = size is not null;
+            targetSize = size ?? backup.VolumeSize;
+            if (exists)
+            {
+                allocated = client.Diff(image).Where(e => e.Exists).Sum(e => e.Length);
+            }
+
+            holdsData = allocated > 0;
+            isSource = image.Spec == backup.Source || RbdBackupPool.VolumeIdFor(image) == backup.VolumeId;
+        }
+        else
+        {
+            var inspected = RestoreTarget.Inspect(Path.GetFullPath(request.TargetPath!));
+            exists = inspected.Exists;
+            holdsData = inspected.HoldsData;
+            targetSize = Math.Max(inspected.Size, backup.VolumeSize);
+        }
+
+        var facts = new RbdRestoreFacts(baseImage.Image, baseExists, restorePoint, request.TargetImage is not null, isSource, holdsData, allocated);
+        return new RbdRestorePlan(backup, facts, RbdRestoreEligibility.Decide(facts), exists, holdsData, targetSize);
+    }
+
+    public static RestoreResult Run(RbdBackupPool pool, RbdRestoreRequest request, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        var clock = Stopwatch.StartNew();
+        var plan = Plan(pool, request);
+        var backup = plan.Backup;
+        if (plan.TargetHoldsData && !request.Overwrite)
+        {
+            throw new BackupException(BackupErrorKind.InvalidOperation, "TargetHasData",
+                $"The target '{request.TargetImage?.Spec ?? request.TargetPath}' already holds data. Restoring would overwrite it; pass Force to allow that.", request.TargetImage?.Spec ?? request.TargetPath);
+        }
+
+        var client = pool.Client;
+        var baseImage = pool.Image(backup.Container);
+        if (!plan.Facts.BaseExists)
+        {
+            throw new BackupException(BackupErrorKind.InvalidData, "BackupDataMissing",
+                $"The base image '{baseImage}' of backup {backup.Id} is gone from {pool.Repository}; the backup cannot be restored.", backup.Id);
+        }
+
+        if (plan.Facts.RestorePoint is null && pool.List().Any(b => b.Container == backup.Container && b.CreatedUtc > backup.CreatedUtc))
+        {
+            throw new BackupException(BackupErrorKind.InvalidData, "RestorePointMissing",
+                $"The snapshot '{backup.Prefix}' of backup {backup.Id} is gone from base '{baseImage}', and the base's current content belongs to a later backup; this backup cannot be restored.", backup.Id);
+        }
+
+        var decision = plan.Decision;
+        long written = 0, zeros = 0;
+        if (request.TargetImage is { } target && !plan.TargetExists)
+        {
+            client.CreateImage(target, backup.VolumeSize);
+        }
+
+        if (decision.Path == RestorePath.Differential)
+        {
+            try
+            {
+                written = client.CopyDiff(baseImage, decision.RestorePoint!, null, request.TargetImage!,
+                    bytes => progress?.Report(new OperationProgress(OperationPhase.Restoring, Math.Min(bytes, backup.VolumeSize), backup.VolumeSize, $"{baseImage} -> {request.TargetImage}")), cancellationToken);
+                // import-diff created the end snapshot on the target and resized it to the base's size.
+                if (client.ImageSize(request.TargetImage!) != plan.TargetSize)
+                {
+                    client.Resize(request.TargetImage!, plan.TargetSize);
+                }
+            }
+            catch (BackupException ex) when (ex.ErrorId == "RbdDiffFailed")
+            {
+                decision = RbdRestoreEligibility.AfterDifferentialFailure(decision, ex.Message);
+            }
+        }
+
+        if (decision.Path == RestorePath.Full)
+        {
+            (written, zeros) = FullCopy(client, baseImage, decision.RestorePoint, request, plan, progress, cancellationToken);
+        }
+
+        return new RestoreResult
+        {
+            Backup = backup,
+            TargetPath = request.TargetImage?.Spec ?? Path.GetFullPath(request.TargetPath!),
+            Decision = decision,
+            ChainLength = 1, // a pool backup is self-contained at restore: its snapshot holds the whole volume
+            VolumeSize = backup.VolumeSize,
+            BytesWritten = written,
+            ZeroBytes = zeros,
+            BlocksVerified = 0,
+            TargetWasNew = !plan.TargetHoldsData,
+            Duration = clock.Elapsed,
+        };
+    }
+
+    /// <summary>
+    /// Copies every extent of base@restore point (HEAD when the snapshot is gone and the base holds
+    /// nothing newer): data where it exists, zeros elsewhere on a target that held data, nothing
+    /// on an empty one. The export stream is read with our parser, so damage is caught.
+    /// </summary>
+    private static (long Written, long Zeros) FullCopy(RbdClient client, RbdImageRef baseImage, string? restorePoint, RbdRestoreRequest request, RbdRestorePlan plan, IProgress<OperationProgress>? progress, CancellationToken cancellationToken)
+    {
+        var snapshot = restorePoint ?? client.Snapshots(baseImage).Where(s => RbdBackupPool.SnapshotRegex().IsMatch(s.Name)).OrderBy(s => s.Id).Last().Name;
+        using var export = client.StartExportDiff(baseImage, snapshot, null, wholeObject: false);
+        using var registration = cancellationToken.Register(() => { try { export.Kill(true); } catch (InvalidOperationException) { } });
+        var reader = new RbdDiffReader(export.StandardOutput.BaseStream, $"rbd export-diff {baseImage.SnapSpec(snapshot)}");
+        var size = plan.Backup.VolumeSize;
+        var exact = plan.TargetHoldsData;
+        long written = 0, zeros = 0;
+        var buffer = new byte[4 << 20];
+        if (request.TargetImage is { } image)
+        {
+            using var import = client.StartImportDiff(image);
+            var writer = new RbdDiffWriter(import.StandardInput.BaseStream);
+            writer.WriteHeader(null, null, plan.TargetSize);
+            Copy(reader, buffer, size, exact, plan.TargetSize,
+                (offset, data) => { writer.WriteData(offset, data); written += data.Length; },
+                (offset, length) => { writer.WriteZero(offset, length); zeros += length; },
+                progress, cancellationToken);
+            writer.WriteEnd();
+            import.StandardInput.Close();
+            RbdClient.Finish(import, $"import-diff into {image}");
+        }
+        else
+        {
+            using var target = RestoreTarget.Open(request.TargetPath!, size, request.Overwrite);
+            var zeroBuffer = new byte[1 << 20];
+            Copy(reader, buffer, size, exact, size,
+                (offset, data) => { target.Write(data, offset); written += data.Length; },
+                (offset, length) => { target.Zero(offset, length, zeroBuffer); zeros += length; },
+                progress, cancellationToken);
+            target.Flush();
+        }
+
+        RbdClient.Finish(export, $"export-diff {baseImage.SnapSpec(snapshot)}");
+        return (written, zeros);
+    }
+
+    private delegate void DataSink(long offset, ReadOnlySpan<byte> data);
+
+    private static void Copy(RbdDiffReader reader, byte[] buffer, long size, bool exact, long targetSize, DataSink data, Action<long, long> zero, IProgress<OperationProgress>? progress, CancellationToken cancellationToken)
+    {
+        long next = 0; // everything before this offset is handled
+        void Gap(long until)
+        {
+            if (exact && until > next)
+            {
+                zero(next, until - next);
+            }
+        }
+
+        while (reader.Next() is { } record)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            Gap(record.Offset);
+            if (record.Kind == RbdDiffRecordKind.Zero)
+            {
+                if (exact)
+                {
+                    zero(record.Offset, record.Length);
+                }
+            }
+            else
+            {
+                for (var pos = 0L; pos < record.Length;)
+                {
+                    var n = (int)Math.Min(buffer.Length, record.Length - pos);
+                    reader.ReadData(buffer.AsSpan(0, n));
+                    data(record.Offset + pos, buffer.AsSpan(0, n));
+                    pos += n;
+                }
+            }
+
+            next = record.End;
+            progress?.Report(new OperationProgress(OperationPhase.Restoring, next, size, "full copy"));
+        }
+
+        Gap(targetSize);
+    }
+}
