@@ -123,21 +123,44 @@ public class RbdBackupTests
     }
 
     [CephFact]
-    public void MissingRestorePointForcesAFullCopyOfTheBase()
+    public void RemovedSnapshotMeansNoRestorePointAndAFullCopyOfTheBase()
+    {
+        using var s = new Setup();
+        var full = s.Backup(name: "lonely");
+        var baseImage = s.Pool.Image(full.Backup.Container);
+        s.Ceph.Client.RemoveSnapshot(baseImage, full.Backup.Prefix);
+        var listed = Assert.Single(s.Pool.List(), b => b.Id == full.Backup.Id); // still known from its record
+        Assert.Contains("is gone", listed.Problem, StringComparison.Ordinal);
+
+        var target = s.Ceph.NewImage();
+        var r = RbdRestoreOperation.Run(s.Pool, new RbdRestoreRequest { BackupId = full.Backup.Id, TargetImage = target });
+        Assert.Equal((RestorePath.Full, RbdRestoreEligibility.NoRestorePoint), (r.Path, r.Decision.Rule));
+        Assert.Equal(s.Content, s.Ceph.Read(target));
+    }
+
+    [CephFact]
+    public void MissingBaseImageMeansAFullCopyFromWhereTheDataStillIs()
     {
         using var s = new Setup();
         var full = s.Backup();
-        var baseImage = s.Pool.Image(full.Backup.Container);
-        // A Cinder-era base whose backup snapshot was removed by hand: list it via a second backup, then drop the snapshot.
-        s.Change(1 << 20, 4096, seed: 5);
-        var incr = s.Backup(incremental: true);
-        s.Ceph.Client.RemoveSnapshot(baseImage, incr.Backup.Prefix);
-        // The backup no longer lists (its snapshot is its identity in the pool)...
-        Assert.DoesNotContain(s.Pool.List(), b => b.Id == incr.Backup.Id);
-        // ...and the full backup's restore point still exists: a new empty target restores differentially from it.
-        var target = s.Ceph.NewImage();
-        var r = RbdRestoreOperation.Run(s.Pool, new RbdRestoreRequest { BackupId = full.Backup.Id, TargetImage = target });
-        Assert.Equal(RestorePath.Differential, r.Path);
+        // The base renamed to Cinder's legacy name: the recorded base is missing, the data is not.
+        var legacy = s.Pool.Image($"volume-{full.Backup.VolumeId:D}.backup.base");
+        var (code, output) = Shell.Run("rbd", "--conf", Ceph.ConfPath!, "rename", s.Pool.Image(full.Backup.Container).Spec, legacy.Spec);
+        Assert.True(code == 0, output);
+        s.Ceph.Track(legacy);
+
+        var file = Path.Combine(Path.GetTempPath(), $"bbt-{Guid.NewGuid():N}.img");
+        try
+        {
+            var r = RbdRestoreOperation.Run(s.Pool, new RbdRestoreRequest { BackupId = full.Backup.Id, TargetPath = file });
+            Assert.Equal((RestorePath.Full, RbdRestoreEligibility.BaseImageMissing), (r.Path, r.Decision.Rule));
+            Assert.Equal(s.Content, File.ReadAllBytes(file));
+        }
+        finally
+        {
+            File.Delete(file);
+            RbdBackupOperation.Remove(s.Pool, full.Backup.Id, includeDependents: true);
+        }
     }
 
     [CephFact]

@@ -17,6 +17,7 @@ public sealed class CinderBackupRecord
 {
     public const string PosixService = "cinder.backup.drivers.posix.PosixBackupDriver";
     public const string NfsService = "cinder.backup.drivers.nfs.NFSBackupDriver";
+    public const string CephService = "cinder.backup.drivers.ceph.CephBackupDriver";
 
     public required Guid BackupId { get; init; }
     public required string BackupService { get; init; }
@@ -26,6 +27,13 @@ public sealed class CinderBackupRecord
 
     public static CinderBackupRecord Export(BackupInfo backup, string backupService = PosixService)
     {
+        // A backup in an RBD backup pool: Cinder's Ceph driver fields (container = pool, {"base": …}).
+        var rbd = Rbd.RbdBackupPool.IsRbdRepository(backup.Repository);
+        if (rbd)
+        {
+            backupService = CephService;
+        }
+
         var created = backup.CreatedUtc.ToString("yyyy-MM-ddTHH:mm:ss.ffffff", CultureInfo.InvariantCulture);
         var row = new JObject
         {
@@ -35,7 +43,7 @@ public sealed class CinderBackupRecord
             ["volume_id"] = backup.VolumeId.ToString("D"),
             ["host"] = null,
             ["availability_zone"] = null,
-            ["container"] = backup.Container.Replace('\\', '/'),
+            ["container"] = rbd ? backup.Repository[Rbd.RbdBackupPool.RepositoryPrefix.Length..] : backup.Container.Replace('\\', '/'),
             ["parent_id"] = backup.ParentId?.ToString("D"),
             ["status"] = "available",
             ["fail_reason"] = null,
@@ -43,7 +51,7 @@ public sealed class CinderBackupRecord
             ["size"] = Math.Max(1, (backup.VolumeSize + (1L << 30) - 1) >> 30),
             ["display_name"] = backup.Name,
             ["display_description"] = backup.Description,
-            ["service_metadata"] = backup.Prefix,
+            ["service_metadata"] = rbd ? new JObject { ["base"] = backup.Container }.ToString(Formatting.None) : backup.Prefix,
             ["service"] = backupService,
             ["object_count"] = backup.ObjectCount,
             ["temp_volume_id"] = null,

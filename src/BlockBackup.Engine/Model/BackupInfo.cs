@@ -45,6 +45,12 @@ public sealed record BackupInfo
     public required string Container { get; init; }
     /// <summary>Object name prefix (Cinder's service_metadata).</summary>
     public required string Prefix { get; init; }
+    /// <summary>
+    /// Cinder's service_metadata: the object prefix for file repositories, {"base": "&lt;image&gt;"}
+    /// (the base the backup was written to) for RBD backup pools.
+    /// </summary>
+    public string? ServiceMetadata { get; init; }
+
     /// <summary>What is wrong with a damaged backup.</summary>
     public string? Problem { get; init; }
 

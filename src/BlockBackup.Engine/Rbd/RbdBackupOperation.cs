@@ -93,7 +93,7 @@ public static class RbdBackupOperation
             createdSourceSnapshot = true;
             var moved = client.CopyDiff(source, snapshot, fromSnapshot, baseImage,
                 bytes => progress?.Report(new OperationProgress(OperationPhase.Writing, Math.Min(bytes, size), size, $"{source} -> {baseImage}")), cancellationToken);
-            pool.WriteRecord(baseImage, new RbdBackupPool.Record(backupId, volumeId, parent?.Id, request.Name, request.Description, created, source.Spec));
+            pool.WriteRecord(baseImage, new RbdBackupPool.Record(backupId, volumeId, parent?.Id, request.Name, request.Description, created, source.Spec, baseImage.Image, snapshot));
             if (request.KeepSourceSnapshots > 0)
             {
                 PruneSourceSnapshots(client, source, request.KeepSourceSnapshots);

@@ -94,6 +94,7 @@ public sealed partial class RbdBackupPool
             }
 
             Guid? previous = null;
+            var listed = new HashSet<Guid>();
             foreach (var snap in snapshots.OrderBy(s => s.Id))
             {
                 var sm = SnapshotRegex().Match(snap.Name);
@@ -122,8 +123,29 @@ public sealed partial class RbdBackupPool
                     Repository = Repository,
                     Container = imageName,
                     Prefix = snap.Name,
+                    ServiceMetadata = ServiceMetadata(record?.Base ?? imageName),
                 });
+                listed.Add(backupId);
                 previous = backupId;
+            }
+
+            // Backups whose snapshot was removed from the base are still known from their records:
+            // restorable from the base's current content only while nothing newer was written to it.
+            foreach (var (key, value) in meta)
+            {
+                if (key.StartsWith(MetaPrefix, StringComparison.Ordinal) && Record.Parse(value) is { Snapshot: not null } orphan && !listed.Contains(orphan.Id))
+                {
+                    result.Add(new BackupInfo
+                    {
+                        Id = orphan.Id, VolumeId = orphan.VolumeId, Name = orphan.Name, Description = orphan.Description,
+                        CreatedUtc = orphan.CreatedUtc, ParentId = orphan.ParentId, Status = BackupStatus.Available,
+                        VolumeSize = snapshots.Count > 0 ? snapshots.Max(x => x.Size) : Client.ImageSize(baseImage) ?? 0,
+                        Compression = "none", Consistency = "rbd-snapshot", Source = orphan.Source, WrittenBy = "BlockBackup",
+                        Repository = Repository, Container = imageName, Prefix = orphan.Snapshot,
+                        ServiceMetadata = ServiceMetadata(orphan.Base ?? imageName),
+                        Problem = $"its snapshot '{orphan.Snapshot}' is gone from base image '{imageName}'",
+                    });
+                }
             }
         }
 
@@ -140,11 +162,27 @@ public sealed partial class RbdBackupPool
     internal void RemoveRecord(RbdImageRef baseImage, Guid backupId) =>
         Client.RemoveImageMetadata(baseImage, MetaPrefix + backupId.ToString("D"));
 
+    /// <summary>Cinder's service_metadata for a Ceph backup.</summary>
+    public static string ServiceMetadata(string baseImage) => new JObject { ["base"] = baseImage }.ToString(Formatting.None);
+
+    /// <summary>The base image a backup was written to, from its service_metadata (Cinder's restore looks there first).</summary>
+    public static string? RecordedBase(BackupInfo backup)
+    {
+        try
+        {
+            return backup.ServiceMetadata is { } json ? (string?)JObject.Parse(json)["base"] : null;
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
+    }
+
     private static DateTime? SnapshotTime(string epoch) =>
         double.TryParse(epoch, NumberStyles.Float, CultureInfo.InvariantCulture, out var seconds) ? DateTime.UnixEpoch.AddSeconds(seconds) : null;
 
     /// <summary>BlockBackup's fields for one backup, kept in the base image's metadata.</summary>
-    internal sealed record Record(Guid Id, Guid VolumeId, Guid? ParentId, string? Name, string? Description, DateTime CreatedUtc, string? Source)
+    internal sealed record Record(Guid Id, Guid VolumeId, Guid? ParentId, string? Name, string? Description, DateTime CreatedUtc, string? Source, string? Base = null, string? Snapshot = null)
     {
         public string ToJson() => new JObject
         {
@@ -155,6 +193,8 @@ public sealed partial class RbdBackupPool
             ["description"] = Description,
             ["created_at"] = CreatedUtc.ToString("O", CultureInfo.InvariantCulture),
             ["source"] = Source,
+            ["base"] = Base,
+            ["snapshot"] = Snapshot,
         }.ToString(Formatting.None);
 
         public static Record? Parse(string json)
@@ -167,7 +207,7 @@ public sealed partial class RbdBackupPool
                     (string?)o["parent_id"] is { } p ? Guid.Parse(p) : null,
                     (string?)o["name"], (string?)o["description"],
                     DateTime.Parse((string)o["created_at"]!, CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind).ToUniversalTime(),
-                    (string?)o["source"]);
+                    (string?)o["source"], (string?)o["base"], (string?)o["snapshot"]);
             }
             catch (Exception ex) when (ex is JsonException or FormatException or ArgumentNullException or NullReferenceException)
             {

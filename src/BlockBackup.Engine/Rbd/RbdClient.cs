@@ -212,7 +212,7 @@ public sealed class RbdClient(RbdConnection connection)
     }
 
     /// <summary>Starts <c>rbd export-diff</c> to stdout; the caller reads StandardOutput and then calls <see cref="Finish"/>.</summary>
-    public Process StartExportDiff(RbdImageRef image, string snapshot, string? fromSnapshot, bool wholeObject) =>
+    public Process StartExportDiff(RbdImageRef image, string? snapshot, string? fromSnapshot, bool wholeObject) =>
         Start(ExportDiffArguments(image, snapshot, fromSnapshot, wholeObject), redirectInput: false);
 
     /// <summary>Starts <c>rbd import-diff</c> from stdin; the caller writes StandardInput, closes it, then calls <see cref="Finish"/>.</summary>
@@ -229,7 +229,7 @@ public sealed class RbdClient(RbdConnection connection)
         }
     }
 
-    private static List<string> ExportDiffArguments(RbdImageRef image, string snapshot, string? fromSnapshot, bool wholeObject)
+    private static List<string> ExportDiffArguments(RbdImageRef image, string? snapshot, string? fromSnapshot, bool wholeObject)
     {
         var args = new List<string> { "export-diff", "--no-progress" };
         if (fromSnapshot is not null)
@@ -242,7 +242,7 @@ public sealed class RbdClient(RbdConnection connection)
             args.Add("--whole-object");
         }
 
-        args.AddRange([image.SnapSpec(snapshot), "-"]);
+        args.AddRange([snapshot is null ? image.Spec : image.SnapSpec(snapshot), "-"]);
         return args;
     }
 

@@ -34,9 +34,12 @@ public static class RbdRestoreOperation
 
         var client = pool.Client;
         var backup = pool.Get(request.BackupId);
+        // Rule 1 looks at the base the backup was written to (Cinder's service_metadata); the data
+        // may still be found elsewhere (a base renamed to the legacy name), which a full copy uses.
+        var recordedBase = pool.Image(RbdBackupPool.RecordedBase(backup) ?? backup.Container);
         var baseImage = pool.Image(backup.Container);
-        var baseExists = client.ImageSize(baseImage) is not null;
-        var restorePoint = baseExists ? client.Snapshots(baseImage).FirstOrDefault(s => s.Name == backup.Prefix)?.Name : null;
+        var baseExists = client.ImageSize(recordedBase) is not null;
+        var restorePoint = baseExists ? client.Snapshots(recordedBase).FirstOrDefault(s => s.Name == backup.Prefix)?.Name : null;
         bool exists, holdsData, isSource = false;
         long targetSize, allocated = 0;
         if (request.TargetImage is { } image)
@@ -60,7 +63,7 @@ public static class RbdRestoreOperation
             targetSize = Math.Max(inspected.Size, backup.VolumeSize);
         }
 
-        var facts = new RbdRestoreFacts(baseImage.Image, baseExists, restorePoint, request.TargetImage is not null, isSource, holdsData, allocated);
+        var facts = new RbdRestoreFacts(recordedBase.Image, baseExists, restorePoint, request.TargetImage is not null, isSource, holdsData, allocated);
         return new RbdRestorePlan(backup, facts, RbdRestoreEligibility.Decide(facts), exists, holdsData, targetSize);
     }
 
@@ -76,14 +79,16 @@ public static class RbdRestoreOperation
         }
 
         var client = pool.Client;
+        // Where the data is: the recorded base, or the image the listing found the backup on.
         var baseImage = pool.Image(backup.Container);
-        if (!plan.Facts.BaseExists)
+        if (client.ImageSize(baseImage) is null)
         {
             throw new BackupException(BackupErrorKind.InvalidData, "BackupDataMissing",
                 $"The base image '{baseImage}' of backup {backup.Id} is gone from {pool.Repository}; the backup cannot be restored.", backup.Id);
         }
 
-        if (plan.Facts.RestorePoint is null && pool.List().Any(b => b.Container == backup.Container && b.CreatedUtc > backup.CreatedUtc))
+        var snapshotThere = client.Snapshots(baseImage).Any(s => s.Name == backup.Prefix);
+        if (!snapshotThere && pool.List().Any(b => b.Container == backup.Container && b.CreatedUtc > backup.CreatedUtc))
         {
             throw new BackupException(BackupErrorKind.InvalidData, "RestorePointMissing",
                 $"The snapshot '{backup.Prefix}' of backup {backup.Id} is gone from base '{baseImage}', and the base's current content belongs to a later backup; this backup cannot be restored.", backup.Id);
@@ -116,7 +121,7 @@ public static class RbdRestoreOperation
 
         if (decision.Path == RestorePath.Full)
         {
-            (written, zeros) = FullCopy(client, baseImage, decision.RestorePoint, request, plan, progress, cancellationToken);
+            (written, zeros) = FullCopy(client, baseImage, snapshotThere ? backup.Prefix : null, request, plan, progress, cancellationToken);
         }
 
         return new RestoreResult
@@ -135,16 +140,19 @@ public static class RbdRestoreOperation
     }
 
     /// <summary>
-    /// Copies every extent of base@restore point (HEAD when the snapshot is gone and the base holds
-    /// nothing newer): data where it exists, zeros elsewhere on a target that held data, nothing
+    /// Copies every extent of base@snapshot (the newest backup snapshot, i.e. HEAD's content, when
+    /// this backup's snapshot is gone and the base holds nothing newer): data where it exists, zeros elsewhere on a target that held data, nothing
     /// on an empty one. The export stream is read with our parser, so damage is caught.
     /// </summary>
     private static (long Written, long Zeros) FullCopy(RbdClient client, RbdImageRef baseImage, string? restorePoint, RbdRestoreRequest request, RbdRestorePlan plan, IProgress<OperationProgress>? progress, CancellationToken cancellationToken)
     {
-        var snapshot = restorePoint ?? client.Snapshots(baseImage).Where(s => RbdBackupPool.SnapshotRegex().IsMatch(s.Name)).OrderBy(s => s.Id).Last().Name;
+        // Without the backup's snapshot the base's current content (HEAD) is its state: Run has
+        // checked that nothing newer was written to the base.
+        var snapshot = restorePoint;
+        var source = snapshot is null ? baseImage.Spec : baseImage.SnapSpec(snapshot);
         using var export = client.StartExportDiff(baseImage, snapshot, null, wholeObject: false);
         using var registration = cancellationToken.Register(() => { try { export.Kill(true); } catch (InvalidOperationException) { } });
-        var reader = new RbdDiffReader(export.StandardOutput.BaseStream, $"rbd export-diff {baseImage.SnapSpec(snapshot)}");
+        var reader = new RbdDiffReader(export.StandardOutput.BaseStream, $"rbd export-diff {source}");
         var size = plan.Backup.VolumeSize;
         var exact = plan.TargetHoldsData;
         long written = 0, zeros = 0;
@@ -173,7 +181,7 @@ public static class RbdRestoreOperation
             target.Flush();
         }
 
-        RbdClient.Finish(export, $"export-diff {baseImage.SnapSpec(snapshot)}");
+        RbdClient.Finish(export, $"export-diff {source}");
         return (written, zeros);
     }
 

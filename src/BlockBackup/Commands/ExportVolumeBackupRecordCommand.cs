@@ -6,7 +6,7 @@ namespace BlockBackup.Commands;
 /// <summary>Writes Cinder's backup-export record for a backup, for `cinder backup-import`.</summary>
 [Cmdlet(VerbsData.Export, "VolumeBackupRecord")]
 [OutputType(typeof(CinderBackupRecord))]
-public sealed class ExportVolumeBackupRecordCommand : EngineCmdlet
+public sealed class ExportVolumeBackupRecordCommand : RepositoryCmdlet
 {
     [Parameter(Mandatory = true, ValueFromPipelineByPropertyName = true)]
     [ValidateNotNullOrEmpty]
@@ -19,11 +19,18 @@ public sealed class ExportVolumeBackupRecordCommand : EngineCmdlet
 
     /// <summary>The Cinder driver that will read the repository (posix by default, or NFS).</summary>
     [Parameter]
-    [ValidateSet(CinderBackupRecord.PosixService, CinderBackupRecord.NfsService)]
+    [ValidateSet(CinderBackupRecord.PosixService, CinderBackupRecord.NfsService, CinderBackupRecord.CephService)]
     public string BackupService { get; set; } = CinderBackupRecord.PosixService;
 
     protected override void ProcessRecord()
     {
+        if (IsRbd(Repository))
+        {
+            var pool = OpenPool(Repository);
+            ForItem(() => WriteObject(CinderBackupRecord.Export(pool.Get(BackupId), CinderBackupRecord.CephService)));
+            return;
+        }
+
         var repository = OpenRepository(Repository);
         ForItem(() => WriteObject(CinderBackupRecord.Export(repository.Get(BackupId), BackupService)));
     }

@@ -6,7 +6,7 @@ namespace BlockBackup.Commands;
 /// <summary>The chain a restore of a backup needs: the full backup first, then each incremental.</summary>
 [Cmdlet(VerbsCommon.Get, "BackupChain")]
 [OutputType(typeof(BackupChain))]
-public sealed class GetBackupChainCommand : EngineCmdlet
+public sealed class GetBackupChainCommand : RepositoryCmdlet
 {
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
     [ValidateNotNullOrEmpty]
@@ -19,6 +19,13 @@ public sealed class GetBackupChainCommand : EngineCmdlet
 
     protected override void ProcessRecord()
     {
+        if (IsRbd(Repository))
+        {
+            var pool = OpenPool(Repository);
+            ForItem(() => WriteObject(Engine.Rbd.RbdVerifyOperation.Chain(pool, BackupId)));
+            return;
+        }
+
         var repository = OpenRepository(Repository);
         ForItem(() => WriteObject(repository.GetChain(BackupId)));
     }

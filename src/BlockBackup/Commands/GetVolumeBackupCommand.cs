@@ -1,12 +1,13 @@
 using System.Management.Automation;
 using BlockBackup.Engine;
+using BlockBackup.Engine.Rbd;
 
 namespace BlockBackup.Commands;
 
 /// <summary>Lists the backups of a repository, read from the repository itself.</summary>
 [Cmdlet(VerbsCommon.Get, "VolumeBackup", DefaultParameterSetName = ListSet)]
 [OutputType(typeof(BackupInfo))]
-public sealed class GetVolumeBackupCommand : EngineCmdlet
+public sealed class GetVolumeBackupCommand : RepositoryCmdlet
 {
     private const string ListSet = "List";
     private const string IdSet = "Id";
@@ -40,8 +41,21 @@ public sealed class GetVolumeBackupCommand : EngineCmdlet
 
     protected override void ProcessRecord()
     {
-        var repository = OpenRepository(Repository);
-        var all = repository.List(IncludeIncomplete, StopToken);
+        IReadOnlyList<BackupInfo> all;
+        string root;
+        if (IsRbd(Repository))
+        {
+            var pool = OpenPool(Repository);
+            root = pool.Repository;
+            all = pool.List();
+        }
+        else
+        {
+            var repository = OpenRepository(Repository);
+            root = repository.Root;
+            all = repository.List(IncludeIncomplete, StopToken);
+        }
+
         if (ParameterSetName == IdSet)
         {
             foreach (var id in Id)
@@ -49,7 +63,7 @@ public sealed class GetVolumeBackupCommand : EngineCmdlet
                 var match = all.FirstOrDefault(b => b.Id == id);
                 if (match is null)
                 {
-                    WriteError(new ErrorRecord(new ItemNotFoundException($"No backup with id {id} in repository '{repository.Root}'."),
+                    WriteError(new ErrorRecord(new ItemNotFoundException($"No backup with id {id} in repository '{root}'."),
                         "BackupNotFound", ErrorCategory.ObjectNotFound, id));
                 }
                 else

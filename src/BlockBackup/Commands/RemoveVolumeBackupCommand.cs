@@ -10,7 +10,7 @@ namespace BlockBackup.Commands;
 /// </summary>
 [Cmdlet(VerbsCommon.Remove, "VolumeBackup", DefaultParameterSetName = ByIdSet, SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
 [OutputType(typeof(BackupInfo))]
-public sealed class RemoveVolumeBackupCommand : EngineCmdlet
+public sealed class RemoveVolumeBackupCommand : RepositoryCmdlet
 {
     private const string ByIdSet = "ById";
     private const string IncompleteSet = "Incomplete";
@@ -38,6 +38,12 @@ public sealed class RemoveVolumeBackupCommand : EngineCmdlet
 
     protected override void ProcessRecord()
     {
+        if (IsRbd(Repository))
+        {
+            RemoveFromPool();
+            return;
+        }
+
         var repository = OpenRepository(Repository);
         ForItem(() =>
         {
@@ -66,6 +72,26 @@ public sealed class RemoveVolumeBackupCommand : EngineCmdlet
             }
 
             Emit(repository.Remove(BackupId, IncludeDependents, StopToken));
+        });
+    }
+
+    /// <summary>A pool backup: its snapshot on the base (the base once empty) and on the source.</summary>
+    private void RemoveFromPool()
+    {
+        var pool = OpenPool(Repository);
+        ForItem(() =>
+        {
+            if (Incomplete)
+            {
+                return; // a pool backup exists only once its snapshot does: nothing is ever left incomplete
+            }
+
+            var backup = pool.Get(BackupId);
+            if (ShouldProcess($"{backup.Name ?? backup.Id.ToString()} ({pool.Repository}/{backup.Container}@{backup.Prefix})",
+                IncludeDependents ? $"Delete backup {BackupId} and the backups that depend on it" : $"Delete backup {BackupId}"))
+            {
+                Emit(Engine.Rbd.RbdBackupOperation.Remove(pool, BackupId, IncludeDependents));
+            }
         });
     }
 

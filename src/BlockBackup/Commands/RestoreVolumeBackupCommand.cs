@@ -8,9 +8,9 @@ namespace BlockBackup.Commands;
 /// Restores a backup (through its chain) to a file or block device. Restoring into a new file
 /// asks nothing; a target that already holds data is refused unless -Force is given.
 /// </summary>
-[Cmdlet(VerbsData.Restore, "VolumeBackup", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
+[Cmdlet(VerbsData.Restore, "VolumeBackup", DefaultParameterSetName = ToFileSet, SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
 [OutputType(typeof(RestoreResult))]
-public sealed class RestoreVolumeBackupCommand : EngineCmdlet
+public sealed class RestoreVolumeBackupCommand : RepositoryCmdlet
 {
     [Parameter(Mandatory = true, ValueFromPipelineByPropertyName = true)]
     [ValidateNotNullOrEmpty]
@@ -21,11 +21,19 @@ public sealed class RestoreVolumeBackupCommand : EngineCmdlet
     [ArgumentCompleter(typeof(BackupIdCompleter))]
     public Guid BackupId { get; set; }
 
+    private const string ToFileSet = "ToFile";
+    private const string ToRbdSet = "ToRbd";
+
     /// <summary>A file (created when missing) or a block device.</summary>
-    [Parameter(Mandatory = true, Position = 1)]
+    [Parameter(Mandatory = true, Position = 1, ParameterSetName = ToFileSet)]
     [Alias("Target")]
     [ValidateNotNullOrEmpty]
     public string TargetPath { get; set; } = null!;
+
+    /// <summary>An RBD image (pool/image) to restore a backup of an RBD backup pool into; created with the backup's size when missing.</summary>
+    [Parameter(Mandatory = true, ParameterSetName = ToRbdSet)]
+    [ValidateNotNullOrEmpty]
+    public string TargetRbdImage { get; set; } = null!;
 
     /// <summary>Overwrite a target that already holds data (it is then restored exactly).</summary>
     [Parameter]
@@ -33,6 +41,18 @@ public sealed class RestoreVolumeBackupCommand : EngineCmdlet
 
     protected override void ProcessRecord()
     {
+        if (IsRbd(Repository))
+        {
+            RestoreFromPool();
+            return;
+        }
+
+        if (ParameterSetName == ToRbdSet)
+        {
+            ThrowTerminatingError(ToErrorRecord(new BackupException(BackupErrorKind.NotSupported, "RbdTargetNeedsRbdRepository",
+                "-TargetRbdImage restores backups of an RBD backup pool (-Repository rbd:<pool>); restore a file-repository backup to a file or block device with -TargetPath.", TargetRbdImage)));
+        }
+
         var repository = OpenRepository(Repository);
         var target = ResolvePath(TargetPath);
         ForItem(() =>
@@ -53,6 +73,32 @@ public sealed class RestoreVolumeBackupCommand : EngineCmdlet
             var request = new RestoreRequest { BackupId = BackupId, TargetPath = target, Overwrite = Force };
             var result = RunWithProgress($"Restoring {BackupId} to {target}", (progress, token) => RestoreOperation.Run(repository, request, progress, token));
             WriteVerbose($"{result.Decision}. Wrote {Units.Size(result.BytesWritten)}, {Units.Size(result.ZeroBytes)} zero, verified {result.BlocksVerified} blocks in {result.Duration.TotalSeconds:F1} s.");
+            WriteObject(result);
+        });
+    }
+
+    /// <summary>Cinder's Ceph restore: differential when its eligibility rules allow, else a full copy.</summary>
+    private void RestoreFromPool()
+    {
+        var pool = OpenPool(Repository);
+        ForItem(() =>
+        {
+            var request = new Engine.Rbd.RbdRestoreRequest
+            {
+                BackupId = BackupId,
+                TargetImage = ParameterSetName == ToRbdSet ? ParseImage(TargetRbdImage) : null,
+                TargetPath = ParameterSetName == ToFileSet ? ResolvePath(TargetPath) : null,
+                Overwrite = Force,
+            };
+            var plan = Engine.Rbd.RbdRestoreOperation.Plan(pool, request);
+            var target = request.TargetImage?.Spec ?? request.TargetPath!;
+            if (!ShouldProcess(target, $"Restore backup {BackupId} from {pool.Repository} ({plan.Decision})"))
+            {
+                return;
+            }
+
+            var result = RunWithProgress($"Restoring {BackupId} to {target}", (progress, token) => Engine.Rbd.RbdRestoreOperation.Run(pool, request, progress, token));
+            WriteVerbose($"{result.Decision}. Wrote {Units.Size(result.BytesWritten)} in {result.Duration.TotalSeconds:F1} s.");
             WriteObject(result);
         });
     }

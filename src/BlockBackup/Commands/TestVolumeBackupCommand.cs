@@ -6,7 +6,7 @@ namespace BlockBackup.Commands;
 /// <summary>Reads every object of a backup (or its chain) and checks lengths, MD5s and block hashes.</summary>
 [Cmdlet(VerbsDiagnostic.Test, "VolumeBackup")]
 [OutputType(typeof(VerificationResult), typeof(bool))]
-public sealed class TestVolumeBackupCommand : EngineCmdlet
+public sealed class TestVolumeBackupCommand : RepositoryCmdlet
 {
     [Parameter(Mandatory = true, ValueFromPipelineByPropertyName = true)]
     [ValidateNotNullOrEmpty]
@@ -28,16 +28,39 @@ public sealed class TestVolumeBackupCommand : EngineCmdlet
 
     protected override void ProcessRecord()
     {
+        if (IsRbd(Repository))
+        {
+            var pool = OpenPool(Repository);
+            ForItem(() =>
+            {
+                var backups = IncludeChain ? Engine.Rbd.RbdVerifyOperation.Chain(pool, BackupId).Backups.Select(b => b.Id) : [BackupId];
+                foreach (var id in backups)
+                {
+                    var result = RunWithProgress($"Verifying {id}", (_, token) => Engine.Rbd.RbdVerifyOperation.Run(pool, id, token));
+                    if (id == BackupId || !result.IsValid)
+                    {
+                        Emit(result);
+                    }
+                }
+            });
+            return;
+        }
+
         var repository = OpenRepository(Repository);
         ForItem(() =>
         {
             var result = RunWithProgress($"Verifying {BackupId}", (progress, token) => VerifyOperation.Run(repository, BackupId, IncludeChain, progress, token));
-            foreach (var issue in result.Issues)
-            {
-                WriteVerbose(issue.ToString());
-            }
-
-            WriteObject(Quiet ? result.IsValid : result);
+            Emit(result);
         });
+    }
+
+    private void Emit(VerificationResult result)
+    {
+        foreach (var issue in result.Issues)
+        {
+            WriteVerbose(issue.ToString());
+        }
+
+        WriteObject(Quiet ? result.IsValid : result);
     }
 }
