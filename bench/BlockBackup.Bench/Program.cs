@@ -23,6 +23,7 @@ internal static class Cli
         bbk delete <repo> <backup-id> [--dependents]
         bbk cleanup <repo>
         bbk bench [--size 2G] [--sparse-size 16G] [--dir DIR] [--compression zlib] [--keep]
+        bbk bench-rbd [--conf CEPH_CONF] [--size 4G]         RBD full vs incremental, export-diff parsing (pools rbd, backups)
         """;
 
     public static int Run(string[] args)
@@ -40,6 +41,7 @@ internal static class Cli
                 "delete" => Delete(args),
                 "cleanup" => Cleanup(args),
                 "bench" => Benchmark.Run(args),
+                "bench-rbd" => RbdBenchmark.Run(args),
                 _ => Fail(Usage),
             };
         }

@@ -109,7 +109,7 @@ keyring = $DIR/osd.\$id/keyring
 osd objectstore = $OBJECTSTORE
 memstore device bytes = $MEMSTORE_BYTES
 memstore page set = true
-bluestore block size = 10737418240
+bluestore block size = ${BLUESTORE_BYTES:-10737418240}
 osd memory target = 1073741824
 EOF
   # keys: client.admin (used by every client via [global] keyring) and mon.; harmless with AUTH=none

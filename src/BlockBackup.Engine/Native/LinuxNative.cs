@@ -47,6 +47,11 @@ internal static partial class LinuxNative
     [LibraryImport("libc", SetLastError = true)]
     private static partial int sync_file_range(int fd, long offset, long nbytes, uint flags);
 
+    [LibraryImport("libc", EntryPoint = "fcntl", SetLastError = true)]
+    private static partial int fcntl_int(int fd, int command, int argument);
+
+    private const int FSetPipeSize = 1031;
+
     private const int ORdOnly = 0;
     private const int ODirectory = 0x10000;
     private const int OCloexec = 0x80000;
@@ -144,6 +149,15 @@ internal static partial class LinuxNative
         finally
         {
             close(fd);
+        }
+    }
+
+    /// <summary>Grows a pipe's buffer (default 64 KiB) so a fast producer is not woken per 64 KiB; best effort.</summary>
+    public static void TryGrowPipe(SafeHandle pipe, int bytes)
+    {
+        if (IsLinux)
+        {
+            fcntl_int((int)pipe.DangerousGetHandle(), FSetPipeSize, bytes);
         }
     }
 

@@ -43,7 +43,8 @@ public static class RbdBackupOperation
         var source = request.Source;
         var size = client.ImageSize(source) ?? throw new BackupException(BackupErrorKind.NotFound, "RbdImageNotFound", $"The RBD image '{source}' does not exist.", source.Spec);
         var volumeId = request.VolumeId ?? RbdBackupPool.VolumeIdFor(source);
-        var existing = pool.List();
+        // Only this volume's base images are read (each rbd call costs a process and a round trip).
+        var existing = request.Incremental ? pool.List(request.ParentId is null ? volumeId : null) : [];
         var parent = ChooseParent(request, existing, volumeId, pool);
         string? fromSnapshot = null;
         var reason = "full backup: no parent";
@@ -51,12 +52,17 @@ public static class RbdBackupOperation
         if (parent is not null)
         {
             baseImage = pool.Image(parent.Container);
-            if (client.ImageSize(baseImage) is null)
+            IReadOnlyList<RbdSnapshot> baseSnapshots;
+            try
             {
-                throw new BackupException(BackupErrorKind.InvalidData, "BaseImageMissing", $"Can't find base image '{baseImage}' of parent backup {parent.Id}; do a full backup.", parent.Id);
+                baseSnapshots = client.Snapshots(baseImage);
+            }
+            catch (BackupException ex) when (ex.ErrorId == "RbdNotFound")
+            {
+                throw new BackupException(BackupErrorKind.InvalidData, "BaseImageMissing", $"Can't find base image '{baseImage}' of parent backup {parent.Id}; do a full backup.", parent.Id, ex);
             }
 
-            if (!client.Snapshots(baseImage).Any(s => s.Name == parent.Prefix))
+            if (!baseSnapshots.Any(s => s.Name == parent.Prefix))
             {
                 throw new BackupException(BackupErrorKind.InvalidData, "ParentSnapshotMissing", $"Can't find snapshot '{parent.Prefix}' of parent backup {parent.Id} on base image '{baseImage}'; do a full backup.", parent.Id);
             }
@@ -99,7 +105,13 @@ public static class RbdBackupOperation
                 PruneSourceSnapshots(client, source, request.KeepSourceSnapshots);
             }
 
-            var info = pool.List().First(b => b.Id == backupId);
+            var info = new BackupInfo
+            {
+                Id = backupId, VolumeId = volumeId, Name = request.Name, Description = request.Description, CreatedUtc = created,
+                ParentId = parent?.Id, Status = BackupStatus.Available, VolumeSize = size, Compression = "none",
+                Consistency = "rbd-snapshot", Source = source.Spec, WrittenBy = "BlockBackup", Repository = pool.Repository,
+                Container = baseImage.Image, Prefix = snapshot, ServiceMetadata = RbdBackupPool.ServiceMetadata(baseImage.Image),
+            };
             return new RbdBackupResult
             {
                 Backup = info,

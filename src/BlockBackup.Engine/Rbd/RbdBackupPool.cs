@@ -67,14 +67,14 @@ public sealed partial class RbdBackupPool
     [GeneratedRegex(@"^backup\.(?<bid>[a-z0-9\-]+?)\.snap\.(?<ts>.+)$", RegexOptions.CultureInvariant)]
     public static partial Regex SnapshotRegex();
 
-    /// <summary>The backups in the pool, oldest first.</summary>
-    public IReadOnlyList<BackupInfo> List()
+    /// <summary>The backups in the pool (or of one volume: only its base images are read), oldest first.</summary>
+    public IReadOnlyList<BackupInfo> List(Guid? onlyVolume = null)
     {
         var result = new List<BackupInfo>();
         foreach (var imageName in Client.ListImages(Pool, Namespace))
         {
             var m = BaseImageRegex().Match(imageName);
-            if (!m.Success)
+            if (!m.Success || (onlyVolume is { } only && m.Groups["vid"].Value != only.ToString("D")))
             {
                 continue;
             }

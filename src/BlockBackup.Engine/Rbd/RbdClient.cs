@@ -284,7 +284,19 @@ public sealed class RbdClient(RbdConnection connection)
 
         try
         {
-            return Process.Start(psi)!;
+            var process = Process.Start(psi)!;
+            // Diff streams run at hundreds of MB/s: 1 MiB pipes instead of 64 KiB ones.
+            if (process.StandardOutput.BaseStream is FileStream output)
+            {
+                Native.LinuxNative.TryGrowPipe(output.SafeFileHandle, 1 << 20);
+            }
+
+            if (redirectInput && process.StandardInput.BaseStream is FileStream input)
+            {
+                Native.LinuxNative.TryGrowPipe(input.SafeFileHandle, 1 << 20);
+            }
+
+            return process;
         }
         catch (System.ComponentModel.Win32Exception ex)
         {

@@ -1,0 +1,174 @@
+using System.Diagnostics;
+using System.Globalization;
+using BlockBackup.Engine.Rbd;
+
+namespace BlockBackup.Bench;
+
+/// <summary>
+/// bbk bench-rbd --conf CEPH_CONF [--size 4G]: on a real cluster (pools rbd and backups), a full
+/// backup of an image of mixed content into the backup pool, then an incremental after ~1% of the
+/// image changed in scattered writes (it should cost what changed, not the image size), then
+/// export-diff parsing speed against `rbd export-diff > /dev/null`.
+/// </summary>
+internal static class RbdBenchmark
+{
+    public static int Run(string[] args)
+    {
+        var conf = Cli.Option(args, "--conf") ?? Environment.GetEnvironmentVariable("BLOCKBACKUP_CEPH_CONF")
+            ?? throw new ArgumentException("give --conf <ceph.conf> or set BLOCKBACKUP_CEPH_CONF");
+        var size = Cli.ParseSize(Cli.Option(args, "--size") ?? "4G");
+        var client = new RbdClient(new RbdConnection(conf)) { CommandTimeout = TimeSpan.FromMinutes(10) };
+        var pool = new RbdBackupPool(client, "backups");
+        var image = new RbdImageRef("rbd", null, "bbk-bench-" + Guid.NewGuid().ToString("N")[..8]);
+        client.CreateImage(image, size);
+        try
+        {
+            var clock = Stopwatch.StartNew();
+            Fill(client, image, size);
+            Console.WriteLine($"filled {image} ({size >> 20} MiB, ~85% allocated) in {clock.Elapsed.TotalSeconds:F1}s");
+
+            clock.Restart();
+            var full = RbdBackupOperation.Run(pool, new RbdBackupRequest { Source = image, Name = "bench-full" });
+            var fullTime = clock.Elapsed;
+
+            var changed = Mutate(client, image, size, percent: 1, seed: 42);
+            clock.Restart();
+            var incr = RbdBackupOperation.Run(pool, new RbdBackupRequest { Source = image, Incremental = true, Name = "bench-incr" });
+            var incrTime = clock.Elapsed;
+
+            var devNull = TimeExportToDevNull(conf, image, incr.SourceSnapshot, throughPipe: false);
+            var piped = TimeExportToDevNull(conf, image, incr.SourceSnapshot, throughPipe: true);
+            var (parseTime, parsed) = TimeParse(client, image, incr.SourceSnapshot);
+
+            Console.WriteLine();
+            Console.WriteLine($"RBD benchmark, {size >> 30} GiB image ({Environment.ProcessorCount} cores)");
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"full backup into pool:         {fullTime.TotalSeconds,7:F2} s  ({full.DiffBytes >> 20} MiB of diff stream)"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"incremental after {100.0 * changed / size:F2}% change: {incrTime.TotalSeconds,7:F2} s  ({incr.DiffBytes >> 20} MiB; {100 * incrTime.TotalSeconds / fullTime.TotalSeconds:F1}% of the full backup's time)"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"rbd export-diff > /dev/null:   {devNull.TotalSeconds,7:F2} s"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"rbd export-diff | cat >/dev/null:{piped.TotalSeconds,5:F2} s  (any reader pays the pipe)"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"export-diff through our parser:{parseTime.TotalSeconds,7:F2} s  ({parsed >> 20} MiB of data records)"));
+            foreach (var b in new[] { incr.Backup.Id, full.Backup.Id })
+            {
+                RbdBackupOperation.Remove(pool, b, includeDependents: true);
+            }
+
+            return 0;
+        }
+        finally
+        {
+            foreach (var s in client.Snapshots(image))
+            {
+                client.RemoveSnapshot(image, s.Name);
+            }
+
+            client.RemoveImage(image);
+        }
+    }
+
+    /// <summary>Writes 1 MiB regions of the benchmark mix through import-diff (holes stay unwritten).</summary>
+    private static void Fill(RbdClient client, RbdImageRef image, long size)
+    {
+        using var import = client.StartImportDiff(image);
+        var stream = import.StandardInput.BaseStream;
+        var rnd = new Random(1);
+        var buffer = new byte[VolumeGenerator.Region];
+        var buffered = new BufferedStream(stream, 1 << 20);
+        var writer = new RbdDiffWriter(buffered);
+        writer.WriteHeader(null, null, size);
+        for (long pos = 0; pos < size; pos += buffer.Length)
+        {
+            var kind = "rrrrrrrrtttttttzzzhhh"[rnd.Next(20)];
+            if (kind == 'h')
+            {
+                continue;
+            }
+
+            VolumeGenerator.Fill(kind, rnd, buffer);
+            writer.WriteData(pos, buffer);
+        }
+
+        writer.WriteEnd();
+        buffered.Flush();
+        stream.Close();
+        RbdClient.Finish(import, "import-diff (fill)");
+    }
+
+    private static long Mutate(RbdClient client, RbdImageRef image, long size, double percent, int seed)
+    {
+        using var import = client.StartImportDiff(image);
+        var buffered = new BufferedStream(import.StandardInput.BaseStream, 1 << 20);
+        var writer = new RbdDiffWriter(buffered);
+        writer.WriteHeader(null, null, size);
+        var rnd = new Random(seed);
+        var target = (long)(size * percent / 100);
+        var offsets = new SortedDictionary<long, int>();
+        long total = 0;
+        while (total < target)
+        {
+            var length = rnd.Next(1, 17) * 4096;
+            var offset = rnd.NextInt64(0, size / 4096 - 16) * 4096;
+            if (offsets.TryAdd(offset, length))
+            {
+                total += length;
+            }
+        }
+
+        var data = new byte[64 * 1024];
+        long end = 0;
+        foreach (var (offset, length) in offsets)
+        {
+            var start = Math.Max(offset, end); // keep records ordered and non-overlapping
+            if (start >= offset + length)
+            {
+                continue;
+            }
+
+            rnd.NextBytes(data);
+            writer.WriteData(start, data.AsSpan(0, (int)(offset + length - start)));
+            end = offset + length;
+        }
+
+        writer.WriteEnd();
+        buffered.Flush();
+        import.StandardInput.Close();
+        RbdClient.Finish(import, "import-diff (mutate)");
+        return total;
+    }
+
+    private static TimeSpan TimeExportToDevNull(string conf, RbdImageRef image, string snapshot, bool throughPipe)
+    {
+        var clock = Stopwatch.StartNew();
+        var script = throughPipe
+            ? "rbd --conf \"$1\" export-diff --no-progress \"$2\" - | cat > /dev/null"
+            : "rbd --conf \"$1\" export-diff --no-progress \"$2\" - > /dev/null";
+        using var p = Process.Start(new ProcessStartInfo("sh", ["-c", script, "sh", conf, image.SnapSpec(snapshot)]))!;
+        p.WaitForExit();
+        return clock.Elapsed;
+    }
+
+    private static (TimeSpan, long) TimeParse(RbdClient client, RbdImageRef image, string snapshot)
+    {
+        var clock = Stopwatch.StartNew();
+        using var export = client.StartExportDiff(image, snapshot, null, wholeObject: false);
+        var reader = new RbdDiffReader(export.StandardOutput.BaseStream, "bench");
+        var buffer = new byte[1 << 20];
+        long bytes = 0;
+        while (reader.Next() is { } r)
+        {
+            if (r.Kind == RbdDiffRecordKind.Data)
+            {
+                for (var left = r.Length; left > 0;)
+                {
+                    var n = (int)Math.Min(buffer.Length, left);
+                    reader.ReadData(buffer.AsSpan(0, n));
+                    left -= n;
+                }
+
+                bytes += r.Length;
+            }
+        }
+
+        RbdClient.Finish(export, "export-diff");
+        return (clock.Elapsed, bytes);
+    }
+}
