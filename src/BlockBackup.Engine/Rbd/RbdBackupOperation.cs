@@ -216,17 +216,7 @@ public static class RbdBackupOperation
         var client = pool.Client;
         var all = pool.List();
         var target = all.FirstOrDefault(b => b.Id == backupId) ?? throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"No backup with id {backupId} in {pool.Repository}.", backupId);
-        var dependents = new List<BackupInfo>();
-        var frontier = new Queue<Guid>([backupId]);
-        while (frontier.Count > 0)
-        {
-            var id = frontier.Dequeue();
-            foreach (var child in all.Where(b => b.ParentId == id))
-            {
-                dependents.Add(child);
-                frontier.Enqueue(child.Id);
-            }
-        }
+        var dependents = BackupGraph.Dependents(all, backupId);
 
         if (dependents.Count > 0 && !includeDependents)
         {

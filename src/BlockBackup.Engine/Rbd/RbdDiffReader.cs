@@ -294,9 +294,12 @@ public sealed class RbdDiffReader
         return total;
     }
 
+    private byte[]? _skipBuffer;
+
+    /// <summary>Reads and discards (a pipe cannot seek), so truncation is still detected.</summary>
     private void Skip(long count)
     {
-        var buffer = new byte[(int)Math.Min(count, 1 << 16)];
+        var buffer = _skipBuffer ??= new byte[1 << 20];
         while (count > 0)
         {
             var n = (int)Math.Min(count, buffer.Length);

@@ -34,21 +34,11 @@ public static class RbdVerifyOperation
                     issues.Add(new VerificationIssue(backupId, backup.Prefix, null, VerificationProblem.HashListInvalid, $"the snapshot is {reader.ImageSize} bytes, the backup {backup.VolumeSize}"));
                 }
 
-                var buffer = new byte[1 << 20];
+                // Next() reads through each record's data, so every byte is read and the stream checked.
                 while (reader.Next() is { } record)
                 {
                     cancellationToken.ThrowIfCancellationRequested();
-                    if (record.Kind == RbdDiffRecordKind.Data)
-                    {
-                        for (var left = record.Length; left > 0;)
-                        {
-                            var n = (int)Math.Min(buffer.Length, left);
-                            reader.ReadData(buffer.AsSpan(0, n));
-                            left -= n;
-                        }
-
-                        bytes += record.Length;
-                    }
+                    bytes += record.Kind == RbdDiffRecordKind.Data ? record.Length : 0;
                 }
 
                 RbdClient.Finish(export, $"export-diff {baseImage.SnapSpec(backup.Prefix)}");
@@ -72,27 +62,5 @@ public static class RbdVerifyOperation
     }
 
     /// <summary>The chain of a pool backup (for Get-BackupChain), from the pool's listing.</summary>
-    public static BackupChain Chain(RbdBackupPool pool, Guid backupId)
-    {
-        var all = pool.List().ToDictionary(b => b.Id);
-        if (!all.TryGetValue(backupId, out var current))
-        {
-            throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"No backup with id {backupId} in {pool.Repository}.", backupId);
-        }
-
-        var chain = new List<BackupInfo> { current };
-        while (current.ParentId is { } parentId)
-        {
-            if (!all.TryGetValue(parentId, out var parent) || chain.Contains(parent))
-            {
-                throw new BackupException(BackupErrorKind.InvalidData, "BackupChainBroken", $"The chain of backup {backupId} is broken at parent {parentId} in {pool.Repository}.", parentId);
-            }
-
-            chain.Add(parent);
-            current = parent;
-        }
-
-        chain.Reverse();
-        return new BackupChain(chain);
-    }
+    public static BackupChain Chain(RbdBackupPool pool, Guid backupId) => BackupGraph.Chain(pool.List(), backupId, pool.Repository);
 }

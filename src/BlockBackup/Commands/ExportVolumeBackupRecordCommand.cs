@@ -6,17 +6,8 @@ namespace BlockBackup.Commands;
 /// <summary>Writes Cinder's backup-export record for a backup, for `cinder backup-import`.</summary>
 [Cmdlet(VerbsData.Export, "VolumeBackupRecord")]
 [OutputType(typeof(CinderBackupRecord))]
-public sealed class ExportVolumeBackupRecordCommand : RepositoryCmdlet
+public sealed class ExportVolumeBackupRecordCommand : BackupItemCmdlet
 {
-    [Parameter(Mandatory = true, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string Repository { get; set; } = null!;
-
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-    [Alias("Id")]
-    [ArgumentCompleter(typeof(BackupIdCompleter))]
-    public Guid BackupId { get; set; }
-
     /// <summary>The Cinder driver that will read the repository (posix by default, or NFS).</summary>
     [Parameter]
     [ValidateSet(CinderBackupRecord.PosixService, CinderBackupRecord.NfsService, CinderBackupRecord.CephService)]

@@ -10,17 +10,8 @@ namespace BlockBackup.Commands;
 /// </summary>
 [Cmdlet(VerbsData.Restore, "VolumeBackup", DefaultParameterSetName = ToFileSet, SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
 [OutputType(typeof(RestoreResult))]
-public sealed class RestoreVolumeBackupCommand : RepositoryCmdlet
+public sealed class RestoreVolumeBackupCommand : BackupItemCmdlet
 {
-    [Parameter(Mandatory = true, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string Repository { get; set; } = null!;
-
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-    [Alias("Id")]
-    [ArgumentCompleter(typeof(BackupIdCompleter))]
-    public Guid BackupId { get; set; }
-
     private const string ToFileSet = "ToFile";
     private const string ToRbdSet = "ToRbd";
 

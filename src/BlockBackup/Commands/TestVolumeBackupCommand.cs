@@ -6,17 +6,8 @@ namespace BlockBackup.Commands;
 /// <summary>Reads every object of a backup (or its chain) and checks lengths, MD5s and block hashes.</summary>
 [Cmdlet(VerbsDiagnostic.Test, "VolumeBackup")]
 [OutputType(typeof(VerificationResult), typeof(bool))]
-public sealed class TestVolumeBackupCommand : RepositoryCmdlet
+public sealed class TestVolumeBackupCommand : BackupItemCmdlet
 {
-    [Parameter(Mandatory = true, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string Repository { get; set; } = null!;
-
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-    [Alias("Id")]
-    [ArgumentCompleter(typeof(BackupIdCompleter))]
-    public Guid BackupId { get; set; }
-
     /// <summary>Verify every backup the restore needs, and that the chain adds up to this backup.</summary>
     [Parameter]
     [Alias("Chain")]
