@@ -558,6 +558,23 @@ Describe 'Ceph RBD backup pools and the differential restore rules' -Skip:(-not 
         Get-Sha $file | Should -Be $sourceSha
     }
 
+    It 'backs up an RBD image into a file repository, differentially, and restores it exactly' {
+        $repo = Join-Path $TestDrive 'rbd-to-file'
+        $full = New-VolumeBackup -RbdImage $source -Repository $repo -Name "pester-$tag-file" @ceph
+        $full.Consistency | Should -Be 'rbd-snapshot'
+        $full.Repository | Should -Be (Resolve-Path $repo).ProviderPath
+        $output = New-VolumeBackup -RbdImage $source -Repository $repo -Incremental -Verbose @ceph 4>&1
+        $incr = $output | Where-Object { $_ -is [BlockBackup.Engine.BackupInfo] }
+        ($output | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] }).Message | Should -Match 'differential'
+        $incr.ParentId | Should -Be $full.Id
+        $file = Join-Path $TestDrive 'rbd-to-file.img'
+        ($incr | Restore-VolumeBackup -TargetPath $file).Path | Should -Be 'Chain'
+        Get-Sha $file | Should -Be $sourceSha
+        Test-VolumeBackup -Repository $repo -BackupId $incr.Id -IncludeChain -Quiet | Should -BeTrue
+        Remove-VolumeBackup -Repository $repo -BackupId $full.Id -IncludeDependents -Confirm:$false
+        Get-VolumeBackup -Repository $repo | Should -BeNullOrEmpty
+    }
+
     It 'chains, refuses to delete a parent, and deletes snapshots and the base' {
         $incr = New-VolumeBackup -RbdImage $source -Repository rbd:backups -Incremental -Parent $backup.Id -Name "pester-$tag-incr" @ceph
         $incr.ParentId | Should -Be $backup.Id

@@ -11,6 +11,8 @@ public enum ConsistencyMethod
     Direct,
     /// <summary>Read directly while in use, because the caller passed Force (crash-consistent at best).</summary>
     DirectForced,
+    /// <summary>Read from an RBD snapshot of the image (kept on the source for the next incremental).</summary>
+    RbdSnapshot,
 }
 
 public static class ConsistencyNames
@@ -21,6 +23,7 @@ public static class ConsistencyNames
         ConsistencyMethod.LvmSnapshot => "lvm-snapshot",
         ConsistencyMethod.Direct => "direct",
         ConsistencyMethod.DirectForced => "direct-forced",
+        ConsistencyMethod.RbdSnapshot => "rbd-snapshot",
         _ => throw new ArgumentOutOfRangeException(nameof(method)),
     };
 
@@ -30,6 +33,7 @@ public static class ConsistencyNames
         "lvm-snapshot" => ConsistencyMethod.LvmSnapshot,
         "direct" => ConsistencyMethod.Direct,
         "direct-forced" => ConsistencyMethod.DirectForced,
+        "rbd-snapshot" => ConsistencyMethod.RbdSnapshot,
         _ => null,
     };
 }

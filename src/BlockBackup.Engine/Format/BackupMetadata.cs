@@ -39,6 +39,8 @@ public sealed class BlockBackupExtra
     public int Format { get; init; } = CurrentFormat;
     public required long VolumeSize { get; init; }
     public string? Source { get; init; }
+    /// <summary>For an RBD source: the snapshot this backup read, which the next incremental diffs from.</summary>
+    public string? SourceSnapshot { get; init; }
     public required string Consistency { get; init; }
     public required string Compression { get; init; }
     public int? CompressionLevel { get; init; }

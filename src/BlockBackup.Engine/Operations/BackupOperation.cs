@@ -48,50 +48,8 @@ public static class BackupOperation
             job = new BackupJob(repository, request, reader, parent, container, prefix, volume.Size, progress, cancellationToken);
             var written = job.Run();
 
-            progress?.Report(new OperationProgress(OperationPhase.Committing, volume.Size, volume.Size, "Writing hash list and metadata"));
-            var createdAt = CinderTime.Format(started);
-            var sha256FileChecksum = AtomicFile.Write(Path.Combine(container, ObjectNaming.Sha256FileName(prefix)), s =>
-                Sha256File.Write(s, new Sha256FileHeader(backupId, volumeId, request.Name, request.Description, createdAt, request.HashBlockSize), job.Hashes, cancellationToken));
-            var encoder = job.Encoder;
-            var metadata = new BackupMetadata
-            {
-                BackupId = backupId,
-                VolumeId = volumeId,
-                Name = request.Name,
-                Description = request.Description,
-                CreatedAt = createdAt,
-                ParentId = parent?.Id,
-                Objects = written,
-                Extra = new BlockBackupExtra
-                {
-                    VolumeSize = volume.Size,
-                    Source = resolved,
-                    Consistency = ConsistencyNames.ToRecordName(view.Method),
-                    Compression = CompressionNames.ToMetadataName(encoder.Algorithm),
-                    CompressionLevel = encoder.Level,
-                    ObjectSize = request.ObjectSize,
-                    HashBlockSize = request.HashBlockSize,
-                    StartedUtc = started,
-                    CompletedUtc = DateTime.UtcNow,
-                    StoredBytes = job.StoredBytes,
-                    ObjectsSha256 = MetadataSerializer.ObjectsChecksum(written),
-                    Sha256FileSha256 = sha256FileChecksum,
-                    Tool = "BlockBackup " + typeof(BackupOperation).Assembly.GetName().Version?.ToString(3),
-                },
-            };
-            var metadataPath = Path.Combine(container, ObjectNaming.MetadataName(prefix));
-            cancellationToken.ThrowIfCancellationRequested();
-            AtomicFile.Write(metadataPath, s => { MetadataSerializer.Write(s, metadata); return 0; });
-            AtomicFile.SyncDirectory(container);
-
-            // From here on the backup exists; the summary is only a cache.
-            var info = repository.ToInfo(container, prefix, metadata, metadataPath);
-            var file = new FileInfo(metadataPath);
-            new ContainerSummary
-            {
-                State = ContainerSummary.StateAvailable, BackupId = backupId, VolumeId = volumeId, Prefix = prefix,
-                MetadataLength = file.Length, MetadataMtimeTicks = file.LastWriteTimeUtc.Ticks, Info = info,
-            }.Write(container);
+            var info = Commit(repository, request, job, written, new CommitInfo(backupId, volumeId, prefix, container, started, parent,
+                ConsistencyNames.ToRecordName(view.Method), resolved, null, volume.Size), progress, cancellationToken);
             progress?.Report(new OperationProgress(OperationPhase.Committing, volume.Size, volume.Size, "Done"));
             return new BackupResult
             {
@@ -115,7 +73,64 @@ public static class BackupOperation
         }
     }
 
-    private static void Validate(BackupRequest r)
+    /// <summary>What the commit step records beyond the job's own results.</summary>
+    internal sealed record CommitInfo(Guid BackupId, Guid VolumeId, string Prefix, string Container, DateTime Started, BackupInfo? Parent,
+        string Consistency, string Source, string? SourceSnapshot, long VolumeSize);
+
+    /// <summary>
+    /// Makes a backup exist: hash list, then metadata (each written aside, flushed and renamed),
+    /// then the listing cache. Before the metadata's rename nothing lists the backup as available.
+    /// </summary>
+    internal static BackupInfo Commit(BackupRepository repository, BackupRequest request, BackupJob job, List<ObjectDescriptor> written, CommitInfo c, IProgress<OperationProgress>? progress, CancellationToken cancellationToken)
+    {
+        progress?.Report(new OperationProgress(OperationPhase.Committing, c.VolumeSize, c.VolumeSize, "Writing hash list and metadata"));
+        var createdAt = CinderTime.Format(c.Started);
+        var sha256FileChecksum = AtomicFile.Write(Path.Combine(c.Container, ObjectNaming.Sha256FileName(c.Prefix)), s =>
+            Sha256File.Write(s, new Sha256FileHeader(c.BackupId, c.VolumeId, request.Name, request.Description, createdAt, request.HashBlockSize), job.Hashes, cancellationToken));
+        var metadata = new BackupMetadata
+        {
+            BackupId = c.BackupId,
+            VolumeId = c.VolumeId,
+            Name = request.Name,
+            Description = request.Description,
+            CreatedAt = createdAt,
+            ParentId = c.Parent?.Id,
+            Objects = written,
+            Extra = new BlockBackupExtra
+            {
+                VolumeSize = c.VolumeSize,
+                Source = c.Source,
+                SourceSnapshot = c.SourceSnapshot,
+                Consistency = c.Consistency,
+                Compression = CompressionNames.ToMetadataName(job.Encoder.Algorithm),
+                CompressionLevel = job.Encoder.Level,
+                ObjectSize = request.ObjectSize,
+                HashBlockSize = request.HashBlockSize,
+                StartedUtc = c.Started,
+                CompletedUtc = DateTime.UtcNow,
+                StoredBytes = job.StoredBytes,
+                ObjectsSha256 = MetadataSerializer.ObjectsChecksum(written),
+                Sha256FileSha256 = sha256FileChecksum,
+                Tool = "BlockBackup " + typeof(BackupOperation).Assembly.GetName().Version?.ToString(3),
+            },
+        };
+        var metadataPath = Path.Combine(c.Container, ObjectNaming.MetadataName(c.Prefix));
+        cancellationToken.ThrowIfCancellationRequested();
+        AtomicFile.Write(metadataPath, s => { MetadataSerializer.Write(s, metadata); return 0; });
+        AtomicFile.SyncDirectory(c.Container);
+
+        // From here on the backup exists; the summary is only a cache.
+        var info = repository.ToInfo(c.Container, c.Prefix, metadata, metadataPath);
+        var file = new FileInfo(metadataPath);
+        new ContainerSummary
+        {
+            State = ContainerSummary.StateAvailable, BackupId = c.BackupId, VolumeId = c.VolumeId, Prefix = c.Prefix,
+            MetadataLength = file.Length, MetadataMtimeTicks = file.LastWriteTimeUtc.Ticks, Info = info,
+        }.Write(c.Container);
+        return info;
+    }
+
+    internal static void Validate(BackupRequest r)
     {
         if (r.HashBlockSize <= 0 || r.HashBlockSize > (64 << 20) || r.ObjectSize <= 0 || r.ObjectSize % r.HashBlockSize != 0 || r.ObjectSize > (256L << 20))
         {
@@ -130,7 +145,7 @@ public static class BackupOperation
     }
 
     /// <summary>Cinder's rules: the named parent, else the newest available backup of the volume; same hash block size; the volume must not have grown.</summary>
-    private static BackupInfo? ChooseParent(BackupRepository repository, BackupRequest request, Guid volumeId, long volumeSize)
+    internal static BackupInfo? ChooseParent(BackupRepository repository, BackupRequest request, Guid volumeId, long volumeSize)
     {
         if (!request.Incremental)
         {
@@ -162,7 +177,7 @@ public static class BackupOperation
         return parent;
     }
 
-    private static void RemovePartial(string root, string container)
+    internal static void RemovePartial(string root, string container)
     {
         try
         {
@@ -183,11 +198,11 @@ public static class BackupOperation
     }
 
     /// <summary>The data phase of one backup.</summary>
-    private sealed class BackupJob
+    internal sealed class BackupJob
     {
         private readonly BackupRepository _repository;
         private readonly BackupRequest _request;
-        private readonly VolumeSource _source;
+        private readonly VolumeSource? _source;
         private readonly BackupInfo? _parent;
         private readonly string _container;
         private readonly string _prefix;
@@ -201,7 +216,7 @@ public static class BackupOperation
         private long _bytesRead;
         private long _storedBytes;
 
-        public BackupJob(BackupRepository repository, BackupRequest request, VolumeSource source, BackupInfo? parent, string container, string prefix, long size, IProgress<OperationProgress>? progress, CancellationToken cancel)
+        public BackupJob(BackupRepository repository, BackupRequest request, VolumeSource? source, BackupInfo? parent, string container, string prefix, long size, IProgress<OperationProgress>? progress, CancellationToken cancel)
         {
             _repository = repository;
             _request = request;
@@ -232,6 +247,8 @@ public static class BackupOperation
             public readonly byte[] Hashes = new byte[blocks * BlockHashList.HashSize];
             public readonly byte[] ParentHashes = new byte[blocks * BlockHashList.HashSize];
             public readonly bool[] Zero = new bool[blocks];
+            /// <summary>Blocks a differential source says did not change: their hash is the parent's, unread.</summary>
+            public readonly bool[] Unchanged = new bool[blocks];
             public readonly List<(int Start, int End)> DataRanges = new();
         }
 
@@ -243,7 +260,140 @@ public static class BackupOperation
         /// <summary>Zero runs at least this long are stored as separate zero objects.</summary>
         private const int MinZeroObject = 256 * 1024;
 
-        public List<ObjectDescriptor> Run()
+        /// <summary>Backs up by reading the volume, range by range, on all cores.</summary>
+        public List<ObjectDescriptor> Run() => Execute(throttle =>
+        {
+            var ranges = (int)((_size + _request.ObjectSize - 1) / _request.ObjectSize);
+            var options = new ParallelOptions { MaxDegreeOfParallelism = Workers, CancellationToken = _cancel };
+            var indices = System.Collections.Concurrent.Partitioner.Create(Enumerable.Range(0, ranges), EnumerablePartitionerOptions.NoBuffering);
+            Parallel.ForEach(indices, options, index =>
+            {
+                _cancel.ThrowIfCancellationRequested();
+                throttle.Add(ProcessRange(index));
+            });
+        });
+
+        /// <summary>
+        /// Backs up from an <c>rbd export-diff --whole-object</c> stream (records in offset order):
+        /// this thread fills ranges from the stream while workers hash and store them. In a
+        /// differential stream, blocks no record touches are unchanged (their hashes come from the
+        /// parent, unread); in a complete one they are holes (zeros).
+        /// </summary>
+        public List<ObjectDescriptor> RunFromDiff(Rbd.RbdDiffReader reader, bool differential) => Execute(throttle =>
+        {
+            var ranges = (int)((_size + _request.ObjectSize - 1) / _request.ObjectSize);
+            var blockSize = _request.HashBlockSize;
+            using var queue = new BlockingCollection<(int Index, Buffers Buffers)>(boundedCapacity: Workers);
+            var workers = Enumerable.Range(0, Workers).Select(_ => Task.Run(() =>
+            {
+                foreach (var (index, buffers) in queue.GetConsumingEnumerable(_cancel))
+                {
+                    try
+                    {
+                        throttle.Add(ProcessFilled(index, buffers));
+                    }
+                    finally
+                    {
+                        _pool.Add(buffers);
+                    }
+                }
+            }, _cancel)).ToArray();
+
+            var current = -1;
+            Buffers? filling = null;
+            var touched = false;
+            void Advance(int until)
+            {
+                // Hands every range before `until` to the workers (untouched ones too: a full
+                // stream's holes still need zero objects, a differential one's hashes the parent's).
+                while (current < until)
+                {
+                    if (filling is not null)
+                    {
+                        queue.Add((current, filling), _cancel);
+                    }
+
+                    current++;
+                    if (current >= ranges)
+                    {
+                        filling = null;
+                        return;
+                    }
+
+                    filling = RentBuffers();
+                    filling.DataRanges.Clear();
+                    Array.Fill(filling.Unchanged, differential && _parentHashes is not null);
+                    touched = false;
+                }
+            }
+
+            try
+            {
+                Advance(0);
+                while (reader.Next() is { } record)
+                {
+                    _cancel.ThrowIfCancellationRequested();
+                    if (record.Offset % blockSize != 0 || (record.End % blockSize != 0 && record.End != _size))
+                    {
+                        throw new BackupException(BackupErrorKind.InvalidData, "RbdDiffNotBlockAligned",
+                            $"The RBD diff record [{record.Offset}, {record.End}) is not aligned to the {blockSize}-byte hash blocks; the image's object size is smaller than a hash block.", record.Offset);
+                    }
+
+                    for (var pos = record.Offset; pos < record.End;)
+                    {
+                        var index = (int)(pos / _request.ObjectSize);
+                        Advance(index);
+                        var (rangeOffset, rangeLength) = RangeOf(index);
+                        var end = Math.Min(record.End, rangeOffset + rangeLength);
+                        var from = (int)(pos - rangeOffset);
+                        var to = (int)(end - rangeOffset);
+                        if (!touched)
+                        {
+                            // Zeros wherever the stream puts nothing; cleared once, when first touched.
+                            filling!.Data.AsSpan(0, rangeLength).Clear();
+                            touched = true;
+                        }
+
+                        if (record.Kind == Rbd.RbdDiffRecordKind.Data)
+                        {
+                            reader.ReadData(filling!.Data.AsSpan(from, to - from));
+                            Interlocked.Add(ref _bytesRead, to - from);
+                        }
+
+                        // Data and zero records alike change these blocks: hash them, do not trust the parent.
+                        filling!.Unchanged.AsSpan(from / blockSize, (to - from + blockSize - 1) / blockSize).Clear();
+                        if (filling.DataRanges.Count > 0 && filling.DataRanges[^1].End == from)
+                        {
+                            filling.DataRanges[^1] = (filling.DataRanges[^1].Start, to);
+                        }
+                        else
+                        {
+                            filling.DataRanges.Add((from, to));
+                        }
+
+                        pos = end;
+                    }
+                }
+
+                Advance(ranges);
+            }
+            finally
+            {
+                queue.CompleteAdding();
+                try
+                {
+                    Task.WaitAll(workers);
+                }
+                catch (AggregateException) when (_cancel.IsCancellationRequested)
+                {
+                }
+            }
+        });
+
+        private int Workers => _request.Workers ?? Environment.ProcessorCount;
+
+        /// <summary>Loads the parent's hash list, runs the data phase, then renames the objects.</summary>
+        private List<ObjectDescriptor> Execute(Action<ProgressThrottle> dataPhase)
         {
             try
             {
@@ -260,16 +410,8 @@ public static class BackupOperation
                     }
                 }
 
-                var ranges = (int)((_size + _request.ObjectSize - 1) / _request.ObjectSize);
-                var throttle = new ProgressThrottle(_progress, OperationPhase.Reading, _size, $"Backing up {_source.Path}");
-                var options = new ParallelOptions { MaxDegreeOfParallelism = _request.Workers ?? Environment.ProcessorCount, CancellationToken = _cancel };
-                var indices = System.Collections.Concurrent.Partitioner.Create(Enumerable.Range(0, ranges), EnumerablePartitionerOptions.NoBuffering);
-                Parallel.ForEach(indices, options, index =>
-                {
-                    _cancel.ThrowIfCancellationRequested();
-                    var length = ProcessRange(index);
-                    throttle.Add(length);
-                });
+                var throttle = new ProgressThrottle(_progress, OperationPhase.Reading, _size, $"Backing up {_request.SourcePath}");
+                dataPhase(throttle);
                 throttle.Complete();
                 return Commit();
             }
@@ -310,21 +452,64 @@ public static class BackupOperation
         [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
         private long ProcessRange(int index)
         {
-            var objectSize = (int)_request.ObjectSize;
-            var blockSize = _request.HashBlockSize;
-            var offset = (long)index * objectSize;
-            var length = (int)Math.Min(objectSize, _size - offset);
-            var buffers = _pool.TryTake(out var b) ? b : new Buffers(objectSize, objectSize / blockSize);
+            var buffers = RentBuffers();
             try
             {
+                var (offset, length) = RangeOf(index);
+                Interlocked.Add(ref _bytesRead, _source!.ReadSparse(buffers.Data.AsSpan(0, length), offset, buffers.DataRanges));
+                Array.Clear(buffers.Unchanged);
+                return ProcessFilled(index, buffers);
+            }
+            finally
+            {
+                _pool.Add(buffers);
+            }
+        }
+
+        private Buffers RentBuffers() =>
+            _pool.TryTake(out var b) ? b : new Buffers((int)_request.ObjectSize, (int)(_request.ObjectSize / _request.HashBlockSize));
+
+        private (long Offset, int Length) RangeOf(int index)
+        {
+            var offset = index * _request.ObjectSize;
+            return (offset, (int)Math.Min(_request.ObjectSize, _size - offset));
+        }
+
+        /// <summary>
+        /// Hashes and stores one range whose buffer holds the volume's bytes (DataRanges: where data
+        /// was put; elsewhere zeros, never looked at) and whose Unchanged mask names blocks a
+        /// differential source vouches for.
+        /// </summary>
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
+        private long ProcessFilled(int index, Buffers buffers)
+        {
+            var blockSize = _request.HashBlockSize;
+            var (offset, length) = RangeOf(index);
+            {
                 var data = buffers.Data.AsSpan(0, length);
-                Interlocked.Add(ref _bytesRead, _source.ReadSparse(data, offset, buffers.DataRanges));
                 var holesOnly = buffers.DataRanges.Count == 0;
                 var blocks = (int)BlockCount(length, blockSize);
                 var hashes = buffers.Hashes.AsSpan(0, blocks * BlockHashList.HashSize);
+                var firstBlock = offset / blockSize;
+                var parentBlocks = 0;
+                var parentHashes = Span<byte>.Empty;
+                if (_parentHashes is not null)
+                {
+                    parentBlocks = (int)Math.Clamp(_parentHashes.Count - firstBlock, 0, blocks);
+                    parentHashes = buffers.ParentHashes.AsSpan(0, parentBlocks * 32);
+                    _parentHashes.Get(firstBlock, parentHashes);
+                }
+
                 var range = 0;
                 for (var k = 0; k < blocks; k++)
                 {
+                    if (buffers.Unchanged[k] && k < parentBlocks)
+                    {
+                        parentHashes.Slice(k * 32, 32).CopyTo(hashes.Slice(k * 32, 32));
+                        buffers.Zero[k] = false;
+                        continue;
+                    }
+
                     var block = data.Slice(k * blockSize, Math.Min(blockSize, length - k * blockSize));
                     // Blocks that lie entirely in a hole are zero without looking at them.
                     var blockStart = k * blockSize;
@@ -346,7 +531,6 @@ public static class BackupOperation
                     }
                 }
 
-                var firstBlock = offset / blockSize;
                 Hashes.Set(firstBlock, hashes);
 
                 if (holesOnly)
@@ -357,14 +541,6 @@ public static class BackupOperation
 
                 // Full backup: every block goes into an object. Incremental: only runs of blocks
                 // whose hash differs from the parent's at the same index (Cinder's rule).
-                var parentBlocks = 0;
-                var parentHashes = Span<byte>.Empty;
-                if (_parentHashes is not null)
-                {
-                    parentBlocks = (int)Math.Clamp(_parentHashes.Count - firstBlock, 0, blocks);
-                    parentHashes = buffers.ParentHashes.AsSpan(0, parentBlocks * 32);
-                    _parentHashes.Get(firstBlock, parentHashes);
-                }
 
                 var part = 0;
                 var k2 = 0;
@@ -386,10 +562,6 @@ public static class BackupOperation
                 }
 
                 return length;
-            }
-            finally
-            {
-                _pool.Add(buffers);
             }
         }
 

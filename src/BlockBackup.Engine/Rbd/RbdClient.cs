@@ -62,8 +62,11 @@ public sealed class RbdClient(RbdConnection connection)
         }
     }
 
-    /// <summary>Size and id of an image, or null when it does not exist.</summary>
-    public long? ImageSize(RbdImageRef image, string? snapshot = null)
+    /// <summary>Size of an image, or null when it does not exist.</summary>
+    public long? ImageSize(RbdImageRef image, string? snapshot = null) => ImageInfo(image, snapshot)?.Size;
+
+    /// <summary>Size and RADOS object size of an image, or null when it does not exist.</summary>
+    public (long Size, long ObjectSize)? ImageInfo(RbdImageRef image, string? snapshot = null)
     {
         var (code, output, error) = Run(["info", "--format", "json", snapshot is null ? image.Spec : image.SnapSpec(snapshot)], allowFailure: true);
         if (code != 0)
@@ -76,7 +79,8 @@ public sealed class RbdClient(RbdConnection connection)
             throw Failed(["info", image.Spec], code, error);
         }
 
-        return (long)JObject.Parse(output)["size"]!;
+        var info = JObject.Parse(output);
+        return ((long)info["size"]!, (long?)info["object_size"] ?? 4L << 20);
     }
 
     public IReadOnlyList<string> ListImages(string pool, string? ns = null) =>

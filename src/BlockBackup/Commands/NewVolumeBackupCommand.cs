@@ -22,7 +22,7 @@ public sealed class NewVolumeBackupCommand : RepositoryCmdlet
     [ValidateNotNullOrEmpty]
     public string Path { get; set; } = null!;
 
-    /// <summary>The RBD image to back up (pool/image or pool/namespace/image), into an RBD backup pool (-Repository rbd:pool).</summary>
+    /// <summary>The RBD image to back up (pool/image or pool/namespace/image): into an RBD backup pool (-Repository rbd:pool) or a file/NFS repository.</summary>
     [Parameter(Mandatory = true, ParameterSetName = RbdSet, ValueFromPipelineByPropertyName = true)]
     [Parameter(Mandatory = true, ParameterSetName = RbdIncrementalSet, ValueFromPipelineByPropertyName = true)]
     [ValidateNotNullOrEmpty]
@@ -58,12 +58,16 @@ public sealed class NewVolumeBackupCommand : RepositoryCmdlet
 
     [Parameter(ParameterSetName = FullSet)]
     [Parameter(ParameterSetName = IncrementalSet)]
+    [Parameter(ParameterSetName = RbdSet)]
+    [Parameter(ParameterSetName = RbdIncrementalSet)]
     [ValidateSet("zlib", "bz2", "zstd", "none", IgnoreCase = true)]
     public string Compression { get; set; } = "zlib";
 
     /// <summary>zlib: 1 (default, fastest), 6 or 9; zstd: -7..19 (default 1).</summary>
     [Parameter(ParameterSetName = FullSet)]
     [Parameter(ParameterSetName = IncrementalSet)]
+    [Parameter(ParameterSetName = RbdSet)]
+    [Parameter(ParameterSetName = RbdIncrementalSet)]
     [ValidateRange(-7, 19)]
     public int? CompressionLevel { get; set; }
 
@@ -74,6 +78,8 @@ public sealed class NewVolumeBackupCommand : RepositoryCmdlet
     /// <summary>Object size in bytes (a multiple of 32 KiB, at most 256 MiB; default 8 MiB).</summary>
     [Parameter(ParameterSetName = FullSet)]
     [Parameter(ParameterSetName = IncrementalSet)]
+    [Parameter(ParameterSetName = RbdSet)]
+    [Parameter(ParameterSetName = RbdIncrementalSet)]
     [ValidateRange(32768L, 256L << 20)] // both long: PowerShell requires min and max of one type
     public long ObjectSize { get; set; } = BackupRequest.DefaultObjectSize;
 
@@ -90,6 +96,8 @@ public sealed class NewVolumeBackupCommand : RepositoryCmdlet
     /// <summary>Seconds to wait when another operation holds the volume's repository lock.</summary>
     [Parameter(ParameterSetName = FullSet)]
     [Parameter(ParameterSetName = IncrementalSet)]
+    [Parameter(ParameterSetName = RbdSet)]
+    [Parameter(ParameterSetName = RbdIncrementalSet)]
     [ValidateRange(0, 86400)]
     public int LockTimeoutSeconds { get; set; } = 30;
 
@@ -135,21 +143,36 @@ public sealed class NewVolumeBackupCommand : RepositoryCmdlet
 
     private void BackupRbdImage()
     {
+        var source = ParseImage(RbdImage);
+        if (!ShouldProcess(source.Spec, $"Create a{(Incremental ? "n incremental" : " full")} backup in repository '{(IsRbd(Repository) ? Repository : ResolvePath(Repository))}'"))
+        {
+            return;
+        }
+
         if (!IsRbd(Repository))
         {
-            ThrowTerminatingError(ToErrorRecord(new Engine.Errors.BackupException(Engine.Errors.BackupErrorKind.NotSupported, "RbdToFileRepositoryNotSupported",
-                $"Backing up an RBD image into a file/NFS repository is not available in this version; back it up into an RBD backup pool with -Repository rbd:<pool> (for example rbd:backups).", Repository)));
+            // RBD image → file/NFS repository in Cinder's chunked format, differential through export-diff.
+            var repository = OpenRepository(Repository, create: true);
+            repository.LockTimeout = TimeSpan.FromSeconds(LockTimeoutSeconds);
+            CompressionNames.TryParse(Compression, out var compression);
+            ForItem(() =>
+            {
+                var request = new BackupRequest
+                {
+                    SourcePath = source.Spec, VolumeId = VolumeId, Name = Name, Description = Description, Incremental = Incremental,
+                    ParentId = Parent, Compression = compression, CompressionLevel = CompressionLevel, ObjectSize = ObjectSize,
+                };
+                var result = RunWithProgress($"Backing up {source}", (progress, token) =>
+                    Engine.Rbd.RbdFileBackupOperation.Run(repository, RbdClient(), source, request, KeepSourceSnapshots, progress, token));
+                WriteVerbose($"Backup {result.Backup.Id}: {result.ConsistencyDetail}; read {Units.Size(result.BytesRead)}, stored {Units.Size(result.Backup.StoredBytes)} in {result.Duration.TotalSeconds:F1} s.");
+                WriteObject(result.Backup);
+            });
+            return;
         }
 
         var pool = OpenPool(Repository);
         ForItem(() =>
         {
-            var source = ParseImage(RbdImage);
-            if (!ShouldProcess(source.Spec, $"Create a{(Incremental ? "n incremental" : " full")} backup in {pool.Repository}"))
-            {
-                return;
-            }
-
             var request = new Engine.Rbd.RbdBackupRequest
             {
                 Source = source,

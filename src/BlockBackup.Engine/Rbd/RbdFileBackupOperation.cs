@@ -1,0 +1,125 @@
+using System.Diagnostics;
+using BlockBackup.Engine.Consistency;
+using BlockBackup.Engine.Errors;
+using BlockBackup.Engine.Format;
+using BlockBackup.Engine.Operations;
+using BlockBackup.Engine.Repository;
+
+namespace BlockBackup.Engine.Rbd;
+
+/// <summary>
+/// Backs up an RBD image into a file/NFS repository in Cinder's chunked format. The image is
+/// snapshotted (<c>backup.&lt;id&gt;.snap.&lt;time&gt;</c>, recorded in the backup); when the parent
+/// backup's snapshot is still on the image, only <c>rbd export-diff --whole-object --from-snap</c>
+/// extents are read and unchanged blocks' hashes come from the parent's list, so an incremental
+/// costs what changed. Otherwise the whole image is read (the result says so) and compared with
+/// the parent's hashes as for any volume.
+/// </summary>
+public static class RbdFileBackupOperation
+{
+    public static BackupResult Run(BackupRepository repository, RbdClient client, RbdImageRef source, BackupRequest request, int keepSourceSnapshots = 0,
+        IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        BackupOperation.Validate(request);
+        var clock = Stopwatch.StartNew();
+        var (size, objectSize) = client.ImageInfo(source) ?? throw new BackupException(BackupErrorKind.NotFound, "RbdImageNotFound", $"The RBD image '{source}' does not exist.", source.Spec);
+        var volumeId = request.VolumeId ?? RbdBackupPool.VolumeIdFor(source);
+        using var volumeLock = RepositoryLock.Acquire(repository.Root, volumeId, "backup", repository.LockTimeout, cancellationToken);
+        var parent = BackupOperation.ChooseParent(repository, request, volumeId, size);
+
+        string? fromSnapshot = null;
+        var reason = parent is null ? "full read: no parent backup" : null;
+        if (parent is not null)
+        {
+            var parentSnapshot = repository.ReadMetadata(parent).Extra?.SourceSnapshot;
+            if (parentSnapshot is null)
+            {
+                reason = $"full read: parent backup {parent.Id} recorded no RBD snapshot";
+            }
+            else if (objectSize < request.HashBlockSize)
+            {
+                reason = $"full read: the image's {objectSize}-byte objects are smaller than a {request.HashBlockSize}-byte hash block";
+            }
+            else if (!client.Snapshots(source).Any(s => s.Name == parentSnapshot))
+            {
+                reason = $"full read: the parent's snapshot '{parentSnapshot}' is no longer on {source}";
+            }
+            else
+            {
+                fromSnapshot = parentSnapshot;
+                reason = $"differential: only extents changed since snapshot '{parentSnapshot}' were read";
+            }
+        }
+
+        var backupId = Guid.NewGuid();
+        var started = DateTime.UtcNow;
+        var snapshot = RbdBackupPool.SnapshotName(backupId, started);
+        var prefix = ObjectNaming.Prefix(volumeId, started, backupId);
+        var container = Path.Combine(repository.Root, ObjectNaming.DefaultContainer(backupId));
+        client.CreateSnapshot(source, snapshot);
+        AtomicFile.CreateDirectory(container);
+        BackupOperation.BackupJob? job = null;
+        try
+        {
+            new ContainerSummary { State = ContainerSummary.StateCreating, BackupId = backupId, VolumeId = volumeId, Prefix = prefix }.Write(container);
+            var jobRequest = new BackupRequest
+            {
+                SourcePath = "rbd:" + source.Spec, VolumeId = volumeId, Name = request.Name, Description = request.Description,
+                Incremental = request.Incremental, ParentId = request.ParentId, Compression = request.Compression,
+                CompressionLevel = request.CompressionLevel, ObjectSize = request.ObjectSize, HashBlockSize = request.HashBlockSize,
+                Workers = request.Workers,
+            };
+            job = new BackupOperation.BackupJob(repository, jobRequest, null, parent, container, prefix, size, progress, cancellationToken);
+            using var export = client.StartExportDiff(source, snapshot, fromSnapshot, wholeObject: true);
+            using var kill = cancellationToken.Register(() => { try { export.Kill(true); } catch (InvalidOperationException) { } });
+            var reader = new RbdDiffReader(export.StandardOutput.BaseStream, $"rbd export-diff {source.SnapSpec(snapshot)}");
+            if (reader.ImageSize != size)
+            {
+                throw new BackupException(BackupErrorKind.InvalidData, "RbdSizeMismatch", $"export-diff reports {reader.ImageSize} bytes for {source}, rbd info {size}.", source.Spec);
+            }
+
+            var written = job.RunFromDiff(reader, differential: fromSnapshot is not null);
+            RbdClient.Finish(export, $"export-diff {source.SnapSpec(snapshot)}");
+            var info = BackupOperation.Commit(repository, jobRequest, job, written,
+                new BackupOperation.CommitInfo(backupId, volumeId, prefix, container, started, parent, ConsistencyNames.ToRecordName(ConsistencyMethod.RbdSnapshot), "rbd:" + source.Spec, snapshot, size),
+                progress, cancellationToken);
+            if (keepSourceSnapshots > 0)
+            {
+                var backups = client.Snapshots(source).Where(s => RbdBackupPool.SnapshotRegex().IsMatch(s.Name)).OrderBy(s => s.Id).ToList();
+                foreach (var old in backups.Take(Math.Max(0, backups.Count - keepSourceSnapshots)))
+                {
+                    client.RemoveSnapshot(source, old.Name);
+                }
+            }
+
+            return new BackupResult
+            {
+                Backup = info,
+                Parent = parent,
+                Consistency = ConsistencyMethod.RbdSnapshot,
+                ConsistencyDetail = $"RBD snapshot {source.SnapSpec(snapshot)}; {reason}",
+                BytesRead = job.BytesRead,
+                BytesBackedUp = written.Sum(o => o.Length),
+                Duration = clock.Elapsed,
+            };
+        }
+        catch
+        {
+            BackupOperation.RemovePartial(repository.Root, container);
+            try
+            {
+                client.RemoveSnapshot(source, snapshot);
+            }
+            catch (BackupException)
+            {
+                // Report the original failure; a leftover snapshot is only space.
+            }
+
+            throw;
+        }
+        finally
+        {
+            job?.Hashes.Dispose();
+        }
+    }
+}
