@@ -31,10 +31,14 @@ internal static class RbdBenchmark
             var full = RbdBackupOperation.Run(pool, new RbdBackupRequest { Source = image, Name = "bench-full" });
             var fullTime = clock.Elapsed;
 
-            var changed = Mutate(client, image, size, percent: 1, seed: 42);
+            var changed = Mutate(client, image, size, percent: 1, seed: 42, contiguous: false);
             clock.Restart();
             var incr = RbdBackupOperation.Run(pool, new RbdBackupRequest { Source = image, Incremental = true, Name = "bench-incr" });
             var incrTime = clock.Elapsed;
+            var contiguous = Mutate(client, image, size, percent: 1, seed: 43, contiguous: true);
+            clock.Restart();
+            var incr2 = RbdBackupOperation.Run(pool, new RbdBackupRequest { Source = image, Incremental = true, Name = "bench-incr2" });
+            var incr2Time = clock.Elapsed;
 
             var devNull = TimeExportToDevNull(conf, image, incr.SourceSnapshot, throughPipe: false);
             var piped = TimeExportToDevNull(conf, image, incr.SourceSnapshot, throughPipe: true);
@@ -43,11 +47,12 @@ internal static class RbdBenchmark
             Console.WriteLine();
             Console.WriteLine($"RBD benchmark, {size >> 30} GiB image ({Environment.ProcessorCount} cores)");
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"full backup into pool:         {fullTime.TotalSeconds,7:F2} s  ({full.DiffBytes >> 20} MiB of diff stream)"));
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"incremental after {100.0 * changed / size:F2}% change: {incrTime.TotalSeconds,7:F2} s  ({incr.DiffBytes >> 20} MiB; {100 * incrTime.TotalSeconds / fullTime.TotalSeconds:F1}% of the full backup's time)"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"incremental, {100.0 * changed / size:F2}% scattered 4-64 KiB writes: {incrTime.TotalSeconds,6:F2} s  ({incr.DiffBytes >> 20} MiB; {100 * incrTime.TotalSeconds / fullTime.TotalSeconds:F1}% of the full backup's time)"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"incremental, {100.0 * contiguous / size:F2}% in one region:       {incr2Time.TotalSeconds,6:F2} s  ({incr2.DiffBytes >> 20} MiB; {100 * incr2Time.TotalSeconds / fullTime.TotalSeconds:F1}% of the full backup's time)"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"rbd export-diff > /dev/null:   {devNull.TotalSeconds,7:F2} s"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"rbd export-diff | cat >/dev/null:{piped.TotalSeconds,5:F2} s  (any reader pays the pipe)"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"export-diff through our parser:{parseTime.TotalSeconds,7:F2} s  ({parsed >> 20} MiB of data records)"));
-            foreach (var b in new[] { incr.Backup.Id, full.Backup.Id })
+            foreach (var b in new[] { incr2.Backup.Id, incr.Backup.Id, full.Backup.Id })
             {
                 RbdBackupOperation.Remove(pool, b, includeDependents: true);
             }
@@ -93,8 +98,24 @@ internal static class RbdBenchmark
         RbdClient.Finish(import, "import-diff (fill)");
     }
 
-    private static long Mutate(RbdClient client, RbdImageRef image, long size, double percent, int seed)
+    private static long Mutate(RbdClient client, RbdImageRef image, long size, double percent, int seed, bool contiguous)
     {
+        if (contiguous)
+        {
+            var length = (long)(size * percent / 100) / 4096 * 4096;
+            var region = new byte[length];
+            new Random(seed).NextBytes(region);
+            var start = size / 3 / 4096 * 4096;
+            using var writer1 = client.StartImportDiff(image);
+            var w = new RbdDiffWriter(writer1.StandardInput.BaseStream);
+            w.WriteHeader(null, null, size);
+            w.WriteData(start, region);
+            w.WriteEnd();
+            writer1.StandardInput.Close();
+            RbdClient.Finish(writer1, "import-diff (mutate)");
+            return length;
+        }
+
         using var import = client.StartImportDiff(image);
         var buffered = new BufferedStream(import.StandardInput.BaseStream, 1 << 20);
         var writer = new RbdDiffWriter(buffered);

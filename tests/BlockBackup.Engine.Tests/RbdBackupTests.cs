@@ -181,6 +181,21 @@ public class RbdBackupTests
     }
 
     [CephFact]
+    public void AFailedDifferentialTransferFallsBackToAFullCopy()
+    {
+        using var s = new Setup();
+        var full = s.Backup();
+        // An empty target that already has a snapshot named like the restore point: eligible for a
+        // differential restore, but the real import-diff refuses to create the end snapshot (EEXIST).
+        var target = s.Ceph.NewImage(size: Size);
+        s.Ceph.Client.CreateSnapshot(target, full.Backup.Prefix);
+        var r = RbdRestoreOperation.Run(s.Pool, new RbdRestoreRequest { BackupId = full.Backup.Id, TargetImage = target });
+        Assert.Equal((RestorePath.Full, RbdRestoreEligibility.DifferentialFailed), (r.Path, r.Decision.Rule));
+        Assert.Contains("import-diff", r.Decision.Reason, StringComparison.Ordinal);
+        Assert.Equal(s.Content, s.Ceph.Read(target));
+    }
+
+    [CephFact]
     public void ACancelledBackupLeavesNothingBehind()
     {
         using var s = new Setup();
