@@ -26,14 +26,4 @@ public static class ConsistencyNames
         ConsistencyMethod.RbdSnapshot => "rbd-snapshot",
         _ => throw new ArgumentOutOfRangeException(nameof(method)),
     };
-
-    public static ConsistencyMethod? FromRecordName(string? name) => name switch
-    {
-        "reflink-clone" => ConsistencyMethod.ReflinkClone,
-        "lvm-snapshot" => ConsistencyMethod.LvmSnapshot,
-        "direct" => ConsistencyMethod.Direct,
-        "direct-forced" => ConsistencyMethod.DirectForced,
-        "rbd-snapshot" => ConsistencyMethod.RbdSnapshot,
-        _ => null,
-    };
 }

@@ -204,13 +204,6 @@ public static class Hex
         }
     }
 
-    public static string ToString(ReadOnlySpan<byte> bytes)
-    {
-        Span<char> chars = stackalloc char[bytes.Length * 2];
-        Encode(bytes, chars);
-        return new string(chars);
-    }
-
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
     public static bool TryDecode(string s, Span<byte> destination)
     {

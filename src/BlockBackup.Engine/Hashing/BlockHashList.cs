@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 
 namespace BlockBackup.Engine.Hashing;
@@ -121,8 +120,4 @@ public static class ZeroBlock
         Hashes.GetOrAdd(length, static l => System.Security.Cryptography.SHA256.HashData(new byte[l]));
 
     public static bool IsZero(ReadOnlySpan<byte> data) => data.IndexOfAnyExcept((byte)0) < 0;
-
-    internal static bool SpanEquals(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b) => a.SequenceEqual(b);
-
-    internal static ReadOnlySpan<byte> AsBytes<T>(Span<T> span) where T : struct => MemoryMarshal.AsBytes(span);
 }

@@ -26,8 +26,6 @@ public sealed partial record RbdImageRef(string Pool, string? Namespace, string 
         return image;
     }
 
-    public RbdImageRef WithImage(string image) => this with { Image = RbdNames.Validate(image, "image") };
-
     /// <summary>The spec the rbd tool takes.</summary>
     public string Spec => Namespace is null ? $"{Pool}/{Image}" : $"{Pool}/{Namespace}/{Image}";
 
