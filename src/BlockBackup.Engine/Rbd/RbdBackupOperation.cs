@@ -154,7 +154,7 @@ public static class RbdBackupOperation
     }
 
     /// <summary>Removes the oldest backup snapshots on the source beyond <paramref name="keep"/>.</summary>
-    private static void PruneSourceSnapshots(RbdClient client, RbdImageRef source, int keep)
+    internal static void PruneSourceSnapshots(RbdClient client, RbdImageRef source, int keep)
     {
         var backups = client.Snapshots(source).Where(s => RbdBackupPool.SnapshotRegex().IsMatch(s.Name)).OrderBy(s => s.Id).ToList();
         foreach (var old in backups.Take(Math.Max(0, backups.Count - keep)))

@@ -85,11 +85,7 @@ public static class RbdFileBackupOperation
                 progress, cancellationToken);
             if (keepSourceSnapshots > 0)
             {
-                var backups = client.Snapshots(source).Where(s => RbdBackupPool.SnapshotRegex().IsMatch(s.Name)).OrderBy(s => s.Id).ToList();
-                foreach (var old in backups.Take(Math.Max(0, backups.Count - keepSourceSnapshots)))
-                {
-                    client.RemoveSnapshot(source, old.Name);
-                }
+                RbdBackupOperation.PruneSourceSnapshots(client, source, keepSourceSnapshots);
             }
 
             return new BackupResult
