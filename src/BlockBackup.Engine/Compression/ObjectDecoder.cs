@@ -14,22 +14,4 @@ public static class ObjectDecoder
         CompressionAlgorithm.Zstd => Zstd.OpenDecompressor(stored, objectName),
         _ => throw new ArgumentOutOfRangeException(nameof(algorithm)),
     };
-
-    /// <summary>Fills <paramref name="buffer"/> as far as the stream allows; returns the count read.</summary>
-    public static int ReadFully(Stream stream, Span<byte> buffer)
-    {
-        var total = 0;
-        while (total < buffer.Length)
-        {
-            var n = stream.Read(buffer[total..]);
-            if (n == 0)
-            {
-                break;
-            }
-
-            total += n;
-        }
-
-        return total;
-    }
 }

@@ -40,6 +40,10 @@ public static class RestoreOperation
     {
         var clock = Stopwatch.StartNew();
         var chain = repository.GetChain(request.BackupId);
+        // Refuse an occupied target before reading a (possibly huge) hash list.
+        var targetPath = Path.GetFullPath(request.TargetPath);
+        var targetState = RestoreTarget.Inspect(targetPath);
+        RestoreTarget.RefuseToOverwrite(targetPath, targetState, request.Overwrite);
         var layers = chain.Backups.Select(repository.ReadMetadata).ToList();
         var requested = layers[^1];
         progress?.Report(new OperationProgress(OperationPhase.Preparing, 0, chain.VolumeSize, $"Reading the hash list of backup {chain.BackupId}"));
@@ -68,7 +72,7 @@ public static class RestoreOperation
         VerifyGapsAreZero(plan, hashes, blockSize, chain.BackupId);
         cancellationToken.ThrowIfCancellationRequested();
 
-        using var target = RestoreTarget.Open(request.TargetPath, size, request.Overwrite);
+        using var target = RestoreTarget.Open(targetPath, size, request.Overwrite, targetState);
         var throttle = new ProgressThrottle(progress, OperationPhase.Restoring, size, $"Restoring {chain.BackupId} to {target.Path}");
         long written = 0, zeroBytes = 0, verified = 0;
         var zeroBuffer = new byte[PieceTarget];
@@ -176,7 +180,7 @@ public static class RestoreOperation
                     cancel.ThrowIfCancellationRequested();
                     // Pieces stay aligned to the object's start, hence to hash blocks.
                     var n = (int)Math.Min(_piece.Length, o.End - position);
-                    var got = ObjectDecoder.ReadFully(data, _piece.AsSpan(0, n));
+                    var got = data.ReadAtLeast(_piece.AsSpan(0, n), n, throwOnEndOfStream: false);
                     if (got < n)
                     {
                         throw Corrupt(task, position + got, $"its data ends after {position + got - o.Offset} of the {o.Length} bytes the metadata states (truncated object)");

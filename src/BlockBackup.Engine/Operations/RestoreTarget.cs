@@ -47,21 +47,29 @@ internal sealed class RestoreTarget : IDisposable
         return (true, holdsData, volume.IsBlockDevice, volume.Size);
     }
 
-    public static RestoreTarget Open(string path, long volumeSize, bool overwrite)
+    /// <summary>Refuses a target that holds data unless overwriting was allowed.</summary>
+    public static void RefuseToOverwrite(string fullPath, (bool Exists, bool HoldsData, bool IsBlockDevice, long Size) state, bool overwrite)
+    {
+        if (state.HoldsData && !overwrite)
+        {
+            throw new BackupException(BackupErrorKind.InvalidOperation, "TargetHasData",
+                $"The target '{fullPath}' already holds data{(state.IsBlockDevice ? " (it is a block device)" : string.Empty)}. Restoring would overwrite it; pass Force to allow that.", fullPath);
+        }
+    }
+
+    /// <summary>Opens the target; <paramref name="inspected"/> is an earlier <see cref="Inspect"/> of it, when the caller has one.</summary>
+    public static RestoreTarget Open(string path, long volumeSize, bool overwrite, (bool Exists, bool HoldsData, bool IsBlockDevice, long Size)? inspected = null)
     {
         var full = System.IO.Path.GetFullPath(path);
-        var (exists, holdsData, isDevice, size) = Inspect(full);
+        var state = inspected ?? Inspect(full);
+        var (exists, holdsData, isDevice, size) = state;
         if (isDevice && size < volumeSize)
         {
             throw new BackupException(BackupErrorKind.InvalidArgument, "TargetTooSmall",
                 $"The target device '{full}' has {size} bytes but the backup's volume has {volumeSize}; restore to a device at least that large.", full);
         }
 
-        if (holdsData && !overwrite)
-        {
-            throw new BackupException(BackupErrorKind.InvalidOperation, "TargetHasData",
-                $"The target '{full}' already holds data{(isDevice ? " (it is a block device)" : string.Empty)}. Restoring would overwrite it; pass Force to allow that.", full);
-        }
+        RefuseToOverwrite(full, state, overwrite);
 
         if (exists)
         {

@@ -200,7 +200,7 @@ public static class VerifyOperation
             {
                 cancel.ThrowIfCancellationRequested();
                 var want = (int)Math.Min(piece.Length, o.Length - done);
-                var got = ObjectDecoder.ReadFully(data, piece.AsSpan(0, want));
+                var got = data.ReadAtLeast(piece.AsSpan(0, want), want, throwOnEndOfStream: false);
                 md5.AppendData(piece, 0, got);
                 for (var k = 0; k * blockSize < got; k++)
                 {

@@ -278,18 +278,7 @@ public sealed class RbdDiffReader
 
     private int ReadAtMost(Span<byte> buffer)
     {
-        var total = 0;
-        while (total < buffer.Length)
-        {
-            var n = _stream.Read(buffer[total..]);
-            if (n == 0)
-            {
-                break;
-            }
-
-            total += n;
-        }
-
+        var total = _stream.ReadAtLeast(buffer, buffer.Length, throwOnEndOfStream: false);
         _position += total;
         return total;
     }

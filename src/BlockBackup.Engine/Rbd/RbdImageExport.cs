@@ -65,16 +65,9 @@ public static class RbdImageExport
 
     private static void ReadExactly(Stream stream, Span<byte> buffer, string source)
     {
-        var total = 0;
-        while (total < buffer.Length)
+        if (stream.ReadAtLeast(buffer, buffer.Length, throwOnEndOfStream: false) < buffer.Length)
         {
-            var n = stream.Read(buffer[total..]);
-            if (n == 0)
-            {
-                throw Damaged(source, "the stream is truncated");
-            }
-
-            total += n;
+            throw Damaged(source, "the stream is truncated");
         }
     }
 

@@ -16,7 +16,11 @@ public sealed class RbdRestoreRequest
 }
 
 /// <summary>What an RBD restore will do, decided before anything is written (also shown under -WhatIf).</summary>
-public sealed record RbdRestorePlan(BackupInfo Backup, RbdRestoreFacts Facts, RestoreDecision Decision, bool TargetExists, bool TargetHoldsData, long TargetSize);
+public sealed record RbdRestorePlan(BackupInfo Backup, RbdRestoreFacts Facts, RestoreDecision Decision, bool TargetExists, bool TargetHoldsData, long TargetSize)
+{
+    /// <summary>A later backup was written to the same base, so the base's HEAD is not this backup's state.</summary>
+    public bool NewerBackupOnBase { get; init; }
+}
 
 /// <summary>
 /// Restores a backup from an RBD backup pool: differentially (export-diff base@restore point |
@@ -33,7 +37,9 @@ public static class RbdRestoreOperation
         }
 
         var client = pool.Client;
-        var backup = pool.Get(request.BackupId);
+        var backups = pool.List();
+        var backup = backups.FirstOrDefault(b => b.Id == request.BackupId)
+            ?? throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"No backup with id {request.BackupId} in {pool.Repository}.", request.BackupId);
         // Rule 1 looks at the base the backup was written to (Cinder's service_metadata); the data
         // may still be found elsewhere (a base renamed to the legacy name), which a full copy uses.
         var recordedBase = pool.Image(RbdBackupPool.RecordedBase(backup) ?? backup.Container);
@@ -64,7 +70,10 @@ public static class RbdRestoreOperation
         }
 
         var facts = new RbdRestoreFacts(recordedBase.Image, baseExists, restorePoint, request.TargetImage is not null, isSource, holdsData, allocated);
-        return new RbdRestorePlan(backup, facts, RbdRestoreEligibility.Decide(facts), exists, holdsData, targetSize);
+        return new RbdRestorePlan(backup, facts, RbdRestoreEligibility.Decide(facts), exists, holdsData, targetSize)
+        {
+            NewerBackupOnBase = backups.Any(b => b.Container == backup.Container && b.CreatedUtc > backup.CreatedUtc),
+        };
     }
 
     public static RestoreResult Run(RbdBackupPool pool, RbdRestoreRequest request, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
@@ -88,7 +97,7 @@ public static class RbdRestoreOperation
         }
 
         var snapshotThere = client.Snapshots(baseImage).Any(s => s.Name == backup.Prefix);
-        if (!snapshotThere && pool.List().Any(b => b.Container == backup.Container && b.CreatedUtc > backup.CreatedUtc))
+        if (!snapshotThere && plan.NewerBackupOnBase)
         {
             throw new BackupException(BackupErrorKind.InvalidData, "RestorePointMissing",
                 $"The snapshot '{backup.Prefix}' of backup {backup.Id} is gone from base '{baseImage}', and the base's current content belongs to a later backup; this backup cannot be restored.", backup.Id);

@@ -55,12 +55,6 @@ public sealed class RestoreVolumeBackupCommand : BackupItemCmdlet
                 return;
             }
 
-            if (preview.TargetHoldsData && !Force)
-            {
-                throw new BackupException(BackupErrorKind.InvalidOperation, "TargetHasData",
-                    $"The target '{target}' already holds data{(preview.TargetIsBlockDevice ? " (it is a block device)" : string.Empty)}. Restoring would overwrite it; use -Force to allow that.", target);
-            }
-
             var request = new RestoreRequest { BackupId = BackupId, TargetPath = target, Overwrite = Force };
             var result = RunWithProgress($"Restoring {BackupId} to {target}", (progress, token) => RestoreOperation.Run(repository, request, progress, token));
             WriteVerbose($"{result.Decision}. Wrote {Units.Size(result.BytesWritten)}, {Units.Size(result.ZeroBytes)} zero, verified {result.BlocksVerified} blocks in {result.Duration.TotalSeconds:F1} s.");
