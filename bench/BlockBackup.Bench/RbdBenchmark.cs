@@ -73,7 +73,7 @@ internal static class RbdBenchmark
     /// <summary>Writes 1 MiB regions of the benchmark mix through import-diff (holes stay unwritten).</summary>
     private static void Fill(RbdClient client, RbdImageRef image, long size)
     {
-        using var import = client.StartImportDiff(image);
+        using var import = client.Tool.StartImportDiff(image);
         var stream = import.StandardInput.BaseStream;
         var rnd = new Random(1);
         var buffer = new byte[VolumeGenerator.Region];
@@ -95,7 +95,7 @@ internal static class RbdBenchmark
         writer.WriteEnd();
         buffered.Flush();
         stream.Close();
-        RbdClient.Finish(import, "import-diff (fill)");
+        RbdTool.Finish(import, "import-diff (fill)");
     }
 
     private static long Mutate(RbdClient client, RbdImageRef image, long size, double percent, int seed, bool contiguous)
@@ -106,17 +106,17 @@ internal static class RbdBenchmark
             var region = new byte[length];
             new Random(seed).NextBytes(region);
             var start = size / 3 / 4096 * 4096;
-            using var writer1 = client.StartImportDiff(image);
+            using var writer1 = client.Tool.StartImportDiff(image);
             var w = new RbdDiffWriter(writer1.StandardInput.BaseStream);
             w.WriteHeader(null, null, size);
             w.WriteData(start, region);
             w.WriteEnd();
             writer1.StandardInput.Close();
-            RbdClient.Finish(writer1, "import-diff (mutate)");
+            RbdTool.Finish(writer1, "import-diff (mutate)");
             return length;
         }
 
-        using var import = client.StartImportDiff(image);
+        using var import = client.Tool.StartImportDiff(image);
         var buffered = new BufferedStream(import.StandardInput.BaseStream, 1 << 20);
         var writer = new RbdDiffWriter(buffered);
         writer.WriteHeader(null, null, size);
@@ -152,7 +152,7 @@ internal static class RbdBenchmark
         writer.WriteEnd();
         buffered.Flush();
         import.StandardInput.Close();
-        RbdClient.Finish(import, "import-diff (mutate)");
+        RbdTool.Finish(import, "import-diff (mutate)");
         return total;
     }
 
@@ -170,7 +170,7 @@ internal static class RbdBenchmark
     private static (TimeSpan, long) TimeParse(RbdClient client, RbdImageRef image, string snapshot)
     {
         var clock = Stopwatch.StartNew();
-        using var export = client.StartExportDiff(image, snapshot, null, wholeObject: false);
+        using var export = client.Tool.StartExportDiff(image, snapshot, null, wholeObject: false);
         var reader = new RbdDiffReader(export.StandardOutput.BaseStream, "bench");
         long bytes = 0;
         while (reader.Next() is { } r) // reads through each record's data
@@ -178,7 +178,7 @@ internal static class RbdBenchmark
             bytes += r.Kind == RbdDiffRecordKind.Data ? r.Length : 0;
         }
 
-        RbdClient.Finish(export, "export-diff");
+        RbdTool.Finish(export, "export-diff");
         return (clock.Elapsed, bytes);
     }
 }

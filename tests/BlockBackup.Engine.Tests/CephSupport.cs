@@ -63,17 +63,18 @@ public sealed class Ceph : IDisposable
     /// <summary>Writes bytes at an offset through a diff stream (our writer, the real import-diff).</summary>
     public void Write(RbdImageRef image, long offset, byte[] data, long imageSize)
     {
-        using var import = Client.StartImportDiff(image);
+        using var import = Client.Tool.StartImportDiff(image);
         var writer = new RbdDiffWriter(import.StandardInput.BaseStream);
         writer.WriteHeader(null, null, imageSize);
         writer.WriteData(offset, data);
         writer.WriteEnd();
         import.StandardInput.Close();
-        RbdClient.Finish(import, "import-diff");
+        RbdTool.Finish(import, "import-diff");
     }
 
     public void Dispose()
     {
+        Client.Dispose();
         foreach (var image in _created.AsEnumerable().Reverse())
         {
             Shell.Run("rbd", "--conf", ConfPath!, "snap", "purge", "--no-progress", image.Spec);

@@ -175,14 +175,14 @@ public class RbdDiffTests
         var first = new byte[3 << 20];
         rnd.NextBytes(first);
         first.CopyTo(expected, 1 << 20);
-        using (var import = ceph.Client.StartImportDiff(image))
+        using (var import = ceph.Client.Tool.StartImportDiff(image))
         {
             var writer = new RbdDiffWriter(import.StandardInput.BaseStream);
             writer.WriteHeader(null, "s1", size);
             writer.WriteData(1 << 20, first);
             writer.WriteEnd();
             import.StandardInput.Close();
-            RbdClient.Finish(import, "import-diff");
+            RbdTool.Finish(import, "import-diff");
         }
 
         Assert.Contains(ceph.Client.Snapshots(image), s => s.Name == "s1");
@@ -194,7 +194,7 @@ public class RbdDiffTests
         rnd.NextBytes(second);
         second.CopyTo(expected, 7 << 20);
         Array.Clear(expected, (1 << 20) + 4096, 1 << 20);
-        using (var import = ceph.Client.StartImportDiff(image))
+        using (var import = ceph.Client.Tool.StartImportDiff(image))
         {
             var writer = new RbdDiffWriter(import.StandardInput.BaseStream);
             writer.WriteHeader("s1", "s2", size);
@@ -202,7 +202,7 @@ public class RbdDiffTests
             writer.WriteData(7 << 20, second);
             writer.WriteEnd();
             import.StandardInput.Close();
-            RbdClient.Finish(import, "import-diff");
+            RbdTool.Finish(import, "import-diff");
         }
 
         Assert.Equal(expected, ceph.Read(image, "s2"));
@@ -210,14 +210,14 @@ public class RbdDiffTests
         // The real export-diff, incremental and full, parsed by our reader and applied, gives the same bytes.
         foreach (var from in new[] { "s1", null })
         {
-            using var export = ceph.Client.StartExportDiff(image, "s2", from, wholeObject: false);
+            using var export = ceph.Client.Tool.StartExportDiff(image, "s2", from, wholeObject: false);
             var reader = new RbdDiffReader(export.StandardOutput.BaseStream, "rbd export-diff");
             Assert.Equal(from, reader.FromSnapshot);
             Assert.Equal("s2", reader.ToSnapshot);
             Assert.Equal(size, reader.ImageSize);
             var rebuilt = from is null ? new byte[size] : (byte[])atS1.Clone();
             Apply(reader, rebuilt);
-            RbdClient.Finish(export, "export-diff");
+            RbdTool.Finish(export, "export-diff");
             Assert.Equal(expected, rebuilt);
         }
 
@@ -235,7 +235,7 @@ public class RbdDiffTests
                 Apply(reader, rebuilt);
             }
 
-            RbdClient.Finish(exportV2, "export v2");
+            RbdTool.Finish(exportV2, "export v2");
             Assert.Equal(expected, rebuilt);
         }
     }
@@ -243,7 +243,7 @@ public class RbdDiffTests
     private static System.Diagnostics.Process StartRbd(Ceph ceph, params string[] args)
     {
         var psi = new System.Diagnostics.ProcessStartInfo("rbd") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in ceph.Client.Connection.Arguments().Concat(args))
+        foreach (var a in new[] { "--conf", Ceph.ConfPath! }.Concat(args))
         {
             psi.ArgumentList.Add(a);
         }

@@ -97,8 +97,7 @@ public static class RbdBackupOperation
             progress?.Report(new OperationProgress(OperationPhase.Preparing, 0, size, $"Snapshot {source}@{snapshot}"));
             client.CreateSnapshot(source, snapshot);
             createdSourceSnapshot = true;
-            var moved = client.CopyDiff(source, snapshot, fromSnapshot, baseImage,
-                bytes => progress?.Report(new OperationProgress(OperationPhase.Writing, Math.Min(bytes, size), size, $"{source} -> {baseImage}")), cancellationToken);
+            var moved = client.CopyDiff(source, snapshot, fromSnapshot, baseImage, progress, OperationPhase.Writing, cancellationToken);
             pool.WriteRecord(baseImage, new RbdBackupPool.Record(backupId, volumeId, parent?.Id, request.Name, request.Description, created, source.Spec, baseImage.Image, snapshot));
             if (request.KeepSourceSnapshots > 0)
             {
@@ -119,7 +118,7 @@ public static class RbdBackupOperation
                 Differential = fromSnapshot is not null,
                 Reason = reason,
                 SourceSnapshot = snapshot,
-                DiffBytes = moved,
+                DiffBytes = moved.DataBytes + moved.ZeroedBytes,
                 Duration = clock.Elapsed,
             };
         }

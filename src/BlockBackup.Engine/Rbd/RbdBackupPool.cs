@@ -201,7 +201,10 @@ public sealed partial class RbdBackupPool
         {
             try
             {
-                var o = JObject.Parse(json);
+                // Dates stay strings: Newtonsoft would otherwise turn created_at into a DateTime and
+                // the string cast back would drop the sub-second part that orders backups.
+                using var reader = new JsonTextReader(new StringReader(json)) { DateParseHandling = DateParseHandling.None };
+                var o = JObject.Load(reader);
                 return new Record(
                     Guid.Parse((string)o["id"]!), Guid.Parse((string)o["volume_id"]!),
                     (string?)o["parent_id"] is { } p ? Guid.Parse(p) : null,

@@ -70,7 +70,7 @@ public static class RbdFileBackupOperation
                 Workers = request.Workers,
             };
             job = new BackupOperation.BackupJob(repository, jobRequest, null, parent, container, prefix, size, progress, cancellationToken);
-            using var export = client.StartExportDiff(source, snapshot, fromSnapshot, wholeObject: true);
+            using var export = client.Tool.StartExportDiff(source, snapshot, fromSnapshot, wholeObject: true);
             using var kill = cancellationToken.Register(() => { try { export.Kill(true); } catch (InvalidOperationException) { } });
             var reader = new RbdDiffReader(export.StandardOutput.BaseStream, $"rbd export-diff {source.SnapSpec(snapshot)}");
             if (reader.ImageSize != size)
@@ -79,7 +79,7 @@ public static class RbdFileBackupOperation
             }
 
             var written = job.RunFromDiff(reader, differential: fromSnapshot is not null);
-            RbdClient.Finish(export, $"export-diff {source.SnapSpec(snapshot)}");
+            RbdTool.Finish(export, $"export-diff {source.SnapSpec(snapshot)}");
             var info = BackupOperation.Commit(repository, jobRequest, job, written,
                 new BackupOperation.CommitInfo(backupId, volumeId, prefix, container, started, parent, ConsistencyNames.ToRecordName(ConsistencyMethod.RbdSnapshot), "rbd:" + source.Spec, snapshot, size),
                 progress, cancellationToken);

@@ -114,9 +114,8 @@ public static class RbdRestoreOperation
         {
             try
             {
-                written = client.CopyDiff(baseImage, decision.RestorePoint!, null, request.TargetImage!,
-                    bytes => progress?.Report(new OperationProgress(OperationPhase.Restoring, Math.Min(bytes, backup.VolumeSize), backup.VolumeSize, $"{baseImage} -> {request.TargetImage}")), cancellationToken);
-                // import-diff created the end snapshot on the target and resized it to the base's size.
+                written = client.CopyDiff(baseImage, decision.RestorePoint!, null, request.TargetImage!, progress, OperationPhase.Restoring, cancellationToken).DataBytes;
+                // As import-diff: the end snapshot is on the target, which has the base's size.
                 if (client.ImageSize(request.TargetImage!) != plan.TargetSize)
                 {
                     client.Resize(request.TargetImage!, plan.TargetSize);
@@ -159,7 +158,7 @@ public static class RbdRestoreOperation
         // checked that nothing newer was written to the base.
         var snapshot = restorePoint;
         var source = snapshot is null ? baseImage.Spec : baseImage.SnapSpec(snapshot);
-        using var export = client.StartExportDiff(baseImage, snapshot, null, wholeObject: false);
+        using var export = client.Tool.StartExportDiff(baseImage, snapshot, null, wholeObject: false);
         using var registration = cancellationToken.Register(() => { try { export.Kill(true); } catch (InvalidOperationException) { } });
         var reader = new RbdDiffReader(export.StandardOutput.BaseStream, $"rbd export-diff {source}");
         var size = plan.Backup.VolumeSize;
@@ -168,7 +167,7 @@ public static class RbdRestoreOperation
         var buffer = new byte[4 << 20];
         if (request.TargetImage is { } image)
         {
-            using var import = client.StartImportDiff(image);
+            using var import = client.Tool.StartImportDiff(image);
             var writer = new RbdDiffWriter(import.StandardInput.BaseStream);
             writer.WriteHeader(null, null, plan.TargetSize);
             Copy(reader, buffer, size, exact, plan.TargetSize,
@@ -177,7 +176,7 @@ public static class RbdRestoreOperation
                 progress, cancellationToken);
             writer.WriteEnd();
             import.StandardInput.Close();
-            RbdClient.Finish(import, $"import-diff into {image}");
+            RbdTool.Finish(import, $"import-diff into {image}");
         }
         else
         {
@@ -190,7 +189,7 @@ public static class RbdRestoreOperation
             target.Flush();
         }
 
-        RbdClient.Finish(export, $"export-diff {source}");
+        RbdTool.Finish(export, $"export-diff {source}");
         return (written, zeros);
     }
 

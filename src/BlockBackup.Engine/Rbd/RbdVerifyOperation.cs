@@ -24,7 +24,7 @@ public static class RbdVerifyOperation
         }
         else
         {
-            using var export = pool.Client.StartExportDiff(baseImage, backup.Prefix, null, wholeObject: false);
+            using var export = pool.Client.Tool.StartExportDiff(baseImage, backup.Prefix, null, wholeObject: false);
             using var registration = cancellationToken.Register(() => { try { export.Kill(true); } catch (InvalidOperationException) { } });
             try
             {
@@ -41,7 +41,7 @@ public static class RbdVerifyOperation
                     bytes += record.Kind == RbdDiffRecordKind.Data ? record.Length : 0;
                 }
 
-                RbdClient.Finish(export, $"export-diff {baseImage.SnapSpec(backup.Prefix)}");
+                RbdTool.Finish(export, $"export-diff {baseImage.SnapSpec(backup.Prefix)}");
             }
             catch (BackupException ex) when (!cancellationToken.IsCancellationRequested)
             {

@@ -144,8 +144,17 @@ public abstract class EngineCmdlet : PSCmdlet, IDisposable
 
     public void Dispose()
     {
-        _stop.Dispose();
+        Dispose(true);
         GC.SuppressFinalize(this);
+    }
+
+    /// <summary>PowerShell disposes a cmdlet when its pipeline ends; derived cmdlets release what they hold.</summary>
+    protected virtual void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            _stop.Dispose();
+        }
     }
 
     private sealed class QueueProgress(BlockingCollection<OperationProgress> queue) : IProgress<OperationProgress>

@@ -8,10 +8,13 @@ namespace BlockBackup.Commands;
 /// Base of the cmdlets that work on a repository, which is either a directory (file/NFS, Cinder's
 /// chunked format) or "rbd:&lt;pool&gt;" (a Ceph backup pool in Cinder's Ceph driver layout).
 /// Carries the Ceph connection parameters; without them the rbd tool's defaults apply
-/// (CEPH_CONF, /etc/ceph/ceph.conf, client.admin).
+/// (CEPH_CONF, /etc/ceph/ceph.conf, client.admin). One cluster connection serves every record
+/// of the pipeline and is closed when PowerShell disposes the cmdlet.
 /// </summary>
 public abstract class RepositoryCmdlet : EngineCmdlet
 {
+    private RbdClient? rbdClient;
+
     /// <summary>The ceph.conf to use for RBD images and pools.</summary>
     [Parameter]
     [ValidateNotNullOrEmpty]
@@ -30,7 +33,18 @@ public abstract class RepositoryCmdlet : EngineCmdlet
     protected static bool IsRbd(string repository) => RbdBackupPool.IsRbdRepository(repository);
 
     protected RbdClient RbdClient() =>
-        new(new RbdConnection(CephConfig is null ? null : ResolvePath(CephConfig), CephUser, CephKeyring is null ? null : ResolvePath(CephKeyring)));
+        rbdClient ??= new(new RbdConnection(CephConfig is null ? null : ResolvePath(CephConfig), CephUser, CephKeyring is null ? null : ResolvePath(CephKeyring)));
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            rbdClient?.Dispose();
+            rbdClient = null;
+        }
+
+        base.Dispose(disposing);
+    }
 
     protected RbdBackupPool OpenPool(string repository)
     {
