@@ -25,6 +25,7 @@ public sealed class RbdBackupResult
     /// <summary>Why a full transfer was made (no parent, or the parent's snapshot is gone from the source).</summary>
     public required string Reason { get; init; }
     public required string SourceSnapshot { get; init; }
+    /// <summary>Bytes of changed extents transferred (data written plus ranges zeroed).</summary>
     public required long DiffBytes { get; init; }
     public required TimeSpan Duration { get; init; }
 }
@@ -43,7 +44,7 @@ public static class RbdBackupOperation
         var source = request.Source;
         var size = client.ImageSize(source) ?? throw new BackupException(BackupErrorKind.NotFound, "RbdImageNotFound", $"The RBD image '{source}' does not exist.", source.Spec);
         var volumeId = request.VolumeId ?? RbdBackupPool.VolumeIdFor(source);
-        // Only this volume's base images are read (each rbd call costs a process and a round trip).
+        // Only this volume's base images are read.
         var existing = request.Incremental ? pool.List(request.ParentId is null ? volumeId : null) : [];
         var parent = ChooseParent(request, existing, volumeId, pool);
         string? fromSnapshot = null;
@@ -97,8 +98,15 @@ public static class RbdBackupOperation
             progress?.Report(new OperationProgress(OperationPhase.Preparing, 0, size, $"Snapshot {source}@{snapshot}"));
             client.CreateSnapshot(source, snapshot);
             createdSourceSnapshot = true;
-            var moved = client.CopyDiff(source, snapshot, fromSnapshot, baseImage, progress, OperationPhase.Writing, cancellationToken);
-            pool.WriteRecord(baseImage, new RbdBackupPool.Record(backupId, volumeId, parent?.Id, request.Name, request.Description, created, source.Spec, baseImage.Image, snapshot));
+            ExtentCopyStats moved;
+            // One handle on the base for the copy, its snapshot and the record: it takes the
+            // image's exclusive lock once.
+            using (var target = client.Open(baseImage, readOnly: false))
+            {
+                moved = client.CopyDiff(source, snapshot, fromSnapshot, target, progress, OperationPhase.Writing, cancellationToken);
+                RbdBackupPool.WriteRecord(target, new RbdBackupPool.Record(backupId, volumeId, parent?.Id, request.Name, request.Description, created, source.Spec, baseImage.Image, snapshot));
+            }
+
             if (request.KeepSourceSnapshots > 0)
             {
                 PruneSourceSnapshots(client, source, request.KeepSourceSnapshots);

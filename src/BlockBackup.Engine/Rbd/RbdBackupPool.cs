@@ -156,8 +156,8 @@ public sealed partial class RbdBackupPool
         List().FirstOrDefault(b => b.Id == backupId)
         ?? throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"No backup with id {backupId} in {Repository}.", backupId);
 
-    internal void WriteRecord(RbdImageRef baseImage, Record record) =>
-        Client.SetImageMetadata(baseImage, MetaPrefix + record.Id.ToString("D"), record.ToJson());
+    internal static void WriteRecord(Librbd.RbdImage baseImage, Record record) =>
+        baseImage.SetMetadata(MetaPrefix + record.Id.ToString("D"), record.ToJson());
 
     internal void RemoveRecord(RbdImageRef baseImage, Guid backupId) =>
         Client.RemoveImageMetadata(baseImage, MetaPrefix + backupId.ToString("D"));

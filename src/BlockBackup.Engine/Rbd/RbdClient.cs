@@ -16,7 +16,7 @@ public sealed record RbdExtent(long Offset, long Length, bool Exists);
 /// and with the tool each call is a process that connects to the cluster again (~0.1 s each,
 /// most of a small incremental), while <c>import-diff</c> keeps one write in flight, so a
 /// scattered change costs one round trip per extent. In process, one connection serves every
-/// call and <see cref="CopyDiff"/> keeps dozens of object reads and writes in flight. The
+/// call and <c>CopyDiff</c> keeps dozens of object reads and writes in flight. The
 /// connection is made on first use; every monitor and OSD operation is bounded by
 /// <see cref="CommandTimeout"/> (a cluster without quorum blocks clients forever otherwise).
 /// Errors name the image and the errno text, never a key.
@@ -191,12 +191,26 @@ public sealed class RbdClient : IDisposable
     public ExtentCopyStats CopyDiff(RbdImageRef source, string snapshot, string? fromSnapshot, RbdImageRef target,
         IProgress<OperationProgress>? progress, OperationPhase phase, CancellationToken cancellationToken)
     {
-        var what = $"Differential transfer {source.SnapSpec(snapshot)}{(fromSnapshot is null ? "" : $" (from {fromSnapshot})")} -> {target}";
+        try
+        {
+            using var to = Open(target, readOnly: false);
+            return CopyDiff(source, snapshot, fromSnapshot, to, progress, phase, cancellationToken);
+        }
+        catch (BackupException ex) when (ex.ErrorId is not ("RbdDiffFailed" or "RbdTimeout" or "RbdAccessDenied"))
+        {
+            throw DiffFailed(source, snapshot, fromSnapshot, target, ex);
+        }
+    }
+
+    /// <summary><see cref="CopyDiff(RbdImageRef, string, string?, RbdImageRef, IProgress{OperationProgress}?, OperationPhase, CancellationToken)"/> into an image the caller holds open (and keeps using).</summary>
+    internal ExtentCopyStats CopyDiff(RbdImageRef source, string snapshot, string? fromSnapshot, RbdImage to,
+        IProgress<OperationProgress>? progress, OperationPhase phase, CancellationToken cancellationToken)
+    {
+        var target = to.Reference;
         try
         {
             using var from = Open(source, snapshot);
             var (size, objectSize) = from.Stat();
-            using var to = Open(target, readOnly: false);
             var targetSnapshots = to.Snapshots();
             if (fromSnapshot is not null && !targetSnapshots.Any(s => s.Name == fromSnapshot))
             {
@@ -208,7 +222,7 @@ public sealed class RbdClient : IDisposable
                 throw new BackupException(BackupErrorKind.InvalidOperation, "RbdEndSnapshotExists", $"the end snapshot '{snapshot}' already exists on {target}", target.Spec);
             }
 
-            var extents = from.Diff(fromSnapshot, wholeObject: false, 0, size, cancellationToken);
+            var extents = fromSnapshot is null ? from.Diff(null, wholeObject: false, 0, size, cancellationToken) : from.Changes(fromSnapshot, size, cancellationToken);
             if (to.Stat().Size != size)
             {
                 to.Resize(size);
@@ -222,9 +236,13 @@ public sealed class RbdClient : IDisposable
         }
         catch (BackupException ex) when (ex.ErrorId is not ("RbdTimeout" or "RbdAccessDenied"))
         {
-            throw new BackupException(BackupErrorKind.WriteError, "RbdDiffFailed", $"{what} failed: {ex.Message}", target.Spec, ex);
+            throw DiffFailed(source, snapshot, fromSnapshot, target, ex);
         }
     }
+
+    private static BackupException DiffFailed(RbdImageRef source, string snapshot, string? fromSnapshot, RbdImageRef target, BackupException ex) =>
+        new(BackupErrorKind.WriteError, "RbdDiffFailed",
+            $"Differential transfer {source.SnapSpec(snapshot)}{(fromSnapshot is null ? "" : $" (from {fromSnapshot})")} -> {target} failed: {ex.Message}", target.Spec, ex);
 
     private sealed class ImageSink(RbdImage image) : IExtentSink
     {

@@ -12,21 +12,21 @@ internal static class CephError
     internal const int ERANGE = 34;
     internal const int ETIMEDOUT = 110;
 
-    /// <summary>Returns <paramref name="result"/> when it is not an error.</summary>
-    public static int Check(int result, string what, string target)
+    /// <summary>Returns <paramref name="result"/> when it is not an error. <paramref name="target"/> is a name, quoted in the message, unless <paramref name="described"/>.</summary>
+    public static int Check(int result, string what, string target, bool described = false)
     {
         if (result < 0)
         {
-            throw Error(result, what, target);
+            throw Error(result, what, target, described);
         }
 
         return result;
     }
 
-    public static BackupException Error(long result, string what, string target)
+    public static BackupException Error(long result, string what, string target, bool described = false)
     {
         var errno = (int)-result;
-        var text = $"{what} '{target}' failed: {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno})";
+        var text = $"{what} {(described ? target : $"'{target}'")} failed: {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno})";
         return errno switch
         {
             ENOENT => new BackupException(BackupErrorKind.NotFound, "RbdNotFound", text, target),

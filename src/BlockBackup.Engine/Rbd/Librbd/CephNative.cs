@@ -121,6 +121,16 @@ internal static unsafe partial class CephNative
     [LibraryImport(Rbd)]
     internal static partial int rbd_resize(IntPtr image, ulong size);
 
+    internal const ulong FeatureFastDiff = 1 << 4;
+    internal const ulong FlagObjectMapInvalid = 1 << 0;
+    internal const ulong FlagFastDiffInvalid = 1 << 1;
+
+    [LibraryImport(Rbd)]
+    internal static partial int rbd_get_features(IntPtr image, out ulong features);
+
+    [LibraryImport(Rbd)]
+    internal static partial int rbd_get_flags(IntPtr image, out ulong flags);
+
     [LibraryImport(Rbd)]
     internal static partial int rbd_flush(IntPtr image);
 

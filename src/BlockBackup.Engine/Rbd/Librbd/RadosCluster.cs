@@ -25,7 +25,7 @@ internal sealed class RadosCluster : IDisposable
         IntPtr handle;
         try
         {
-            CephError.Check(CephNative.rados_create(out handle, connection.ClientId is null ? null : RbdNames.Validate(connection.ClientId, "client id")), "Creating a client of", who);
+            CephError.Check(CephNative.rados_create(out handle, connection.ClientId is null ? null : RbdNames.Validate(connection.ClientId, "client id")), "Creating a client of", who, described: true);
         }
         catch (Exception ex) when (ex is DllNotFoundException or EntryPointNotFoundException)
         {
@@ -43,10 +43,10 @@ internal sealed class RadosCluster : IDisposable
             var read = CephNative.rados_conf_read_file(handle, connection.ConfPath);
             if (read < 0 && !(connection.ConfPath is null && read == -CephError.ENOENT))
             {
-                CephError.Check(read, "Reading the configuration of", who);
+                CephError.Check(read, "Reading the configuration of", who, described: true);
             }
 
-            CephError.Check(CephNative.rados_conf_parse_env(handle, null), "Reading CEPH_ARGS for", who);
+            CephError.Check(CephNative.rados_conf_parse_env(handle, null), "Reading CEPH_ARGS for", who, described: true);
             if (connection.KeyringPath is not null)
             {
                 Set(handle, "keyring", connection.KeyringPath, who);
@@ -65,7 +65,7 @@ internal sealed class RadosCluster : IDisposable
             Set(handle, "rbd_cache", "false", who);
             // Diffs look at many objects; more of them at once (rbd's default is 10).
             Set(handle, "rbd_concurrent_management_ops", "32", who);
-            CephError.Check(CephNative.rados_connect(handle), "Connecting to", who);
+            CephError.Check(CephNative.rados_connect(handle), "Connecting to", who, described: true);
             return new RadosCluster(handle);
         }
         catch
@@ -76,7 +76,7 @@ internal sealed class RadosCluster : IDisposable
     }
 
     private static void Set(IntPtr handle, string option, string value, string who) =>
-        CephError.Check(CephNative.rados_conf_set(handle, option, value), $"Setting {option} for", who);
+        CephError.Check(CephNative.rados_conf_set(handle, option, value), $"Setting {option} for", who, described: true);
 
     /// <summary>The I/O context of a pool (and namespace), created on first use.</summary>
     public IntPtr IoContext(string pool, string? ns)

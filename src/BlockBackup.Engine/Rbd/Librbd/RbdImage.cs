@@ -42,6 +42,36 @@ internal sealed unsafe class RbdImage : IDisposable
         return ((long)info.Size, (long)info.ObjectSize);
     }
 
+    /// <summary>True when the image keeps a valid fast-diff object map, so whole-object diffs need no per-object queries.</summary>
+    public bool HasFastDiff =>
+        CephNative.rbd_get_features(Handle, out var features) == 0 && (features & CephNative.FeatureFastDiff) != 0
+        && CephNative.rbd_get_flags(Handle, out var flags) == 0 && (flags & (CephNative.FlagObjectMapInvalid | CephNative.FlagFastDiffInvalid)) == 0;
+
+    /// <summary>
+    /// The exact extents that changed since <paramref name="fromSnapshot"/>. An exact diff asks
+    /// every object for its snapshot history; with fast-diff the object map first says which
+    /// objects changed at all, and when those are few only they are asked.
+    /// </summary>
+    public List<RbdExtent> Changes(string fromSnapshot, long size, CancellationToken cancellationToken)
+    {
+        if (HasFastDiff)
+        {
+            var objects = Diff(fromSnapshot, wholeObject: true, 0, size, cancellationToken);
+            if (objects.Sum(e => e.Length) <= size / 8)
+            {
+                var exact = new List<RbdExtent>();
+                foreach (var range in objects)
+                {
+                    exact.AddRange(Diff(fromSnapshot, wholeObject: false, range.Offset, range.Length, cancellationToken));
+                }
+
+                return exact;
+            }
+        }
+
+        return Diff(fromSnapshot, wholeObject: false, 0, size, cancellationToken);
+    }
+
     public void Resize(long size) => CephError.Check(CephNative.rbd_resize(Handle, (ulong)size), $"Resizing to {size} bytes", Name);
 
     public void Flush() => CephError.Check(CephNative.rbd_flush(Handle), "Flushing writes to", Name);
