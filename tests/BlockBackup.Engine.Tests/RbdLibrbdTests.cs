@@ -21,6 +21,46 @@ public class RbdLibrbdTests
     }
 
     [Fact]
+    public void AnExactFullCopyZeroesEveryGapUpToTheTargetsEnd()
+    {
+        Assert.Equal(
+            [new RbdExtent(0, 10, false), new RbdExtent(10, 5, true), new RbdExtent(15, 5, false), new RbdExtent(20, 5, true), new RbdExtent(25, 75, false)],
+            RbdRestoreOperation.WithGaps([new RbdExtent(10, 5, true), new RbdExtent(20, 5, true)], 100));
+        Assert.Equal([new RbdExtent(0, 8, true)], RbdRestoreOperation.WithGaps([new RbdExtent(0, 8, true)], 8));
+    }
+
+    [CephFact]
+    public void TheLibrbdDiffSourceStreamsTheImageInOrderWhateverTheReadSizes()
+    {
+        var (ceph, image, content) = Filled();
+        using var _ = ceph;
+        ceph.Client.CreateSnapshot(image, "s1");
+        using var opened = ceph.Client.Open(image, "s1");
+        var extents = opened.Diff(null, wholeObject: false, 0, Size, CancellationToken.None);
+        using var source = new RbdImageDiffSource(opened, extents, Size, 4 << 20);
+        var rebuilt = new byte[Size];
+        var rnd = new Random(7);
+        var records = 0;
+        while (source.Next() is { } record)
+        {
+            records++;
+            Assert.Equal(RbdDiffRecordKind.Data, record.Kind);
+            // Odd read sizes that straddle the 4 MiB pieces being read ahead, then an exact tail.
+            for (var pos = record.Offset; pos < record.End - 12345;)
+            {
+                var n = (int)Math.Min(rnd.Next(1, 3 << 20), record.End - 12345 - pos);
+                source.ReadData(rebuilt.AsSpan((int)pos, n));
+                pos += n;
+            }
+
+            source.ReadData(rebuilt.AsSpan((int)(record.End - 12345), 12345));
+        }
+
+        Assert.True(records >= 1);
+        Assert.Equal(content, rebuilt);
+    }
+
+    [Fact]
     public void PoolRecordsKeepSubSecondCreationTimes()
     {
         // Backups taken within one second must still list in the order they were made.

@@ -279,7 +279,7 @@ public static class BackupOperation
         /// differential stream, blocks no record touches are unchanged (their hashes come from the
         /// parent, unread); in a complete one they are holes (zeros).
         /// </summary>
-        public List<ObjectDescriptor> RunFromDiff(Rbd.RbdDiffReader reader, bool differential) => Execute(throttle =>
+        public List<ObjectDescriptor> RunFromDiff(Rbd.IRbdDiffSource reader, bool differential) => Execute(throttle =>
         {
             var ranges = (int)((_size + _request.ObjectSize - 1) / _request.ObjectSize);
             var blockSize = _request.HashBlockSize;

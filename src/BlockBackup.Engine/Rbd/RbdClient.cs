@@ -229,7 +229,7 @@ public sealed class RbdClient : IDisposable
             }
 
             var throttle = new ProgressThrottle(progress, phase, extents.Sum(e => e.Length), $"{source} -> {target}");
-            var stats = RbdExtentCopy.Run(from, extents, objectSize, new ImageSink(to), sinkIsEmpty: fromSnapshot is null, throttle, cancellationToken);
+            var stats = RbdExtentCopy.Run(from, extents, objectSize, new RbdImageSink(to), sinkIsEmpty: fromSnapshot is null, throttle, cancellationToken);
             to.Flush();
             to.CreateSnapshot(snapshot);
             return stats;
@@ -243,13 +243,6 @@ public sealed class RbdClient : IDisposable
     private static BackupException DiffFailed(RbdImageRef source, string snapshot, string? fromSnapshot, RbdImageRef target, BackupException ex) =>
         new(BackupErrorKind.WriteError, "RbdDiffFailed",
             $"Differential transfer {source.SnapSpec(snapshot)}{(fromSnapshot is null ? "" : $" (from {fromSnapshot})")} -> {target} failed: {ex.Message}", target.Spec, ex);
-
-    private sealed class ImageSink(RbdImage image) : IExtentSink
-    {
-        public Task WriteAsync(long offset, int length, IntPtr data) => image.WriteAsync(offset, length, data);
-
-        public Task ZeroAsync(long offset, long length) => image.WriteZeroesAsync(offset, length);
-    }
 
     public void Dispose()
     {

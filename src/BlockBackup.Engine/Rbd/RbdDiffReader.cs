@@ -23,7 +23,7 @@ public readonly record struct RbdDiffRecord(RbdDiffRecordKind Kind, long Offset,
 /// little-endian. Damaged input (banner, unknown v1 tag, truncation, extents beyond the image
 /// size) fails with the byte position in the stream. Data is never buffered beyond the caller's span.
 /// </summary>
-public sealed class RbdDiffReader
+public sealed class RbdDiffReader : IRbdDiffSource
 {
     public const string BannerV1 = "rbd diff v1\n";
     public const string BannerV2 = "rbd diff v2\n";

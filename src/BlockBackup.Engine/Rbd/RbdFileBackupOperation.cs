@@ -10,8 +10,8 @@ namespace BlockBackup.Engine.Rbd;
 /// <summary>
 /// Backs up an RBD image into a file/NFS repository in Cinder's chunked format. The image is
 /// snapshotted (<c>backup.&lt;id&gt;.snap.&lt;time&gt;</c>, recorded in the backup); when the parent
-/// backup's snapshot is still on the image, only <c>rbd export-diff --whole-object --from-snap</c>
-/// extents are read and unchanged blocks' hashes come from the parent's list, so an incremental
+/// backup's snapshot is still on the image, only the objects that changed since it (from the
+/// fast-diff object map when the image has one) are read through librbd and unchanged blocks' hashes come from the parent's list, so an incremental
 /// costs what changed. Otherwise the whole image is read (the result says so) and compared with
 /// the parent's hashes as for any volume.
 /// </summary>
@@ -70,16 +70,22 @@ public static class RbdFileBackupOperation
                 Workers = request.Workers,
             };
             job = new BackupOperation.BackupJob(repository, jobRequest, null, parent, container, prefix, size, progress, cancellationToken);
-            using var export = client.Tool.StartExportDiff(source, snapshot, fromSnapshot, wholeObject: true);
-            using var kill = cancellationToken.Register(() => { try { export.Kill(true); } catch (InvalidOperationException) { } });
-            var reader = new RbdDiffReader(export.StandardOutput.BaseStream, $"rbd export-diff {source.SnapSpec(snapshot)}");
-            if (reader.ImageSize != size)
+            List<ObjectDescriptor> written;
+            using (var image = client.Open(source, snapshot))
             {
-                throw new BackupException(BackupErrorKind.InvalidData, "RbdSizeMismatch", $"export-diff reports {reader.ImageSize} bytes for {source}, rbd info {size}.", source.Spec);
+                var (snapshotSize, _) = image.Stat();
+                if (snapshotSize != size)
+                {
+                    throw new BackupException(BackupErrorKind.InvalidData, "RbdSizeMismatch", $"{source.SnapSpec(snapshot)} is {snapshotSize} bytes, the image {size}; it was resized during the backup.", source.Spec);
+                }
+
+                // Whole objects: the object map answers without asking each object, and they
+                // cover whole hash blocks. Holes inside them read as zeros.
+                var extents = image.Diff(fromSnapshot, wholeObject: true, 0, size, cancellationToken);
+                using var diff = new RbdImageDiffSource(image, extents, size, objectSize);
+                written = job.RunFromDiff(diff, differential: fromSnapshot is not null);
             }
 
-            var written = job.RunFromDiff(reader, differential: fromSnapshot is not null);
-            RbdTool.Finish(export, $"export-diff {source.SnapSpec(snapshot)}");
             var info = BackupOperation.Commit(repository, jobRequest, job, written,
                 new BackupOperation.CommitInfo(backupId, volumeId, prefix, container, started, parent, ConsistencyNames.ToRecordName(ConsistencyMethod.RbdSnapshot), "rbd:" + source.Spec, snapshot, size),
                 progress, cancellationToken);

@@ -149,89 +149,63 @@ public static class RbdRestoreOperation
 
     /// <summary>
     /// Copies every extent of base@snapshot (the newest backup snapshot, i.e. HEAD's content, when
-    /// this backup's snapshot is gone and the base holds nothing newer): data where it exists, zeros elsewhere on a target that held data, nothing
-    /// on an empty one. The export stream is read with our parser, so damage is caught.
+    /// this backup's snapshot is gone and the base holds nothing newer): data where it exists;
+    /// zeros elsewhere on a target that held data, nothing on an empty one (which stays thin).
     /// </summary>
     private static (long Written, long Zeros) FullCopy(RbdClient client, RbdImageRef baseImage, string? restorePoint, RbdRestoreRequest request, RbdRestorePlan plan, IProgress<OperationProgress>? progress, CancellationToken cancellationToken)
     {
-        // Without the backup's snapshot the base's current content (HEAD) is its state: Run has
-        // checked that nothing newer was written to the base.
-        var snapshot = restorePoint;
-        var source = snapshot is null ? baseImage.Spec : baseImage.SnapSpec(snapshot);
-        using var export = client.Tool.StartExportDiff(baseImage, snapshot, null, wholeObject: false);
-        using var registration = cancellationToken.Register(() => { try { export.Kill(true); } catch (InvalidOperationException) { } });
-        var reader = new RbdDiffReader(export.StandardOutput.BaseStream, $"rbd export-diff {source}");
-        var size = plan.Backup.VolumeSize;
+        using var from = client.Open(baseImage, restorePoint);
+        var (size, objectSize) = from.Stat();
         var exact = plan.TargetHoldsData;
-        long written = 0, zeros = 0;
-        var buffer = new byte[4 << 20];
+        var data = from.Diff(null, wholeObject: false, 0, size, cancellationToken);
+        ExtentCopyStats stats;
         if (request.TargetImage is { } image)
         {
-            using var import = client.Tool.StartImportDiff(image);
-            var writer = new RbdDiffWriter(import.StandardInput.BaseStream);
-            writer.WriteHeader(null, null, plan.TargetSize);
-            Copy(reader, buffer, size, exact, plan.TargetSize,
-                (offset, data) => { writer.WriteData(offset, data); written += data.Length; },
-                (offset, length) => { writer.WriteZero(offset, length); zeros += length; },
-                progress, cancellationToken);
-            writer.WriteEnd();
-            import.StandardInput.Close();
-            RbdTool.Finish(import, $"import-diff into {image}");
+            using var to = client.Open(image, readOnly: false);
+            if (to.Stat().Size != plan.TargetSize)
+            {
+                to.Resize(plan.TargetSize);
+            }
+
+            var extents = exact ? WithGaps(data, plan.TargetSize) : data;
+            stats = RbdExtentCopy.Run(from, extents, objectSize, new RbdImageSink(to), sinkIsEmpty: !exact, Throttle(progress, extents), cancellationToken);
+            to.Flush();
         }
         else
         {
             using var target = RestoreTarget.Open(request.TargetPath!, size, request.Overwrite);
-            var zeroBuffer = new byte[1 << 20];
-            Copy(reader, buffer, size, exact, size,
-                (offset, data) => { target.Write(data, offset); written += data.Length; },
-                (offset, length) => { target.Zero(offset, length, zeroBuffer); zeros += length; },
-                progress, cancellationToken);
+            var extents = exact ? WithGaps(data, size) : data;
+            stats = RbdExtentCopy.Run(from, extents, objectSize, new RestoreTargetSink(target), sinkIsEmpty: !exact, Throttle(progress, extents), cancellationToken);
             target.Flush();
         }
 
-        RbdTool.Finish(export, $"export-diff {source}");
-        return (written, zeros);
+        return (stats.DataBytes, stats.ZeroedBytes);
     }
 
-    private delegate void DataSink(long offset, ReadOnlySpan<byte> data);
+    private static ProgressThrottle Throttle(IProgress<OperationProgress>? progress, List<RbdExtent> extents) =>
+        new(progress, OperationPhase.Restoring, extents.Sum(e => e.Length), "full copy");
 
-    private static void Copy(RbdDiffReader reader, byte[] buffer, long size, bool exact, long targetSize, DataSink data, Action<long, long> zero, IProgress<OperationProgress>? progress, CancellationToken cancellationToken)
+    /// <summary>The data extents plus zero extents for every gap up to <paramref name="end"/>.</summary>
+    internal static List<RbdExtent> WithGaps(IReadOnlyList<RbdExtent> data, long end)
     {
-        long next = 0; // everything before this offset is handled
-        void Gap(long until)
+        var all = new List<RbdExtent>(data.Count * 2 + 1);
+        long next = 0;
+        foreach (var extent in data)
         {
-            if (exact && until > next)
+            if (extent.Offset > next)
             {
-                zero(next, until - next);
+                all.Add(new RbdExtent(next, extent.Offset - next, false));
             }
+
+            all.Add(extent);
+            next = extent.Offset + extent.Length;
         }
 
-        while (reader.Next() is { } record)
+        if (end > next)
         {
-            cancellationToken.ThrowIfCancellationRequested();
-            Gap(record.Offset);
-            if (record.Kind == RbdDiffRecordKind.Zero)
-            {
-                if (exact)
-                {
-                    zero(record.Offset, record.Length);
-                }
-            }
-            else
-            {
-                for (var pos = 0L; pos < record.Length;)
-                {
-                    var n = (int)Math.Min(buffer.Length, record.Length - pos);
-                    reader.ReadData(buffer.AsSpan(0, n));
-                    data(record.Offset + pos, buffer.AsSpan(0, n));
-                    pos += n;
-                }
-            }
-
-            next = record.End;
-            progress?.Report(new OperationProgress(OperationPhase.Restoring, next, size, "full copy"));
+            all.Add(new RbdExtent(next, end - next, false));
         }
 
-        Gap(targetSize);
+        return all;
     }
 }
