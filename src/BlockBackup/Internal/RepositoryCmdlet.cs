@@ -7,7 +7,7 @@ namespace BlockBackup.Commands;
 /// <summary>
 /// Base of the cmdlets that work on a repository, which is either a directory (file/NFS, Cinder's
 /// chunked format) or "rbd:&lt;pool&gt;" (a Ceph backup pool in Cinder's Ceph driver layout).
-/// Carries the Ceph connection parameters; without them the rbd tool's defaults apply
+/// Carries the Ceph connection parameters; without them Ceph's client defaults apply
 /// (CEPH_CONF, /etc/ceph/ceph.conf, client.admin). One cluster connection serves every record
 /// of the pipeline and is closed when PowerShell disposes the cmdlet.
 /// </summary>
