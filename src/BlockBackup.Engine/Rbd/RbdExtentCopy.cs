@@ -105,10 +105,15 @@ internal static class RbdExtentCopy
         }
         catch (OperationCanceledException) when (stop.IsCancellationRequested)
         {
-            // A failed piece or the caller's cancellation: wait below for what is in flight.
+            // A failed piece or the caller's cancellation: stop issuing, report below.
+        }
+        finally
+        {
+            // Whatever happened, I/O in flight still uses the buffers and the images, which are
+            // released when this returns. (CopyPiece never throws: it records its failure.)
+            await Task.WhenAll(pending).ConfigureAwait(false);
         }
 
-        await Task.WhenAll(pending).ConfigureAwait(false); // I/O in flight still uses the buffers and the images
         if (failure is not null)
         {
             throw failure;
