@@ -23,13 +23,27 @@ public sealed record RbdExtent(long Offset, long Length, bool Exists);
 /// </summary>
 public sealed class RbdClient : IDisposable
 {
-    private readonly Lazy<RadosCluster> cluster;
+    private readonly object gate = new();
+    private RadosCluster? connected;
+    private bool disposed;
 
     public RbdClient(RbdConnection connection)
     {
         Connection = connection;
-        cluster = new Lazy<RadosCluster>(() => RadosCluster.Connect(Connection, CommandTimeout), LazyThreadSafetyMode.ExecutionAndPublication);
         Tool = new RbdTool(connection);
+    }
+
+    /// <summary>The connection, made on first use; a failed attempt is not remembered, so a later call tries again.</summary>
+    private RadosCluster Cluster
+    {
+        get
+        {
+            lock (gate)
+            {
+                ObjectDisposedException.ThrowIf(disposed, this);
+                return connected ??= RadosCluster.Connect(Connection, CommandTimeout);
+            }
+        }
     }
 
     public RbdConnection Connection { get; }
@@ -40,7 +54,7 @@ public sealed class RbdClient : IDisposable
     public RbdTool Tool { get; }
 
     internal RbdImage Open(RbdImageRef image, string? snapshot = null, bool readOnly = true) =>
-        RbdImage.Open(cluster.Value.IoContext(image.Pool, image.Namespace), image, snapshot, readOnly);
+        RbdImage.Open(Cluster.IoContext(image.Pool, image.Namespace), image, snapshot, readOnly);
 
     /// <summary>Opens an image, or returns null when it (or the snapshot) does not exist.</summary>
     internal RbdImage? TryOpen(RbdImageRef image, string? snapshot = null, bool readOnly = true)
@@ -67,7 +81,7 @@ public sealed class RbdClient : IDisposable
 
     public unsafe IReadOnlyList<string> ListImages(string pool, string? ns = null)
     {
-        var ioctx = cluster.Value.IoContext(RbdNames.Validate(pool, "pool"), ns is null ? null : RbdNames.Validate(ns, "namespace"));
+        var ioctx = Cluster.IoContext(RbdNames.Validate(pool, "pool"), ns is null ? null : RbdNames.Validate(ns, "namespace"));
         nuint max = 64;
         while (true)
         {
@@ -108,7 +122,7 @@ public sealed class RbdClient : IDisposable
     /// <summary>Creates an image with the cluster's default features (as <c>rbd create</c>).</summary>
     public void CreateImage(RbdImageRef image, long size)
     {
-        var ioctx = cluster.Value.IoContext(image.Pool, image.Namespace);
+        var ioctx = Cluster.IoContext(image.Pool, image.Namespace);
         CephNative.rbd_image_options_create(out var options);
         try
         {
@@ -123,7 +137,7 @@ public sealed class RbdClient : IDisposable
     /// <summary>Removes an image, retrying while another client's watch still holds it (as Cinder does).</summary>
     public void RemoveImage(RbdImageRef image)
     {
-        var ioctx = cluster.Value.IoContext(image.Pool, image.Namespace);
+        var ioctx = Cluster.IoContext(image.Pool, image.Namespace);
         for (var attempt = 1; ; attempt++)
         {
             var rc = CephNative.rbd_remove(ioctx, image.Image);
@@ -246,9 +260,11 @@ public sealed class RbdClient : IDisposable
 
     public void Dispose()
     {
-        if (cluster.IsValueCreated)
+        lock (gate)
         {
-            cluster.Value.Dispose();
+            connected?.Dispose();
+            connected = null;
+            disposed = true;
         }
     }
 }
