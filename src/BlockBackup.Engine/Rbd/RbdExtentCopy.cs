@@ -116,7 +116,7 @@ internal static class RbdExtentCopy
 
         if (failure is not null)
         {
-            throw failure;
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure); // keeps the piece's stack trace
         }
 
         cancellationToken.ThrowIfCancellationRequested();
