@@ -17,7 +17,6 @@ internal sealed class RbdImageDiffSource : IRbdDiffSource, IDisposable
     private readonly IReadOnlyList<RbdExtent> _extents;
     private readonly List<(long Offset, int Length)> _dataPieces;
     private readonly Queue<(int Length, IntPtr Buffer, Task<long> Read)> _inFlight = new();
-    private readonly Stack<IntPtr> _free = new();
     private readonly NativeBufferPool _buffers = new(PieceSize, Depth);
     private int _nextExtent;
     private int _nextPiece;
@@ -30,11 +29,6 @@ internal sealed class RbdImageDiffSource : IRbdDiffSource, IDisposable
         _extents = extents;
         ImageSize = imageSize;
         _dataPieces = RbdExtentCopy.Pieces(extents.Where(e => e.Exists).ToList(), Math.Min(objectSize, PieceSize)).Select(p => (p.Offset, p.Length)).ToList();
-        for (var i = 0; i < Depth; i++)
-        {
-            _free.Push(_buffers.RentAsync(CancellationToken.None).GetAwaiter().GetResult());
-        }
-
         TopUp();
     }
 
@@ -92,7 +86,7 @@ internal sealed class RbdImageDiffSource : IRbdDiffSource, IDisposable
             if (_headConsumed == length)
             {
                 _inFlight.Dequeue();
-                _free.Push(buffer);
+                _buffers.Return(buffer);
                 _headConsumed = 0;
                 TopUp();
             }
@@ -101,10 +95,11 @@ internal sealed class RbdImageDiffSource : IRbdDiffSource, IDisposable
 
     private void TopUp()
     {
-        while (_free.Count > 0 && _nextPiece < _dataPieces.Count)
+        // At most Depth pieces are in flight, so a buffer is always free here.
+        while (_inFlight.Count < Depth && _nextPiece < _dataPieces.Count)
         {
             var (offset, length) = _dataPieces[_nextPiece++];
-            var buffer = _free.Pop();
+            var buffer = _buffers.Rent();
             _inFlight.Enqueue((length, buffer, _image.ReadAsync(offset, length, buffer)));
         }
     }

@@ -114,11 +114,13 @@ public static class RbdRestoreOperation
         {
             try
             {
-                written = client.CopyDiff(baseImage, decision.RestorePoint!, null, request.TargetImage!, progress, OperationPhase.Restoring, cancellationToken).DataBytes;
-                // As import-diff: the end snapshot is on the target, which has the base's size.
-                if (client.ImageSize(request.TargetImage!) != plan.TargetSize)
+                // One handle for the copy and the resize back to the requested size (the copy
+                // leaves the target at the base's size, with the end snapshot, as import-diff).
+                using var to = client.Open(request.TargetImage!, readOnly: false);
+                written = client.CopyDiff(baseImage, decision.RestorePoint!, null, to, progress, OperationPhase.Restoring, cancellationToken).DataBytes;
+                if (to.Stat().Size != plan.TargetSize)
                 {
-                    client.Resize(request.TargetImage!, plan.TargetSize);
+                    to.Resize(plan.TargetSize);
                 }
             }
             catch (BackupException ex) when (ex.ErrorId == "RbdDiffFailed")

@@ -13,20 +13,6 @@ public sealed class RbdTool(RbdConnection connection)
 {
     public RbdConnection Connection { get; } = connection;
 
-    public static bool Available()
-    {
-        try
-        {
-            using var p = Process.Start(new ProcessStartInfo("rbd", "--version") { RedirectStandardOutput = true, RedirectStandardError = true });
-            p!.WaitForExit(10_000);
-            return p.ExitCode == 0;
-        }
-        catch (System.ComponentModel.Win32Exception)
-        {
-            return false;
-        }
-    }
-
     /// <summary>Starts <c>rbd export-diff</c> to stdout; the caller reads StandardOutput and then calls <see cref="Finish"/>.</summary>
     public Process StartExportDiff(RbdImageRef image, string? snapshot, string? fromSnapshot, bool wholeObject)
     {

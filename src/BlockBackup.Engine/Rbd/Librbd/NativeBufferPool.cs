@@ -19,6 +19,19 @@ internal sealed class NativeBufferPool(int bufferSize, int count) : IDisposable
     public async Task<IntPtr> RentAsync(CancellationToken cancellationToken)
     {
         await available.WaitAsync(cancellationToken).ConfigureAwait(false);
+        return Take();
+    }
+
+    /// <summary>Waits for a buffer on the calling thread (a single consumer that returns its own).</summary>
+    public IntPtr Rent()
+    {
+        available.Wait();
+        return Take();
+    }
+
+    /// <summary>A free buffer, allocated on first need; the caller holds a slot of <see cref="available"/>.</summary>
+    private IntPtr Take()
+    {
         if (!free.TryTake(out var buffer))
         {
             buffer = Allocate(BufferSize);
