@@ -7,7 +7,7 @@
 #>
 
 BeforeAll {
-    $repoRoot = Split-Path -Parent $PSScriptRoot
+    $repoRoot = Split-Path -Parent (Split-Path -Parent $PSScriptRoot)
     $script:ModuleManifest = Join-Path $repoRoot 'out/BlockBackup/BlockBackup.psd1'
     if (-not (Test-Path -LiteralPath $ModuleManifest)) {
         throw "The module is not built: run 'dotnet build' in $repoRoot first."
