@@ -1,8 +1,11 @@
+using Newtonsoft.Json;
+using Newtonsoft.Json.Converters;
 using BlockBackup.Engine.Errors;
 
 namespace BlockBackup.Engine.Compression;
 
 /// <summary>Per-object compression, as recorded in Cinder's metadata.</summary>
+[JsonConverter(typeof(StringEnumConverter))]
 public enum CompressionAlgorithm
 {
     None,
@@ -41,6 +44,31 @@ public static class CompressionNames
                 algorithm = CompressionAlgorithm.Zstd; return true;
             default:
                 algorithm = default; return false;
+        }
+    }
+
+    /// <summary>
+    /// Refuses a level the codec does not have, rather than clamping it silently: zlib 1, 6 or 9
+    /// (the levels .NET's zlib offers: fastest, default, smallest), bz2 1-9, zstd -7..19, none: no level.
+    /// </summary>
+    public static void ValidateLevel(CompressionAlgorithm algorithm, int? level)
+    {
+        if (level is not { } value)
+        {
+            return;
+        }
+
+        var (valid, allowed) = algorithm switch
+        {
+            CompressionAlgorithm.Zlib => (value is 1 or 6 or 9, "1 (fastest, the default), 6 or 9 (smallest)"),
+            CompressionAlgorithm.Bz2 => (value is >= 1 and <= 9, "1 to 9 (the default)"),
+            CompressionAlgorithm.Zstd => (value is >= -7 and <= 19, "-7 to 19 (default 1)"),
+            _ => (false, "none: 'none' stores objects uncompressed, so it takes no level"),
+        };
+        if (!valid)
+        {
+            throw new BackupException(BackupErrorKind.InvalidArgument, "CompressionLevelOutOfRange",
+                $"-CompressionLevel {value} is not a {ToMetadataName(algorithm)} level; {ToMetadataName(algorithm)} takes {allowed}.", value);
         }
     }
 

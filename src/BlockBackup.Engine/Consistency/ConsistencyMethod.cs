@@ -1,6 +1,10 @@
+using Newtonsoft.Json;
+using Newtonsoft.Json.Converters;
+
 namespace BlockBackup.Engine.Consistency;
 
 /// <summary>How a point-in-time view of the volume was obtained for a backup (recorded in the backup).</summary>
+[JsonConverter(typeof(StringEnumConverter))]
 public enum ConsistencyMethod
 {
     /// <summary>A reflink clone of the image file (XFS, btrfs), removed after the backup.</summary>

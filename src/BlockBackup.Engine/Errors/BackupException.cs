@@ -1,9 +1,13 @@
+using Newtonsoft.Json;
+using Newtonsoft.Json.Converters;
+
 namespace BlockBackup.Engine.Errors;
 
 /// <summary>
 /// What kind of failure an engine error is. The cmdlet layer maps it to a PowerShell
 /// ErrorCategory, so it describes the cause, not the operation.
 /// </summary>
+[JsonConverter(typeof(StringEnumConverter))]
 public enum BackupErrorKind
 {
     InvalidArgument,

@@ -1,6 +1,10 @@
+using Newtonsoft.Json;
+using Newtonsoft.Json.Converters;
+
 namespace BlockBackup.Engine;
 
 /// <summary>Whether a backup can be restored.</summary>
+[JsonConverter(typeof(StringEnumConverter))]
 public enum BackupStatus
 {
     /// <summary>Complete: objects, hash list and metadata are all written.</summary>
@@ -11,6 +15,14 @@ public enum BackupStatus
     Incomplete,
     /// <summary>Its metadata exists but fails validation (see <see cref="BackupInfo.Problem"/>); kept for inspection, not restorable.</summary>
     Damaged,
+}
+
+/// <summary>A full backup stands alone; an incremental needs its parent chain.</summary>
+[JsonConverter(typeof(StringEnumConverter))]
+public enum BackupType
+{
+    Full,
+    Incremental,
 }
 
 /// <summary>
@@ -26,6 +38,7 @@ public sealed record BackupInfo
     public required DateTime CreatedUtc { get; init; }
     public Guid? ParentId { get; init; }
     public bool IsIncremental => ParentId is not null;
+    public BackupType Type => IsIncremental ? BackupType.Incremental : BackupType.Full;
     public required BackupStatus Status { get; init; }
     /// <summary>Bytes of the volume when it was backed up.</summary>
     public long VolumeSize { get; init; }

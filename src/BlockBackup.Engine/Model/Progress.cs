@@ -1,5 +1,9 @@
+using Newtonsoft.Json;
+using Newtonsoft.Json.Converters;
+
 namespace BlockBackup.Engine;
 
+[JsonConverter(typeof(StringEnumConverter))]
 public enum OperationPhase
 {
     Preparing,

@@ -1,6 +1,10 @@
+using Newtonsoft.Json;
+using Newtonsoft.Json.Converters;
+
 namespace BlockBackup.Engine.Operations;
 
 /// <summary>Which restore path is taken.</summary>
+[JsonConverter(typeof(StringEnumConverter))]
 public enum RestorePath
 {
     /// <summary>A full backup's objects alone (or, for RBD, a full copy of the base image at the restore point).</summary>
@@ -30,6 +34,9 @@ public sealed class RestoreRequest
 public sealed class RestoreResult
 {
     public required BackupInfo Backup { get; init; }
+    /// <summary>The restored backup's id and repository, so results pipe on by property name (e.g. into Test-VolumeBackup).</summary>
+    public Guid BackupId => Backup.Id;
+    public string Repository => Backup.Repository;
     public required string TargetPath { get; init; }
     public required RestoreDecision Decision { get; init; }
     public RestorePath Path => Decision.Path;

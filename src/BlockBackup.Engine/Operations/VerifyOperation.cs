@@ -1,3 +1,5 @@
+using Newtonsoft.Json;
+using Newtonsoft.Json.Converters;
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Security.Cryptography;
@@ -9,6 +11,7 @@ using BlockBackup.Engine.Repository;
 
 namespace BlockBackup.Engine.Operations;
 
+[JsonConverter(typeof(StringEnumConverter))]
 public enum VerificationProblem
 {
     MetadataInvalid,
@@ -32,6 +35,9 @@ public sealed record VerificationIssue(Guid BackupId, string? ObjectName, long? 
 public sealed class VerificationResult
 {
     public required BackupInfo Backup { get; init; }
+    /// <summary>The checked backup's id and repository, so results pipe on by property name (e.g. into Remove-VolumeBackup).</summary>
+    public Guid BackupId => Backup.Id;
+    public string Repository => Backup.Repository;
     /// <summary>The backups whose data was read (the whole chain when the chain was verified).</summary>
     public required IReadOnlyList<Guid> Verified { get; init; }
     public required int ObjectsChecked { get; init; }

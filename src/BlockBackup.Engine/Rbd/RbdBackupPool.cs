@@ -15,7 +15,7 @@ namespace BlockBackup.Engine.Rbd;
 /// image's metadata (<c>rbd image-meta</c>, key <c>blockbackup.&lt;bid&gt;</c>); backups Cinder
 /// made are listed from their names alone (within a base, each snapshot's parent is the one before).
 /// </summary>
-public sealed partial class RbdBackupPool
+public sealed partial class RbdBackupPool : Repository.IBackupRepository
 {
     public const string RepositoryPrefix = "rbd:";
     private const string MetaPrefix = "blockbackup.";
@@ -33,6 +33,42 @@ public sealed partial class RbdBackupPool
 
     /// <summary>The repository string this pool is known by ("rbd:backups").</summary>
     public string Repository => RepositoryPrefix + (Namespace is null ? Pool : $"{Pool}/{Namespace}");
+
+    string Repository.IBackupRepository.Location => Repository;
+
+    public Repository.RepositoryKind Kind => Engine.Repository.RepositoryKind.RbdPool;
+
+    public IReadOnlyList<string> BackupServices { get; } = [Format.CinderBackupRecord.CephService];
+
+    // A pool backup exists only once its snapshot does: nothing is ever listed as, or left, incomplete.
+    IReadOnlyList<BackupInfo> Repository.IBackupRepository.List(bool includeIncomplete, CancellationToken cancellationToken) => List();
+
+    IReadOnlyList<BackupInfo> Repository.IBackupRepository.RemoveIncomplete(CancellationToken cancellationToken) => [];
+
+    public BackupChain GetChain(Guid backupId) => BackupGraph.Chain(List(), backupId, Repository);
+
+    public IReadOnlyList<BackupInfo> GetDependents(Guid backupId, bool recursive, IReadOnlyList<BackupInfo>? backups = null) =>
+        BackupGraph.Dependents(backups ?? List(), backupId, recursive);
+
+    public IReadOnlyList<BackupInfo> Remove(Guid backupId, bool includeDependents, CancellationToken cancellationToken = default) =>
+        RbdBackupOperation.Remove(this, backupId, includeDependents);
+
+    /// <summary>The backup (and with <paramref name="includeChain"/> every backup it needs), as one result.</summary>
+    public Operations.VerificationResult Verify(Guid backupId, bool includeChain, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        var ids = includeChain ? GetChain(backupId).Backups.Select(b => b.Id).ToList() : [backupId];
+        var results = ids.Select(id => RbdVerifyOperation.Run(this, id, cancellationToken)).ToList();
+        var own = results[^1];
+        return new Operations.VerificationResult
+        {
+            Backup = own.Backup,
+            Verified = ids,
+            ObjectsChecked = results.Sum(r => r.ObjectsChecked),
+            BytesChecked = results.Sum(r => r.BytesChecked),
+            Issues = results.SelectMany(r => r.Issues).ToList(),
+            Duration = TimeSpan.FromTicks(results.Sum(r => r.Duration.Ticks)),
+        };
+    }
 
     public static bool IsRbdRepository(string repository) => repository.StartsWith(RepositoryPrefix, StringComparison.OrdinalIgnoreCase);
 

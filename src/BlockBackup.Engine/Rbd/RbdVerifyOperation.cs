@@ -60,7 +60,4 @@ public static class RbdVerifyOperation
             Duration = clock.Elapsed,
         };
     }
-
-    /// <summary>The chain of a pool backup (for Get-BackupChain), from the pool's listing.</summary>
-    public static BackupChain Chain(RbdBackupPool pool, Guid backupId) => BackupGraph.Chain(pool.List(), backupId, pool.Repository);
 }

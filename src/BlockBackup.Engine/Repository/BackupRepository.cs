@@ -8,7 +8,7 @@ namespace BlockBackup.Engine.Repository;
 /// A directory (local or an NFS mount) holding backups in Cinder's posix/NFS layout. It describes
 /// itself: listing, the latest backup of a volume and chains all come from the files in it.
 /// </summary>
-public sealed class BackupRepository
+public sealed class BackupRepository : IBackupRepository
 {
     private const int MaxDepth = 8;
 
@@ -38,6 +38,36 @@ public sealed class BackupRepository
         }
 
         return new BackupRepository(root);
+    }
+
+    string IBackupRepository.Location => Root;
+
+    public RepositoryKind Kind => RepositoryKind.File;
+
+    public IReadOnlyList<string> BackupServices { get; } = [Format.CinderBackupRecord.PosixService, Format.CinderBackupRecord.NfsService];
+
+    /// <summary>
+    /// Verifies a backup; a damaged one (metadata that fails validation) is an invalid result
+    /// naming its problem, not an error, so verifying a whole repository reports it with the rest.
+    /// </summary>
+    public Operations.VerificationResult Verify(Guid backupId, bool includeChain, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        var matches = List(includeIncomplete: true, cancellationToken).Where(b => b.Id == backupId).ToList();
+        if (matches.Count > 0 && matches.All(b => b.Status == BackupStatus.Damaged))
+        {
+            var damaged = matches[0];
+            return new Operations.VerificationResult
+            {
+                Backup = damaged,
+                Verified = [backupId],
+                ObjectsChecked = 0,
+                BytesChecked = 0,
+                Issues = [new Operations.VerificationIssue(backupId, ObjectNaming.MetadataName(damaged.Prefix), null, Operations.VerificationProblem.MetadataInvalid, damaged.Problem ?? "the metadata fails validation")],
+                Duration = TimeSpan.Zero,
+            };
+        }
+
+        return Operations.VerifyOperation.Run(this, backupId, includeChain, progress, cancellationToken);
     }
 
     public string ContainerPath(BackupInfo backup) => Path.Combine(Root, backup.Container);

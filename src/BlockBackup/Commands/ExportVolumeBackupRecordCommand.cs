@@ -1,5 +1,6 @@
 using System.Management.Automation;
 using BlockBackup.Engine.Format;
+using BlockBackup.Engine.Repository;
 
 namespace BlockBackup.Commands;
 
@@ -8,21 +9,10 @@ namespace BlockBackup.Commands;
 [OutputType(typeof(CinderBackupRecord))]
 public sealed class ExportVolumeBackupRecordCommand : BackupItemCmdlet
 {
-    /// <summary>The Cinder driver that will read the repository (posix by default, or NFS).</summary>
+    /// <summary>The Cinder driver that will read the repository (file repositories: posix by default, or NFS; pools: Ceph).</summary>
     [Parameter]
     [ValidateSet(CinderBackupRecord.PosixService, CinderBackupRecord.NfsService, CinderBackupRecord.CephService)]
-    public string BackupService { get; set; } = CinderBackupRecord.PosixService;
+    public string? BackupService { get; set; }
 
-    protected override void ProcessRecord()
-    {
-        if (IsRbd(Repository))
-        {
-            var pool = OpenPool(Repository);
-            ForItem(() => WriteObject(CinderBackupRecord.Export(pool.Get(BackupId), CinderBackupRecord.CephService)));
-            return;
-        }
-
-        var repository = OpenRepository(Repository);
-        ForItem(() => WriteObject(CinderBackupRecord.Export(repository.Get(BackupId), BackupService)));
-    }
+    protected override void ProcessRecord() => ForItem(() => WriteObject(OpenRepository(Repository).ExportRecord(BackupId, BackupService)));
 }

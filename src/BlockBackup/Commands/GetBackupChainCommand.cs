@@ -3,30 +3,31 @@ using BlockBackup.Engine;
 
 namespace BlockBackup.Commands;
 
-/// <summary>The chain a restore of a backup needs: the full backup first, then each incremental.</summary>
+/// <summary>
+/// The chain a restore of a backup needs: the backups themselves, the full backup first, so the
+/// chain pipes on as a whole (| Test-VolumeBackup, | Measure-Object StoredBytes -Sum);
+/// -Summary emits one BackupChain object instead.
+/// </summary>
 [Cmdlet(VerbsCommon.Get, "BackupChain")]
-[OutputType(typeof(BackupChain))]
-public sealed class GetBackupChainCommand : RepositoryCmdlet
+[OutputType(typeof(BackupInfo), typeof(BackupChain))]
+public sealed class GetBackupChainCommand : BackupItemCmdlet
 {
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string Repository { get; set; } = null!;
+    /// <summary>One object describing the chain (length, total stored bytes, the backups) instead of the backups.</summary>
+    [Parameter]
+    public SwitchParameter Summary { get; set; }
 
-    [Parameter(Mandatory = true, Position = 1, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-    [Alias("Id")]
-    [ArgumentCompleter(typeof(BackupIdCompleter))]
-    public Guid BackupId { get; set; }
-
-    protected override void ProcessRecord()
+    protected override void ProcessRecord() => ForItem(() =>
     {
-        if (IsRbd(Repository))
+        var chain = OpenRepository(Repository).GetChain(BackupId);
+        if (Summary)
         {
-            var pool = OpenPool(Repository);
-            ForItem(() => WriteObject(Engine.Rbd.RbdVerifyOperation.Chain(pool, BackupId)));
+            WriteObject(chain);
             return;
         }
 
-        var repository = OpenRepository(Repository);
-        ForItem(() => WriteObject(repository.GetChain(BackupId)));
-    }
+        foreach (var backup in chain.Backups)
+        {
+            WriteObject(backup);
+        }
+    });
 }

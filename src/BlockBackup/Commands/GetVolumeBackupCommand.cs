@@ -1,10 +1,13 @@
 using System.Management.Automation;
 using BlockBackup.Engine;
-using BlockBackup.Engine.Rbd;
 
 namespace BlockBackup.Commands;
 
-/// <summary>Lists the backups of a repository, read from the repository itself.</summary>
+/// <summary>
+/// Lists the backups of a repository, read from the repository itself. Damaged backups are
+/// listed (Status Damaged, with the Problem); backups being written or left incomplete are
+/// hidden unless -IncludeIncomplete, with a warning that says how to remove leftovers.
+/// </summary>
 [Cmdlet(VerbsCommon.Get, "VolumeBackup", DefaultParameterSetName = ListSet)]
 [OutputType(typeof(BackupInfo))]
 public sealed class GetVolumeBackupCommand : RepositoryCmdlet
@@ -17,7 +20,7 @@ public sealed class GetVolumeBackupCommand : RepositoryCmdlet
     public string Repository { get; set; } = null!;
 
     /// <summary>Only these backups (non-terminating error for each id that is not found).</summary>
-    [Parameter(Mandatory = true, ParameterSetName = IdSet, ValueFromPipeline = true)]
+    [Parameter(Mandatory = true, Position = 1, ParameterSetName = IdSet, ValueFromPipeline = true)]
     [Alias("BackupId")]
     [ArgumentCompleter(typeof(BackupIdCompleter))]
     public Guid[] Id { get; set; } = [];
@@ -35,27 +38,14 @@ public sealed class GetVolumeBackupCommand : RepositoryCmdlet
     [Parameter(ParameterSetName = ListSet)]
     public SwitchParameter Latest { get; set; }
 
-    /// <summary>Also list backups that are being written, incomplete (interrupted) or damaged.</summary>
+    /// <summary>Also list backups that are being written or were left incomplete (interrupted).</summary>
     [Parameter]
     public SwitchParameter IncludeIncomplete { get; set; }
 
-    protected override void ProcessRecord()
+    protected override void ProcessRecord() => ForItem(() =>
     {
-        IReadOnlyList<BackupInfo> all;
-        string root;
-        if (IsRbd(Repository))
-        {
-            var pool = OpenPool(Repository);
-            root = pool.Repository;
-            all = pool.List();
-        }
-        else
-        {
-            var repository = OpenRepository(Repository);
-            root = repository.Root;
-            all = repository.List(IncludeIncomplete, StopToken);
-        }
-
+        var repository = OpenRepository(Repository);
+        var all = repository.List(includeIncomplete: true, StopToken);
         if (ParameterSetName == IdSet)
         {
             foreach (var id in Id)
@@ -63,7 +53,7 @@ public sealed class GetVolumeBackupCommand : RepositoryCmdlet
                 var match = all.FirstOrDefault(b => b.Id == id);
                 if (match is null)
                 {
-                    WriteError(new ErrorRecord(new ItemNotFoundException($"No backup with id {id} in repository '{root}'."),
+                    WriteError(new ErrorRecord(new ItemNotFoundException($"No backup with id {id} in repository '{repository.Location}'."),
                         "BackupNotFound", ErrorCategory.ObjectNotFound, id));
                 }
                 else
@@ -76,6 +66,18 @@ public sealed class GetVolumeBackupCommand : RepositoryCmdlet
         }
 
         IEnumerable<BackupInfo> selected = all;
+        if (!IncludeIncomplete)
+        {
+            var hidden = all.Count(b => b.Status == BackupStatus.Incomplete);
+            if (hidden > 0)
+            {
+                WriteWarning($"{hidden} incomplete backup(s) in '{repository.Location}' are hidden: interrupted backups that can never be restored. " +
+                    $"List them with -IncludeIncomplete; remove them with: Remove-VolumeBackup -Repository '{repository.Location.Replace("'", "''", StringComparison.Ordinal)}' -Incomplete");
+            }
+
+            selected = selected.Where(b => b.Status is BackupStatus.Available or BackupStatus.Damaged);
+        }
+
         if (VolumeId is { } volumeId)
         {
             selected = selected.Where(b => b.VolumeId == volumeId);
@@ -99,5 +101,5 @@ public sealed class GetVolumeBackupCommand : RepositoryCmdlet
         {
             WriteObject(backup);
         }
-    }
+    });
 }

@@ -1,6 +1,8 @@
 using System.Management.Automation;
 using BlockBackup.Engine;
+using BlockBackup.Engine.Errors;
 using BlockBackup.Engine.Format;
+using BlockBackup.Engine.Repository;
 
 namespace BlockBackup.Commands;
 
@@ -10,7 +12,7 @@ namespace BlockBackup.Commands;
 /// </summary>
 [Cmdlet(VerbsData.Import, "VolumeBackupRecord")]
 [OutputType(typeof(BackupInfo))]
-public sealed class ImportVolumeBackupRecordCommand : EngineCmdlet
+public sealed class ImportVolumeBackupRecordCommand : RepositoryCmdlet
 {
     [Parameter(Mandatory = true, Position = 0)]
     [ValidateNotNullOrEmpty]
@@ -28,7 +30,15 @@ public sealed class ImportVolumeBackupRecordCommand : EngineCmdlet
 
     protected override void ProcessRecord()
     {
-        var repository = OpenRepository(Repository);
-        ForItem(() => WriteObject(CinderBackupRecord.Import(repository, BackupService, BackupUrl)));
+        ForItem(() =>
+        {
+            if (OpenRepository(Repository) is not BackupRepository repository)
+            {
+                throw new BackupException(BackupErrorKind.NotSupported, "ImportNeedsFileRepository",
+                    $"'{Repository}' is a Ceph backup pool, which describes itself: its backups are listed by Get-VolumeBackup without an import.", Repository);
+            }
+
+            WriteObject(CinderBackupRecord.Import(repository, BackupService, BackupUrl));
+        });
     }
 }

@@ -1,7 +1,11 @@
 using System.Management.Automation;
 using BlockBackup.Engine;
 using BlockBackup.Engine.Compression;
+using BlockBackup.Engine.Consistency;
+using BlockBackup.Engine.Errors;
 using BlockBackup.Engine.Operations;
+using BlockBackup.Engine.Rbd;
+using BlockBackup.Engine.Repository;
 
 namespace BlockBackup.Commands;
 
@@ -34,7 +38,7 @@ public sealed class NewVolumeBackupCommand : RepositoryCmdlet
     [ValidateRange(0, 10000)]
     public int KeepSourceSnapshots { get; set; }
 
-    /// <summary>The repository directory (local or an NFS mount); created when missing.</summary>
+    /// <summary>The repository: a directory (local or an NFS mount; created when missing) or rbd:&lt;pool&gt;.</summary>
     [Parameter(Mandatory = true, Position = 1)]
     [ValidateNotNullOrEmpty]
     public string Repository { get; set; } = null!;
@@ -63,7 +67,7 @@ public sealed class NewVolumeBackupCommand : RepositoryCmdlet
     [ValidateSet("zlib", "bz2", "zstd", "none", IgnoreCase = true)]
     public string Compression { get; set; } = "zlib";
 
-    /// <summary>zlib: 1 (default, fastest), 6 or 9; zstd: -7..19 (default 1).</summary>
+    /// <summary>zlib: 1 (default, fastest), 6 or 9; bz2: 1-9 (default 9); zstd: -7..19 (default 1); none takes no level.</summary>
     [Parameter(ParameterSetName = FullSet)]
     [Parameter(ParameterSetName = IncrementalSet)]
     [Parameter(ParameterSetName = RbdSet)]
@@ -103,89 +107,138 @@ public sealed class NewVolumeBackupCommand : RepositoryCmdlet
 
     protected override void ProcessRecord()
     {
-        if (ParameterSetName is RbdSet or RbdIncrementalSet)
-        {
-            BackupRbdImage();
-            return;
-        }
-
-        var source = ResolvePath(Path);
-        var kind = Incremental ? "incremental" : "full";
-        if (!ShouldProcess(source, $"Create a {kind} backup in repository '{ResolvePath(Repository)}'"))
-        {
-            return;
-        }
-
-        var repository = OpenRepository(Repository, create: true);
-        repository.LockTimeout = TimeSpan.FromSeconds(LockTimeoutSeconds);
-        CompressionNames.TryParse(Compression, out var compression);
+        var rbd = ParameterSetName is RbdSet or RbdIncrementalSet;
+        var sourceName = rbd ? RbdImage : Path;
+        var kind = Incremental ? "an incremental" : "a full";
         ForItem(() =>
         {
-            var request = new BackupRequest
+            var compression = CompressionNames.Parse(Compression, "-Compression");
+            CompressionNames.ValidateLevel(compression, CompressionLevel);
+            var location = ParseLocation(Repository);
+            var source = rbd ? ParseImage(RbdImage).Spec : ResolvePath(Path);
+            if (!ShouldProcess(source, $"Create {kind} backup in repository '{location.Value}'"))
             {
-                SourcePath = source,
-                VolumeId = VolumeId,
-                Name = Name,
-                Description = Description,
-                Incremental = Incremental,
-                ParentId = Parent,
-                Compression = compression,
-                CompressionLevel = CompressionLevel,
-                Force = Force,
-                ObjectSize = ObjectSize,
-                UseSnapshot = !NoSnapshot,
-            };
-            var result = RunWithProgress($"Backing up {source}", (progress, token) => BackupOperation.Run(repository, request, progress, token));
-            WriteVerbose($"Backup {result.Backup.Id}: {result.ConsistencyDetail}; read {Units.Size(result.BytesRead)}, backed up {Units.Size(result.BytesBackedUp)}, stored {Units.Size(result.Backup.StoredBytes)} in {result.Duration.TotalSeconds:F1} s.");
-            WriteObject(result.Backup);
+                return;
+            }
+
+            // A backup refused before it wrote anything (no parent, missing or busy volume) leaves
+            // no repository directory behind that this call created.
+            var created = location.Kind == RepositoryKind.File && !Directory.Exists(location.Value);
+            try
+            {
+                var repository = OpenRepository(Repository, create: true, usesCeph: rbd);
+                WriteObject(rbd ? BackupRbdImage(repository, ParseImage(RbdImage), compression) : BackupFile(repository, source, compression));
+            }
+            catch when (created)
+            {
+                RemoveIfEmpty(location.Value);
+                throw;
+            }
         });
     }
 
-    private void BackupRbdImage()
+    private BackupInfo BackupFile(IBackupRepository target, string source, CompressionAlgorithm compression)
     {
-        var source = ParseImage(RbdImage);
-        if (!ShouldProcess(source.Spec, $"Create a{(Incremental ? "n incremental" : " full")} backup in repository '{(IsRbd(Repository) ? Repository : ResolvePath(Repository))}'"))
+        if (target is not BackupRepository repository)
         {
-            return;
+            throw new BackupException(BackupErrorKind.NotSupported, "SourceNotSupportedByRepository",
+                $"'{target.Location}' is a Ceph backup pool, which holds backups of RBD images only (-RbdImage); back up the file or device '{source}' into a directory repository.", source);
         }
 
-        if (!IsRbd(Repository))
+        repository.LockTimeout = TimeSpan.FromSeconds(LockTimeoutSeconds);
+        var request = new BackupRequest
         {
-            // RBD image → file/NFS repository in Cinder's chunked format, differential through export-diff.
-            var repository = OpenRepository(Repository, create: true);
+            SourcePath = source,
+            VolumeId = VolumeId,
+            Name = Name,
+            Description = Description,
+            Incremental = Incremental,
+            ParentId = Parent,
+            Compression = compression,
+            CompressionLevel = CompressionLevel,
+            Force = Force,
+            ObjectSize = ObjectSize,
+            UseSnapshot = !NoSnapshot,
+        };
+        var result = RunWithProgress($"Backing up {source}", (progress, token) => BackupOperation.Run(repository, request, progress, token));
+        Report(result.Backup, result.Parent, result.ConsistencyDetail);
+        if (result.Consistency == ConsistencyMethod.DirectForced)
+        {
+            WriteWarning($"'{source}' was in use and no snapshot could be taken: it was read directly because of -Force, so backup {result.Backup.Id} is crash-consistent at best.");
+        }
+
+        WriteVerbose($"Backup {result.Backup.Id}: read {Units.Size(result.BytesRead)}, backed up {Units.Size(result.BytesBackedUp)}, stored {Units.Size(result.Backup.StoredBytes)} in {result.Duration.TotalSeconds:F1} s.");
+        return result.Backup;
+    }
+
+    private BackupInfo BackupRbdImage(IBackupRepository target, RbdImageRef source, CompressionAlgorithm compression)
+    {
+        if (target is BackupRepository repository)
+        {
+            // RBD image → file/NFS repository in Cinder's chunked format; only changed objects are read.
             repository.LockTimeout = TimeSpan.FromSeconds(LockTimeoutSeconds);
-            CompressionNames.TryParse(Compression, out var compression);
-            ForItem(() =>
+            var request = new BackupRequest
             {
-                var request = new BackupRequest
-                {
-                    SourcePath = source.Spec, VolumeId = VolumeId, Name = Name, Description = Description, Incremental = Incremental,
-                    ParentId = Parent, Compression = compression, CompressionLevel = CompressionLevel, ObjectSize = ObjectSize,
-                };
-                var result = RunWithProgress($"Backing up {source}", (progress, token) =>
-                    Engine.Rbd.RbdFileBackupOperation.Run(repository, RbdClient(), source, request, KeepSourceSnapshots, progress, token));
-                WriteVerbose($"Backup {result.Backup.Id}: {result.ConsistencyDetail}; read {Units.Size(result.BytesRead)}, stored {Units.Size(result.Backup.StoredBytes)} in {result.Duration.TotalSeconds:F1} s.");
-                WriteObject(result.Backup);
-            });
-            return;
+                SourcePath = source.Spec, VolumeId = VolumeId, Name = Name, Description = Description, Incremental = Incremental,
+                ParentId = Parent, Compression = compression, CompressionLevel = CompressionLevel, ObjectSize = ObjectSize,
+            };
+            var result = RunWithProgress($"Backing up {source}", (progress, token) =>
+                Engine.Rbd.RbdFileBackupOperation.Run(repository, RbdClient(), source, request, KeepSourceSnapshots, progress, token));
+            Report(result.Backup, result.Parent, result.ConsistencyDetail);
+            WriteVerbose($"Backup {result.Backup.Id}: read {Units.Size(result.BytesRead)}, stored {Units.Size(result.Backup.StoredBytes)} in {result.Duration.TotalSeconds:F1} s.");
+            return result.Backup;
         }
 
-        var pool = OpenPool(Repository);
-        ForItem(() =>
+        var pool = (Engine.Rbd.RbdBackupPool)target;
+        var rbdRequest = new Engine.Rbd.RbdBackupRequest
         {
-            var request = new Engine.Rbd.RbdBackupRequest
+            Source = source,
+            VolumeId = VolumeId,
+            Name = Name,
+            Description = Description,
+            Incremental = Incremental,
+            ParentId = Parent,
+            KeepSourceSnapshots = KeepSourceSnapshots,
+        };
+        var rbdResult = RunWithProgress($"Backing up {source}", (progress, token) => Engine.Rbd.RbdBackupOperation.Run(pool, rbdRequest, progress, token));
+        Report(rbdResult.Backup, rbdResult.Parent, $"{rbdResult.Reason}; source snapshot {rbdResult.SourceSnapshot}");
+        WriteVerbose($"Backup {rbdResult.Backup.Id}: moved {Units.Size(rbdResult.DiffBytes)} of changed extents in {rbdResult.Duration.TotalSeconds:F1} s.");
+        return rbdResult.Backup;
+    }
+
+    /// <summary>-Verbose: the parent the incremental was based on, and how the point-in-time view was taken.</summary>
+    private void Report(BackupInfo backup, BackupInfo? parent, string method)
+    {
+        WriteVerbose(parent is null
+            ? $"Backup {backup.Id} is a full backup."
+            : $"Backup {backup.Id} is an incremental of {parent.Id} ({parent.Name ?? "unnamed"}, {parent.CreatedUtc.ToLocalTime():yyyy-MM-dd HH:mm:ss}).");
+        WriteVerbose($"Point-in-time view: {method}.");
+    }
+
+    /// <summary>Removes a repository directory this call created, if nothing but empty directories is in it.</summary>
+    private static void RemoveIfEmpty(string root)
+    {
+        try
+        {
+            foreach (var dir in Directory.EnumerateDirectories(root, "*", new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = FileAttributes.ReparsePoint }).OrderByDescending(d => d.Length))
             {
-                Source = source,
-                VolumeId = VolumeId,
-                Name = Name,
-                Description = Description,
-                Incremental = Incremental,
-                ParentId = Parent,
-                KeepSourceSnapshots = KeepSourceSnapshots,
-            };
-            var result = RunWithProgress($"Backing up {source}", (progress, token) => Engine.Rbd.RbdBackupOperation.Run(pool, request, progress, token));
-            WriteVerbose($"Backup {result.Backup.Id}: {result.Reason}; moved {Units.Size(result.DiffBytes)} of diff stream in {result.Duration.TotalSeconds:F1} s (source snapshot {result.SourceSnapshot}).");
-            WriteObject(result.Backup);
-        });
+                if (!Directory.EnumerateFileSystemEntries(dir).Any())
+                {
+                    Directory.Delete(dir);
+                }
+            }
+
+            if (!Directory.EnumerateFileSystemEntries(root).Any())
+            {
+                Directory.Delete(root);
+            }
+        }
+        catch (IOException)
+        {
+            // Best effort: the original failure is what the user needs to see.
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
     }
 }

@@ -1,12 +1,16 @@
 using System.Management.Automation;
 using BlockBackup.Engine;
 using BlockBackup.Engine.Errors;
+using BlockBackup.Engine.Repository;
 
 namespace BlockBackup.Commands;
 
 /// <summary>
-/// Deletes a backup's files, refusing while incrementals depend on it unless
-/// -IncludeDependents; or, with -Incomplete, removes what interrupted backups left behind.
+/// Deletes backups, refusing while incrementals depend on one unless -IncludeDependents; or, with
+/// -Incomplete, removes what interrupted backups left behind. Piped backups are collected first
+/// and removed newest first, so a whole chain (Get-BackupChain | Remove-VolumeBackup) goes
+/// without -IncludeDependents, and a backup that an earlier item of the same call already
+/// removed (as a dependent) is not an error.
 /// </summary>
 [Cmdlet(VerbsCommon.Remove, "VolumeBackup", DefaultParameterSetName = ByIdSet, SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
 [OutputType(typeof(BackupInfo))]
@@ -15,11 +19,13 @@ public sealed class RemoveVolumeBackupCommand : RepositoryCmdlet
     private const string ByIdSet = "ById";
     private const string IncompleteSet = "Incomplete";
 
-    [Parameter(Mandatory = true, ValueFromPipelineByPropertyName = true)]
+    private readonly List<(string Repository, Guid BackupId)> requested = [];
+
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
     [ValidateNotNullOrEmpty]
     public string Repository { get; set; } = null!;
 
-    [Parameter(Mandatory = true, Position = 0, ParameterSetName = ByIdSet, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
+    [Parameter(Mandatory = true, Position = 1, ParameterSetName = ByIdSet, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
     [Alias("Id")]
     [ArgumentCompleter(typeof(BackupIdCompleter))]
     public Guid BackupId { get; set; }
@@ -38,68 +44,86 @@ public sealed class RemoveVolumeBackupCommand : RepositoryCmdlet
 
     protected override void ProcessRecord()
     {
-        if (IsRbd(Repository))
+        if (Incomplete)
         {
-            RemoveFromPool();
+            ForItem(RemoveLeftovers);
             return;
         }
 
-        var repository = OpenRepository(Repository);
-        ForItem(() =>
+        requested.Add((Repository, BackupId));
+    }
+
+    protected override void EndProcessing()
+    {
+        foreach (var group in requested.GroupBy(r => r.Repository, StringComparer.Ordinal))
         {
-            if (Incomplete)
+            ForItem(() => RemoveNewestFirst(OpenRepository(group.Key), group.Select(r => r.BackupId).Distinct().ToList()));
+        }
+    }
+
+    private void RemoveNewestFirst(IBackupRepository repository, IReadOnlyList<Guid> ids)
+    {
+        var all = repository.List(includeIncomplete: true, StopToken);
+        var removed = new HashSet<Guid>();
+        var order = ids
+            .Select(id => (Id: id, Backup: all.FirstOrDefault(b => b.Id == id)))
+            .OrderByDescending(r => r.Backup?.CreatedUtc ?? DateTime.MaxValue)
+            .ToList();
+        foreach (var (id, backup) in order)
+        {
+            ForItem(() =>
             {
-                var leftovers = repository.List(includeIncomplete: true).Where(b => b.Status == BackupStatus.Incomplete).ToList();
-                if (leftovers.Count == 0 || !ShouldProcess(repository.Root, $"Remove {leftovers.Count} incomplete backup(s): {string.Join(", ", leftovers.Select(b => b.Container))}"))
+                if (backup is null)
+                {
+                    throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"No backup with id {id} in repository '{repository.Location}'.", id);
+                }
+
+                if (removed.Contains(id))
+                {
+                    WriteVerbose($"Backup {id} was already removed by this command (as a dependent).");
+                    return;
+                }
+
+                var dependents = repository.GetDependents(id, recursive: true, all).Where(d => !removed.Contains(d.Id)).ToList();
+                var what = dependents.Count > 0 && IncludeDependents
+                    ? $"Delete backup {id} and its {dependents.Count} dependent incremental backup(s)"
+                    : $"Delete backup {id}";
+                if (!ShouldProcess($"{backup.Name ?? backup.Id.ToString()} ({repository.Location}, {backup.Container})", what))
                 {
                     return;
                 }
 
-                Emit(repository.RemoveIncomplete(StopToken));
-                return;
-            }
-
-            var all = repository.List(includeIncomplete: true);
-            var backup = all.FirstOrDefault(b => b.Id == BackupId)
-                ?? throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"No backup with id {BackupId} in repository '{repository.Root}'.", BackupId);
-            var dependents = repository.GetDependents(BackupId, recursive: true, all);
-            var what = dependents.Count > 0 && IncludeDependents
-                ? $"Delete backup {BackupId} and its {dependents.Count} dependent incremental backup(s)"
-                : $"Delete backup {BackupId}";
-            if (!ShouldProcess($"{backup.Name ?? backup.Id.ToString()} ({backup.Container})", what))
-            {
-                return;
-            }
-
-            Emit(repository.Remove(BackupId, IncludeDependents, StopToken));
-        });
+                foreach (var b in repository.Remove(id, IncludeDependents, StopToken))
+                {
+                    removed.Add(b.Id);
+                    WriteVerbose($"Removed backup {b.Id} ({b.Container}).");
+                    if (PassThru)
+                    {
+                        WriteObject(b);
+                    }
+                }
+            });
+        }
     }
 
-    /// <summary>A pool backup: its snapshot on the base (the base once empty) and on the source.</summary>
-    private void RemoveFromPool()
+    private void RemoveLeftovers()
     {
-        var pool = OpenPool(Repository);
-        ForItem(() =>
+        var repository = OpenRepository(Repository);
+        var leftovers = repository.List(includeIncomplete: true, StopToken).Where(b => b.Status == BackupStatus.Incomplete).ToList();
+        if (leftovers.Count == 0)
         {
-            if (Incomplete)
-            {
-                return; // a pool backup exists only once its snapshot does: nothing is ever left incomplete
-            }
+            WriteVerbose($"No incomplete backups in '{repository.Location}'.");
+            return;
+        }
 
-            var backup = pool.Get(BackupId);
-            if (ShouldProcess($"{backup.Name ?? backup.Id.ToString()} ({pool.Repository}/{backup.Container}@{backup.Prefix})",
-                IncludeDependents ? $"Delete backup {BackupId} and the backups that depend on it" : $"Delete backup {BackupId}"))
-            {
-                Emit(Engine.Rbd.RbdBackupOperation.Remove(pool, BackupId, IncludeDependents));
-            }
-        });
-    }
-
-    private void Emit(IReadOnlyList<BackupInfo> removed)
-    {
-        foreach (var b in removed)
+        if (!ShouldProcess(repository.Location, $"Remove {leftovers.Count} incomplete backup(s): {string.Join(", ", leftovers.Select(b => b.Container))}"))
         {
-            WriteVerbose($"Removed backup {b.Id} ({b.Container}).");
+            return;
+        }
+
+        foreach (var b in repository.RemoveIncomplete(StopToken))
+        {
+            WriteVerbose($"Removed incomplete backup {b.Id} ({b.Container}).");
             if (PassThru)
             {
                 WriteObject(b);

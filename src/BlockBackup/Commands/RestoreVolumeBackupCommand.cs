@@ -1,6 +1,8 @@
 using System.Management.Automation;
 using BlockBackup.Engine.Errors;
 using BlockBackup.Engine.Operations;
+using BlockBackup.Engine.Rbd;
+using BlockBackup.Engine.Repository;
 
 namespace BlockBackup.Commands;
 
@@ -16,7 +18,7 @@ public sealed class RestoreVolumeBackupCommand : BackupItemCmdlet
     private const string ToRbdSet = "ToRbd";
 
     /// <summary>A file (created when missing) or a block device.</summary>
-    [Parameter(Mandatory = true, Position = 1, ParameterSetName = ToFileSet)]
+    [Parameter(Mandatory = true, Position = 2, ParameterSetName = ToFileSet)]
     [Alias("Target")]
     [ValidateNotNullOrEmpty]
     public string TargetPath { get; set; } = null!;
@@ -30,61 +32,62 @@ public sealed class RestoreVolumeBackupCommand : BackupItemCmdlet
     [Parameter]
     public SwitchParameter Force { get; set; }
 
-    protected override void ProcessRecord()
+    protected override void ProcessRecord() => ForItem(() =>
     {
-        if (IsRbd(Repository))
+        var repository = OpenRepository(Repository, usesCeph: ParameterSetName == ToRbdSet);
+        switch (repository)
         {
-            RestoreFromPool();
+            case BackupRepository files when ParameterSetName == ToFileSet:
+                RestoreFromFiles(files);
+                break;
+            case RbdBackupPool pool:
+                RestoreFromPool(pool);
+                break;
+            default:
+                throw new BackupException(BackupErrorKind.NotSupported, "RbdTargetNeedsRbdRepository",
+                    "-TargetRbdImage restores backups of an RBD backup pool (-Repository rbd:<pool>); restore a file-repository backup to a file or block device with -TargetPath.", TargetRbdImage);
+        }
+    });
+
+    private void RestoreFromFiles(BackupRepository repository)
+    {
+        var target = ResolvePath(TargetPath);
+        var preview = RestoreOperation.Preview(repository, BackupId, target);
+        var state = !preview.TargetExists ? "new file"
+            : !preview.TargetHoldsData ? "empty target"
+            : Force ? $"{(preview.TargetIsBlockDevice ? "block device" : "file")} that holds data, overwriting it (-Force)"
+            : $"{(preview.TargetIsBlockDevice ? "block device" : "file")} that holds data: refused without -Force";
+        if (!ShouldProcess(target, $"Restore backup {BackupId} ({preview.Chain.Length} backup(s) in the chain; {preview.Decision}) to the {state}"))
+        {
             return;
         }
 
-        if (ParameterSetName == ToRbdSet)
-        {
-            ThrowTerminatingError(ToErrorRecord(new BackupException(BackupErrorKind.NotSupported, "RbdTargetNeedsRbdRepository",
-                "-TargetRbdImage restores backups of an RBD backup pool (-Repository rbd:<pool>); restore a file-repository backup to a file or block device with -TargetPath.", TargetRbdImage)));
-        }
-
-        var repository = OpenRepository(Repository);
-        var target = ResolvePath(TargetPath);
-        ForItem(() =>
-        {
-            var preview = RestoreOperation.Preview(repository, BackupId, target);
-            var state = !preview.TargetExists ? "new file" : preview.TargetHoldsData ? (preview.TargetIsBlockDevice ? "block device, overwritten" : "holds data, overwritten") : "empty";
-            if (!ShouldProcess(target, $"Restore backup {BackupId} ({preview.Chain.Length} backup(s) in the chain; {preview.Decision}) to the {state} target"))
-            {
-                return;
-            }
-
-            var request = new RestoreRequest { BackupId = BackupId, TargetPath = target, Overwrite = Force };
-            var result = RunWithProgress($"Restoring {BackupId} to {target}", (progress, token) => RestoreOperation.Run(repository, request, progress, token));
-            WriteVerbose($"{result.Decision}. Wrote {Units.Size(result.BytesWritten)}, {Units.Size(result.ZeroBytes)} zero, verified {result.BlocksVerified} blocks in {result.Duration.TotalSeconds:F1} s.");
-            WriteObject(result);
-        });
+        var request = new RestoreRequest { BackupId = BackupId, TargetPath = target, Overwrite = Force };
+        var result = RunWithProgress($"Restoring {BackupId} to {target}", (progress, token) => RestoreOperation.Run(repository, request, progress, token));
+        WriteVerbose($"{result.Decision}. Wrote {Units.Size(result.BytesWritten)}, {Units.Size(result.ZeroBytes)} zero, verified {result.BlocksVerified} blocks in {result.Duration.TotalSeconds:F1} s.");
+        WriteObject(result);
     }
 
     /// <summary>Cinder's Ceph restore: differential when its eligibility rules allow, else a full copy.</summary>
-    private void RestoreFromPool()
+    private void RestoreFromPool(RbdBackupPool pool)
     {
-        var pool = OpenPool(Repository);
-        ForItem(() =>
+        var request = new RbdRestoreRequest
         {
-            var request = new Engine.Rbd.RbdRestoreRequest
-            {
-                BackupId = BackupId,
-                TargetImage = ParameterSetName == ToRbdSet ? ParseImage(TargetRbdImage) : null,
-                TargetPath = ParameterSetName == ToFileSet ? ResolvePath(TargetPath) : null,
-                Overwrite = Force,
-            };
-            var plan = Engine.Rbd.RbdRestoreOperation.Plan(pool, request);
-            var target = request.TargetImage?.Spec ?? request.TargetPath!;
-            if (!ShouldProcess(target, $"Restore backup {BackupId} from {pool.Repository} ({plan.Decision})"))
-            {
-                return;
-            }
+            BackupId = BackupId,
+            TargetImage = ParameterSetName == ToRbdSet ? ParseImage(TargetRbdImage) : null,
+            TargetPath = ParameterSetName == ToFileSet ? ResolvePath(TargetPath) : null,
+            Overwrite = Force,
+        };
+        var plan = RbdRestoreOperation.Plan(pool, request);
+        var target = request.TargetImage?.Spec ?? request.TargetPath!;
+        var state = plan.TargetHoldsData ? (Force ? "; the target holds data and is overwritten (-Force)" : "; the target holds data: refused without -Force") : string.Empty;
+        if (!ShouldProcess(target, $"Restore backup {BackupId} from {pool.Repository} ({plan.Decision}){state}"))
+        {
+            return;
+        }
 
-            var result = RunWithProgress($"Restoring {BackupId} to {target}", (progress, token) => Engine.Rbd.RbdRestoreOperation.Run(pool, request, progress, token));
-            WriteVerbose($"{result.Decision}. Wrote {Units.Size(result.BytesWritten)} in {result.Duration.TotalSeconds:F1} s.");
-            WriteObject(result);
-        });
+        var result = RunWithProgress($"Restoring {BackupId} to {target}", (progress, token) => RbdRestoreOperation.Run(pool, request, progress, token));
+        WriteVerbose($"{result.Decision}. Wrote {Units.Size(result.BytesWritten)} in {result.Duration.TotalSeconds:F1} s.");
+        WriteObject(result);
     }
 }

@@ -17,33 +17,11 @@ public sealed class TestVolumeBackupCommand : BackupItemCmdlet
     [Parameter]
     public SwitchParameter Quiet { get; set; }
 
-    protected override void ProcessRecord()
+    protected override void ProcessRecord() => ForItem(() =>
     {
-        if (IsRbd(Repository))
-        {
-            var pool = OpenPool(Repository);
-            ForItem(() =>
-            {
-                var backups = IncludeChain ? Engine.Rbd.RbdVerifyOperation.Chain(pool, BackupId).Backups.Select(b => b.Id) : [BackupId];
-                foreach (var id in backups)
-                {
-                    var result = RunWithProgress($"Verifying {id}", (_, token) => Engine.Rbd.RbdVerifyOperation.Run(pool, id, token));
-                    if (id == BackupId || !result.IsValid)
-                    {
-                        Emit(result);
-                    }
-                }
-            });
-            return;
-        }
-
         var repository = OpenRepository(Repository);
-        ForItem(() =>
-        {
-            var result = RunWithProgress($"Verifying {BackupId}", (progress, token) => VerifyOperation.Run(repository, BackupId, IncludeChain, progress, token));
-            Emit(result);
-        });
-    }
+        Emit(RunWithProgress($"Verifying {BackupId}", (progress, token) => repository.Verify(BackupId, IncludeChain, progress, token)));
+    });
 
     private void Emit(VerificationResult result)
     {

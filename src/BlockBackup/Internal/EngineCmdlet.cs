@@ -2,7 +2,6 @@ using System.Collections.Concurrent;
 using System.Management.Automation;
 using BlockBackup.Engine;
 using BlockBackup.Engine.Errors;
-using BlockBackup.Engine.Repository;
 
 namespace BlockBackup.Commands;
 
@@ -23,20 +22,6 @@ public abstract class EngineCmdlet : PSCmdlet, IDisposable
 
     /// <summary>Resolves a path against the current PowerShell location (PSDrives, relative paths).</summary>
     protected string ResolvePath(string path) => SessionState.Path.GetUnresolvedProviderPathFromPSPath(path);
-
-    /// <summary>Opens a repository; a missing repository is a terminating precondition error.</summary>
-    protected BackupRepository OpenRepository(string path, bool create = false)
-    {
-        try
-        {
-            return BackupRepository.Open(ResolvePath(path), create);
-        }
-        catch (BackupException ex)
-        {
-            ThrowTerminatingError(ToErrorRecord(ex));
-            throw; // unreachable
-        }
-    }
 
     /// <summary>
     /// Runs <paramref name="work"/> on a worker thread and relays its progress as Write-Progress

@@ -1,18 +1,20 @@
 using System.Management.Automation;
 using BlockBackup.Engine.Errors;
 using BlockBackup.Engine.Rbd;
+using BlockBackup.Engine.Repository;
 
 namespace BlockBackup.Commands;
 
 /// <summary>
-/// Base of the cmdlets that work on a repository, which is either a directory (file/NFS, Cinder's
-/// chunked format) or "rbd:&lt;pool&gt;" (a Ceph backup pool in Cinder's Ceph driver layout).
-/// Carries the Ceph connection parameters; without them Ceph's client defaults apply
-/// (CEPH_CONF, /etc/ceph/ceph.conf, client.admin). One cluster connection serves every record
-/// of the pipeline and is closed when PowerShell disposes the cmdlet.
+/// Base of the cmdlets that work on a repository of any kind (a directory in Cinder's chunked
+/// format, or rbd:&lt;pool&gt;), opened through <see cref="RepositoryFactory"/>. Carries the Ceph
+/// connection parameters; without them Ceph's client defaults apply (CEPH_CONF,
+/// /etc/ceph/ceph.conf, client.admin). One cluster connection, and one handle per repository,
+/// serve every record of the pipeline; the connection is closed when PowerShell disposes the cmdlet.
 /// </summary>
 public abstract class RepositoryCmdlet : EngineCmdlet
 {
+    private readonly Dictionary<string, IBackupRepository> opened = new(StringComparer.Ordinal);
     private RbdClient? rbdClient;
 
     /// <summary>The ceph.conf to use for RBD images and pools.</summary>
@@ -30,33 +32,52 @@ public abstract class RepositoryCmdlet : EngineCmdlet
     [ValidateNotNullOrEmpty]
     public string? CephKeyring { get; set; }
 
-    protected static bool IsRbd(string repository) => RbdBackupPool.IsRbdRepository(repository);
+    private bool CephParametersBound =>
+        MyInvocation.BoundParameters.ContainsKey(nameof(CephConfig)) || MyInvocation.BoundParameters.ContainsKey(nameof(CephUser)) || MyInvocation.BoundParameters.ContainsKey(nameof(CephKeyring));
 
     protected RbdClient RbdClient() =>
         rbdClient ??= new(new RbdConnection(CephConfig is null ? null : ResolvePath(CephConfig), CephUser, CephKeyring is null ? null : ResolvePath(CephKeyring)));
+
+    /// <summary>Parses a repository location as the user wrote it (paths against the current PowerShell location).</summary>
+    protected RepositoryLocation ParseLocation(string location) => RepositoryLocation.Parse(location, ResolvePath);
+
+    /// <summary>
+    /// Opens (once per pipeline) the repository at <paramref name="location"/>. Throws
+    /// BackupException, so callers open it inside <see cref="EngineCmdlet.ForItem"/>: a bad
+    /// repository that came from the pipeline fails that item, not the pipeline.
+    /// </summary>
+    /// <param name="location">As the user wrote it.</param>
+    /// <param name="create">Create a missing directory repository (backups only).</param>
+    /// <param name="usesCeph">Whether something else in the call (an RBD source or target) needs the Ceph parameters.</param>
+    protected IBackupRepository OpenRepository(string location, bool create = false, bool usesCeph = false)
+    {
+        var parsed = ParseLocation(location);
+        if (parsed.Kind != RepositoryKind.RbdPool && !usesCeph && CephParametersBound)
+        {
+            throw new BackupException(BackupErrorKind.InvalidArgument, "CephParameterNotApplicable",
+                $"-CephConfig, -CephUser and -CephKeyring apply to rbd:<pool> repositories and RBD images; '{parsed.Value}' is a {parsed.Kind} repository. Remove them.", location);
+        }
+
+        var key = $"{parsed.Kind}:{parsed.Value}";
+        if (!opened.TryGetValue(key, out var repository))
+        {
+            repository = RepositoryFactory.Open(parsed, RbdClient, create);
+            opened[key] = repository;
+        }
+
+        return repository;
+    }
 
     protected override void Dispose(bool disposing)
     {
         if (disposing)
         {
+            opened.Clear();
             rbdClient?.Dispose();
             rbdClient = null;
         }
 
         base.Dispose(disposing);
-    }
-
-    protected RbdBackupPool OpenPool(string repository)
-    {
-        try
-        {
-            return RbdBackupPool.Open(RbdClient(), repository);
-        }
-        catch (BackupException ex)
-        {
-            ThrowTerminatingError(ToErrorRecord(ex));
-            throw;
-        }
     }
 
     protected static RbdImageRef ParseImage(string spec) => RbdImageRef.Parse(spec);

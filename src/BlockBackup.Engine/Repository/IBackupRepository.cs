@@ -1,0 +1,69 @@
+using BlockBackup.Engine.Format;
+using BlockBackup.Engine.Operations;
+
+namespace BlockBackup.Engine.Repository;
+
+/// <summary>
+/// What every repository kind offers the cmdlets, whatever its layout underneath: a file/NFS
+/// directory in Cinder's chunked format (<see cref="BackupRepository"/>) or a Ceph backup pool
+/// in Cinder's Ceph layout (<see cref="Rbd.RbdBackupPool"/>). Opened through
+/// <see cref="RepositoryFactory"/>, so cmdlets never branch on the kind to list, chain, verify,
+/// remove or export; only backup and restore pair a source or target kind with a repository kind.
+/// </summary>
+public interface IBackupRepository
+{
+    /// <summary>How the repository is named in its backups' <see cref="BackupInfo.Repository"/>.</summary>
+    string Location { get; }
+
+    RepositoryKind Kind { get; }
+
+    /// <summary>Every backup, oldest first; with <paramref name="includeIncomplete"/> also those being written or left incomplete.</summary>
+    IReadOnlyList<BackupInfo> List(bool includeIncomplete = false, CancellationToken cancellationToken = default);
+
+    /// <summary>One backup, whatever its status; BackupNotFound when there is none.</summary>
+    BackupInfo Get(Guid backupId);
+
+    /// <summary>The backups a restore of <paramref name="backupId"/> needs, full first.</summary>
+    BackupChain GetChain(Guid backupId);
+
+    /// <summary>Backups that depend on <paramref name="backupId"/> (recursively: children before grandchildren).</summary>
+    IReadOnlyList<BackupInfo> GetDependents(Guid backupId, bool recursive, IReadOnlyList<BackupInfo>? backups = null);
+
+    /// <summary>Deletes a backup (dependents first, newest first, when asked); returns what was deleted, in order.</summary>
+    IReadOnlyList<BackupInfo> Remove(Guid backupId, bool includeDependents, CancellationToken cancellationToken = default);
+
+    /// <summary>Deletes what interrupted backups left behind; returns it.</summary>
+    IReadOnlyList<BackupInfo> RemoveIncomplete(CancellationToken cancellationToken = default);
+
+    /// <summary>Reads a backup's data (and its chain's) back and checks it as far as the format allows.</summary>
+    VerificationResult Verify(Guid backupId, bool includeChain, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default);
+
+    /// <summary>The Cinder backup services that can read this repository; the first is the default record.</summary>
+    IReadOnlyList<string> BackupServices { get; }
+}
+
+/// <summary>The repository kinds; the kind decides the layout, never the cmdlet.</summary>
+public enum RepositoryKind
+{
+    /// <summary>A directory (local, NFS, SMB) in Cinder's chunked posix/NFS format.</summary>
+    File,
+    /// <summary>A Ceph pool in Cinder's Ceph backup driver layout (rbd:&lt;pool&gt;).</summary>
+    RbdPool,
+}
+
+/// <summary>Operations every kind shares, written once over the interface.</summary>
+public static class BackupRepositoryExtensions
+{
+    /// <summary>Cinder's backup-export record of a backup, for the given (or the repository's default) backup service.</summary>
+    public static CinderBackupRecord ExportRecord(this IBackupRepository repository, Guid backupId, string? backupService = null)
+    {
+        var service = backupService ?? repository.BackupServices[0];
+        if (!repository.BackupServices.Contains(service, StringComparer.Ordinal))
+        {
+            throw new Errors.BackupException(Errors.BackupErrorKind.InvalidArgument, "BackupServiceNotSupported",
+                $"Cinder's {service} cannot read {repository.Kind} repository '{repository.Location}'; use -BackupService {string.Join(" or ", repository.BackupServices)}.", service);
+        }
+
+        return CinderBackupRecord.Export(repository.Get(backupId), service);
+    }
+}
