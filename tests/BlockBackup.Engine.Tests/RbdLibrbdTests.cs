@@ -157,8 +157,17 @@ public class RbdLibrbdTests
         var clock = System.Diagnostics.Stopwatch.StartNew();
         var ex = Assert.Throws<BackupException>(() => client.ListImages("rbd"));
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30), $"took {clock.Elapsed}");
-        Assert.Contains("Connecting to the Ceph cluster", ex.Message, StringComparison.Ordinal);
+        Assert.Equal("CephConnectionFailed", ex.ErrorId);
+        Assert.Contains("Cannot connect to the Ceph cluster", ex.Message, StringComparison.Ordinal);
         Assert.Contains(conf, ex.Message, StringComparison.Ordinal);
+
+        // No monitor address at all: rados_connect's ENOENT is a connection failure, not a missing image.
+        var noMon = scratch.PathOf("nomon.conf");
+        File.WriteAllText(noMon, "[global]\nauth client required = none\n");
+        using var lonely = new RbdClient(new RbdConnection(noMon)) { CommandTimeout = TimeSpan.FromSeconds(3) };
+        var noMonEx = Assert.Throws<BackupException>(() => lonely.ListImages("rbd"));
+        Assert.Equal("CephConnectionFailed", noMonEx.ErrorId);
+        Assert.Contains("mon_host", noMonEx.Message, StringComparison.Ordinal);
 
         using var missing = new RbdClient(new RbdConnection(scratch.PathOf("nope.conf")));
         Assert.Equal("CephConfigNotFound", Assert.Throws<BackupException>(() => missing.ListImages("rbd")).ErrorId);

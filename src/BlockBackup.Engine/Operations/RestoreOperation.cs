@@ -73,6 +73,26 @@ public static class RestoreOperation
         cancellationToken.ThrowIfCancellationRequested();
 
         using var target = RestoreTarget.Open(targetPath, size, request.Overwrite, targetState);
+        try
+        {
+            return Write(chain, plan, hashes, target, size, blockSize, request, progress, clock, cancellationToken);
+        }
+        catch (BackupException ex) when (target.WritesInPlace)
+        {
+            throw new BackupException(ex.Kind, ex.ErrorId, ex.Message + PartialTarget(target), ex.Target, ex);
+        }
+        catch (Exception ex) when (target.WritesInPlace && ex is IOException or UnauthorizedAccessException)
+        {
+            throw new BackupException(BackupErrorKind.WriteError, "RestoreWriteFailed", $"Writing the restore target failed: {ex.Message}{PartialTarget(target)}", target.Path, ex);
+        }
+    }
+
+    private static string PartialTarget(RestoreTarget target) =>
+        $" The target '{target.Path}' was written in place and is now PARTIAL (neither its old content nor the backup); run the same restore again with -Force to restore it completely.";
+
+    private static RestoreResult Write(BackupChain chain, RestorePlan plan, BlockHashList hashes, RestoreTarget target, long size, int blockSize,
+        RestoreRequest request, IProgress<OperationProgress>? progress, Stopwatch clock, CancellationToken cancellationToken)
+    {
         var throttle = new ProgressThrottle(progress, OperationPhase.Restoring, size, $"Restoring {chain.BackupId} to {target.Path}");
         long written = 0, zeroBytes = 0, verified = 0;
         var zeroBuffer = new byte[PieceTarget];
@@ -105,7 +125,7 @@ public static class RestoreOperation
             System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(ex.InnerExceptions[0]).Throw();
         }
 
-        target.Flush();
+        target.Commit();
         throttle.Complete();
         return new RestoreResult
         {

@@ -9,21 +9,30 @@ namespace BlockBackup.Engine.Operations;
 /// <summary>
 /// The file or block device a restore writes to. A new file is written sparse (zero blocks are
 /// skipped); an existing target is written exactly (zero ranges are punched or zero-filled), so
-/// the result never depends on what the target held before.
+/// the result never depends on what the target held before. A new file is written under a
+/// temporary name beside it and renamed into place by <see cref="Commit"/>, so an interrupted or
+/// failed restore never leaves a file that looks complete; an existing file or device is written
+/// in place (it is partial until the restore completes).
 /// </summary>
 internal sealed class RestoreTarget : IDisposable
 {
     private readonly FileStream _stream;
+    private readonly string? _temporaryPath;
+    private bool _committed;
 
-    private RestoreTarget(string path, FileStream stream, bool isNew, bool isBlockDevice)
+    private RestoreTarget(string path, FileStream stream, bool isNew, bool isBlockDevice, string? temporaryPath)
     {
         Path = path;
         _stream = stream;
         IsNew = isNew;
         IsBlockDevice = isBlockDevice;
+        _temporaryPath = temporaryPath;
     }
 
     public string Path { get; }
+
+    /// <summary>Whether the restore writes into what was already there (then a failure leaves it partial).</summary>
+    public bool WritesInPlace => _temporaryPath is null;
     public bool IsNew { get; }
     public bool IsBlockDevice { get; }
     public SafeFileHandle Handle => _stream.SafeFileHandle;
@@ -53,7 +62,7 @@ internal sealed class RestoreTarget : IDisposable
         if (state.HoldsData && !overwrite)
         {
             throw new BackupException(BackupErrorKind.InvalidOperation, "TargetHasData",
-                $"The target '{fullPath}' already holds data{(state.IsBlockDevice ? " (it is a block device)" : string.Empty)}. Restoring would overwrite it; pass Force to allow that.", fullPath);
+                $"The target '{fullPath}' already holds data{(state.IsBlockDevice ? " (it is a block device)" : string.Empty)}. Restoring would overwrite it; pass -Force to allow that.", fullPath);
         }
     }
 
@@ -89,7 +98,8 @@ internal sealed class RestoreTarget : IDisposable
             }
         }
 
-        var stream = new FileStream(full, exists ? FileMode.Open : FileMode.CreateNew, FileAccess.ReadWrite, FileShare.Read, 0);
+        var temporary = exists ? null : TemporaryName(full);
+        var stream = new FileStream(temporary ?? full, exists ? FileMode.Open : FileMode.CreateNew, FileAccess.ReadWrite, FileShare.Read, 0);
         try
         {
             if (!isDevice)
@@ -97,13 +107,49 @@ internal sealed class RestoreTarget : IDisposable
                 stream.SetLength(volumeSize);
             }
 
-            return new RestoreTarget(full, stream, !exists || !holdsData, isDevice);
+            return new RestoreTarget(full, stream, !exists || !holdsData, isDevice, temporary);
         }
         catch
         {
             stream.Dispose();
+            if (temporary is not null)
+            {
+                File.Delete(temporary);
+            }
+
             throw;
         }
+    }
+
+    /// <summary>A hidden name beside the target that says what it is, should a kill leave it behind.</summary>
+    private static string TemporaryName(string full)
+    {
+        var name = $".{System.IO.Path.GetFileName(full)}.blockbackup-restore-{Guid.NewGuid():N}";
+        return System.IO.Path.Combine(System.IO.Path.GetDirectoryName(full) ?? ".", name.Length <= 255 ? name : name[^255..]);
+    }
+
+    /// <summary>
+    /// Flushes the data to disk and, for a new file, moves it into place (refusing to replace a
+    /// file that appeared meanwhile). Until then a new target does not exist under its name.
+    /// </summary>
+    public void Commit()
+    {
+        _stream.Flush(flushToDisk: true);
+        if (_temporaryPath is not null)
+        {
+            _stream.Dispose();
+            try
+            {
+                File.Move(_temporaryPath, Path, overwrite: false);
+            }
+            catch (IOException ex) when (File.Exists(Path))
+            {
+                throw new BackupException(BackupErrorKind.InvalidOperation, "TargetAppeared",
+                    $"The restore target '{Path}' was created by someone else while the restore ran; the restored data is left in '{_temporaryPath}'.", Path, ex);
+            }
+        }
+
+        _committed = true;
     }
 
     public void Write(ReadOnlySpan<byte> data, long offset) => RandomAccess.Write(Handle, data, offset);
@@ -129,7 +175,19 @@ internal sealed class RestoreTarget : IDisposable
         }
     }
 
-    public void Flush() => _stream.Flush(flushToDisk: true);
-
-    public void Dispose() => _stream.Dispose();
+    public void Dispose()
+    {
+        _stream.Dispose();
+        if (!_committed && _temporaryPath is not null)
+        {
+            try
+            {
+                File.Delete(_temporaryPath);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                // The restore's own failure is what the caller reports; a leftover keeps its telling name.
+            }
+        }
+    }
 }

@@ -228,7 +228,7 @@ public static class RbdBackupOperation
         if (dependents.Count > 0 && !includeDependents)
         {
             throw new BackupException(BackupErrorKind.InvalidOperation, "BackupHasDependents",
-                $"Backup {backupId} has {dependents.Count} dependent incremental backup(s) ({string.Join(", ", dependents.Select(d => d.Id))}). Delete them first, or pass IncludeDependents.", backupId);
+                $"Backup {backupId} has {dependents.Count} dependent incremental backup(s) ({string.Join(", ", dependents.Select(d => d.Id))}). Delete them first, or pass -IncludeDependents.", backupId);
         }
 
         var order = dependents.OrderByDescending(d => d.CreatedUtc).Append(target).ToList();

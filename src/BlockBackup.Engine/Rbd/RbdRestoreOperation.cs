@@ -84,7 +84,7 @@ public static class RbdRestoreOperation
         if (plan.TargetHoldsData && !request.Overwrite)
         {
             throw new BackupException(BackupErrorKind.InvalidOperation, "TargetHasData",
-                $"The target '{request.TargetImage?.Spec ?? request.TargetPath}' already holds data. Restoring would overwrite it; pass Force to allow that.", request.TargetImage?.Spec ?? request.TargetPath);
+                $"The target '{request.TargetImage?.Spec ?? request.TargetPath}' already holds data. Restoring would overwrite it; pass -Force to allow that.", request.TargetImage?.Spec ?? request.TargetPath);
         }
 
         var client = pool.Client;
@@ -178,7 +178,7 @@ public static class RbdRestoreOperation
             using var target = RestoreTarget.Open(request.TargetPath!, size, request.Overwrite);
             var extents = exact ? WithGaps(data, size) : data;
             stats = RbdExtentCopy.Run(from, extents, objectSize, new RestoreTargetSink(target), sinkIsEmpty: !exact, Throttle(progress, extents), cancellationToken);
-            target.Flush();
+            target.Commit();
         }
 
         return (stats.DataBytes, stats.ZeroedBytes);

@@ -122,7 +122,7 @@ public sealed class BackupRepository : IBackupRepository
             { Status: BackupStatus.Damaged } d => new BackupException(BackupErrorKind.InvalidData, "BackupDamaged", d.Problem ?? $"Backup {backupId} is damaged.", backupId),
             { Status: BackupStatus.Creating } => new BackupException(BackupErrorKind.ResourceBusy, "BackupInProgress", $"Backup {backupId} is still being written.", backupId),
             { Status: BackupStatus.Incomplete } i => new BackupException(BackupErrorKind.InvalidData, "BackupIncomplete",
-                $"Backup {backupId} in '{i.Container}' is incomplete (its metadata was never written: the backup was interrupted). It cannot be restored; remove it with the cleanup operation.", backupId),
+                $"Backup {backupId} in '{i.Container}' is incomplete (its metadata was never written: the backup was interrupted). It cannot be restored; remove it with Remove-VolumeBackup -Incomplete.", backupId),
             _ => new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"No backup with id {backupId} in repository '{Root}'.", backupId),
         };
     }
@@ -162,7 +162,7 @@ public sealed class BackupRepository : IBackupRepository
         if (dependents.Count > 0 && !includeDependents)
         {
             throw new BackupException(BackupErrorKind.InvalidOperation, "BackupHasDependents",
-                $"Backup {backupId} has {dependents.Count} dependent incremental backup(s) ({string.Join(", ", dependents.Select(d => d.Id))}); deleting it would make them unrestorable. Delete them first, or pass IncludeDependents to delete them too.",
+                $"Backup {backupId} has {dependents.Count} dependent incremental backup(s) ({string.Join(", ", dependents.Select(d => d.Id))}); deleting it would make them unrestorable. Delete them first, or pass -IncludeDependents to delete them too.",
                 backupId);
         }
 

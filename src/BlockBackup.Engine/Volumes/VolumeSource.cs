@@ -25,6 +25,12 @@ public sealed class VolumeSource : IDisposable
 
     public static VolumeSource Open(string path)
     {
+        // Checked first: opening a directory fails as "access denied", which misleads (as root, too).
+        if (Directory.Exists(path))
+        {
+            throw new BackupException(BackupErrorKind.InvalidArgument, "VolumeIsDirectory", $"'{path}' is a directory, not a volume: give an image file or a block device.", path);
+        }
+
         SafeFileHandle handle;
         try
         {

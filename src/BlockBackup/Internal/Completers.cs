@@ -1,14 +1,17 @@
 using System.Collections;
 using System.Management.Automation;
 using System.Management.Automation.Language;
+using System.Management.Automation.Runspaces;
 using BlockBackup.Engine;
 using BlockBackup.Engine.Repository;
 
 namespace BlockBackup.Commands;
 
 /// <summary>
-/// Shared by the completers: the backups of the repository named on the command line. Offline
-/// and fast (the repository's listing cache); failures complete nothing rather than throwing.
+/// Shared by the completers: the backups of the directory repository named on the command line,
+/// resolved like the cmdlet will resolve it (the session's location, ~, PSDrives). Offline and
+/// fast (the repository's listing cache); rbd: pools are not contacted while typing; failures
+/// complete nothing rather than throwing.
 /// </summary>
 internal static class CompletionSource
 {
@@ -21,7 +24,9 @@ internal static class CompletionSource
 
         try
         {
-            return BackupRepository.Open(path, create: false).List();
+            var sessionPath = Runspace.DefaultRunspace?.SessionStateProxy.Path;
+            var location = RepositoryLocation.Parse(path, p => sessionPath?.GetUnresolvedProviderPathFromPSPath(p) ?? Path.GetFullPath(p));
+            return location.Kind == RepositoryKind.File ? BackupRepository.Open(location.Value, create: false).List() : [];
         }
         catch (Exception)
         {

@@ -40,6 +40,10 @@ internal sealed class RadosCluster : IDisposable
                 throw new BackupException(BackupErrorKind.NotFound, "CephConfigNotFound", $"The Ceph configuration file '{connection.ConfPath}' does not exist.", connection.ConfPath);
             }
 
+            // Errors come back as return codes and become exceptions; nothing should be written
+            // to the host's (PowerShell's) stderr from librados' own threads. Set before the conf
+            // is read (reading it can already complain) and again after (the conf may set them).
+            Quiet(handle, who);
             var read = CephNative.rados_conf_read_file(handle, connection.ConfPath);
             if (read < 0 && !(connection.ConfPath is null && read == -CephError.ENOENT))
             {
@@ -56,16 +60,28 @@ internal sealed class RadosCluster : IDisposable
             Set(handle, "client_mount_timeout", seconds, who);
             Set(handle, "rados_mon_op_timeout", seconds, who);
             Set(handle, "rados_osd_op_timeout", seconds, who);
-            // Errors come back as return codes and become exceptions; nothing should be written
-            // to the host's (PowerShell's) stderr from librados' own threads.
-            Set(handle, "log_to_stderr", "false", who);
-            Set(handle, "err_to_stderr", "false", who);
+            Quiet(handle, who);
             // Bulk copies keep their own I/O depth: librbd's writeback cache would only add a
             // copy of every byte and a dirty-data limit in front of the OSDs.
             Set(handle, "rbd_cache", "false", who);
             // Diffs look at many objects; more of them at once (rbd's default is 10).
             Set(handle, "rbd_concurrent_management_ops", "32", who);
-            CephError.Check(CephNative.rados_connect(handle), "Connecting to", who, described: true);
+            var connected = CephNative.rados_connect(handle);
+            if (connected < 0)
+            {
+                // ENOENT here means no monitor address was found (not a missing image), ETIMEDOUT
+                // none answered, EACCES/EPERM the key was refused: one id, the cause in the text.
+                var errno = -connected;
+                var cause = errno switch
+                {
+                    CephError.ENOENT => "no monitor address was found: set mon_host in the ceph.conf (-CephConfig) or CEPH_CONF",
+                    CephError.ETIMEDOUT => $"no monitor answered within {seconds} s: are the monitors running and reachable from here?",
+                    1 or 13 => "the monitors refused the client's key: check -CephUser and -CephKeyring",
+                    _ => System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(errno),
+                };
+                throw new BackupException(BackupErrorKind.ResourceBusy, "CephConnectionFailed", $"Cannot connect to {who}: {cause} (errno {errno}).", connection.ConfPath ?? "ceph.conf");
+            }
+
             return new RadosCluster(handle);
         }
         catch
@@ -73,6 +89,13 @@ internal sealed class RadosCluster : IDisposable
             CephNative.rados_shutdown(handle);
             throw;
         }
+    }
+
+    private static void Quiet(IntPtr handle, string who)
+    {
+        Set(handle, "log_to_stderr", "false", who);
+        Set(handle, "err_to_stderr", "false", who);
+        Set(handle, "log_to_file", "false", who);
     }
 
     private static void Set(IntPtr handle, string option, string value, string who) =>

@@ -1,0 +1,109 @@
+#Requires -Version 7.4
+#Requires -Modules @{ ModuleName = 'Pester'; ModuleVersion = '5.0.0' }
+
+BeforeAll {
+    . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
+}
+
+AfterAll {
+    Remove-Module BlockBackup -ErrorAction SilentlyContinue
+}
+
+Describe 'The module' {
+    It 'exports exactly its eight cmdlets' {
+        (Get-Command -Module BlockBackup).Name | Sort-Object | Should -Be @(
+            'Export-VolumeBackupRecord', 'Get-BackupChain', 'Get-VolumeBackup', 'Import-VolumeBackupRecord',
+            'New-VolumeBackup', 'Remove-VolumeBackup', 'Restore-VolumeBackup', 'Test-VolumeBackup')
+    }
+
+    It 'has help with a synopsis and at least two examples for <_>' -ForEach @(
+        'Export-VolumeBackupRecord', 'Get-BackupChain', 'Get-VolumeBackup', 'Import-VolumeBackupRecord',
+        'New-VolumeBackup', 'Remove-VolumeBackup', 'Restore-VolumeBackup', 'Test-VolumeBackup') {
+        $help = Get-Help $_ -Full
+        $help.Synopsis | Should -Not -BeNullOrEmpty
+        $help.Synopsis | Should -Not -Match '^\s*\w+-\w+\s*\['   # not the auto-generated syntax
+        @($help.Examples.Example).Count | Should -BeGreaterOrEqual 2
+        foreach ($parameter in (Get-Command $_).Parameters.Values | Where-Object { $_.Name -notin [System.Management.Automation.PSCmdlet]::CommonParameters -and $_.Name -notin [System.Management.Automation.PSCmdlet]::OptionalCommonParameters }) {
+            ($help.Parameters.Parameter | Where-Object Name -EQ $parameter.Name).Description | Should -Not -BeNullOrEmpty -Because "-$($parameter.Name) must be documented"
+        }
+    }
+
+    It 'has the about_BlockBackup topic' {
+        Get-Help about_BlockBackup | Out-String | Should -Match 'RESTORE PATHS'
+    }
+}
+
+Describe 'The README, as written' {
+    BeforeAll {
+        $script:readme = Get-Content -Raw -LiteralPath (Join-Path $repoRoot 'README.md')
+        # The README's ```powershell blocks, in order.
+        $script:blocks = [regex]::Matches($readme, '(?ms)^```powershell\r?\n(.*?)^```') | ForEach-Object { $_.Groups[1].Value }
+        $script:work = Join-Path $TestDrive 'readme'
+        New-Item -ItemType Directory -Path $work | Out-Null
+
+        # Runs a README block in a fresh pwsh, as a user would paste it, in $work.
+        function script:Invoke-ReadmeBlock {
+            param([string] $Code, [hashtable] $Environment = @{})
+            $file = Join-Path $TestDrive "block-$([guid]::NewGuid()).ps1"
+            Set-Content -LiteralPath $file -Value "`$ErrorActionPreference = 'Stop'`n`$ProgressPreference = 'SilentlyContinue'`nSet-Location -LiteralPath '$work'`n$Code"
+            $saved = @{}
+            foreach ($name in $Environment.Keys) { $saved[$name] = [Environment]::GetEnvironmentVariable($name); [Environment]::SetEnvironmentVariable($name, $Environment[$name]) }
+            try {
+                $output = & $Pwsh -NoProfile -NonInteractive -File $file 2>&1
+                [pscustomobject]@{ ExitCode = $LASTEXITCODE; Output = ($output | Out-String) }
+            }
+            finally {
+                foreach ($name in $saved.Keys) { [Environment]::SetEnvironmentVariable($name, $saved[$name]) }
+            }
+        }
+    }
+
+    It 'has its first screen: set-up in one command, then back up, list, restore and verify' {
+        $setup = [regex]::Match($readme, '(?ms)^```sh\r?\n(.*?)^```').Groups[1].Value
+        $setup | Should -Match 'dotnet tool restore && dotnet build && dotnet pwsh'
+        $readme | Should -Match ([regex]::Escape('dotnet pwsh ./build.ps1 -Task Test'))
+        $first = $blocks[0]
+        $first | Should -Match 'New-VolumeBackup' -Because 'the first block backs up'
+        # Run from the clone the README assumes: its module path points at this build.
+        $result = Invoke-ReadmeBlock ($first.Replace('./out/BlockBackup/BlockBackup.psd1', $ModuleManifest))
+        $result.ExitCode | Should -Be 0 -Because $result.Output
+        $result.Output | Should -Match 'IsValid|True'
+        Get-Sha (Join-Path $work 'restored.img') | Should -Be (Get-Sha (Join-Path $work 'disk.img'))
+        $backups = Get-VolumeBackup -Repository (Join-Path $work 'backups')
+        $backups.Type | Should -Be @('Full', 'Incremental')
+        $backups[0].Name | Should -Be 'first'
+    }
+
+    It 'has a runbook that makes a full backup when it must and an incremental when it can, with the module installed by build.ps1' -Skip:(-not $IsLinux) {
+        $runbook = $blocks | Where-Object { $_ -match 'Import-Module BlockBackup' } | Select-Object -First 1
+        $runbook | Should -Not -BeNullOrEmpty
+        $data = Join-Path $TestDrive 'xdg-data'
+        $install = & $Pwsh -NoProfile -NonInteractive -Command "`$env:XDG_DATA_HOME = '$data'; & '$(Join-Path $repoRoot 'build.ps1')' -Task Install" 2>&1
+        $LASTEXITCODE | Should -Be 0 -Because ($install | Out-String)
+        Test-Path (Join-Path $data 'powershell/Modules/BlockBackup/*/BlockBackup.psd1') | Should -BeTrue
+
+        $repository = Join-Path $work 'backups'
+        Remove-Item -LiteralPath $repository -Recurse -Force -ErrorAction SilentlyContinue
+        New-TestVolume -Path (Join-Path $work 'disk.img') -MiB 4 -Seed 40
+        $night1 = Invoke-ReadmeBlock $runbook @{ XDG_DATA_HOME = $data }
+        $night1.ExitCode | Should -Be 0 -Because $night1.Output
+        $night1.Output | Should -Match 'A full backup instead'
+        Edit-TestVolume -Path (Join-Path $work 'disk.img') -Seed 41
+        Start-Sleep -Seconds 1   # the backup names carry the time to the second
+        $night2 = Invoke-ReadmeBlock $runbook @{ XDG_DATA_HOME = $data }
+        $night2.ExitCode | Should -Be 0 -Because $night2.Output
+        $night2.Output | Should -Not -Match 'A full backup instead'
+        # The volume grew: a full backup again.
+        $stream = [System.IO.File]::Open((Join-Path $work 'disk.img'), 'Open', 'ReadWrite'); $stream.SetLength(6MB); $stream.Dispose()
+        Start-Sleep -Seconds 1
+        $night3 = Invoke-ReadmeBlock $runbook @{ XDG_DATA_HOME = $data }
+        $night3.ExitCode | Should -Be 0 -Because $night3.Output
+        $night3.Output | Should -Match 'A full backup instead.*grew'
+        (Get-VolumeBackup -Repository $repository).Type | Should -Be @('Full', 'Incremental', 'Full')
+
+        $chainBlock = $blocks | Where-Object { $_ -match 'Measure-Object StoredBytes' } | Select-Object -First 1
+        $sum = Invoke-ReadmeBlock $chainBlock
+        $sum.ExitCode | Should -Be 0 -Because $sum.Output
+        $sum.Output | Should -Match 'Count\s*:\s*1'
+    }
+}

@@ -1,0 +1,139 @@
+#Requires -Version 7.4
+#Requires -Modules @{ ModuleName = 'Pester'; ModuleVersion = '5.0.0' }
+
+BeforeAll {
+    . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
+}
+
+AfterAll {
+    Remove-Module BlockBackup -ErrorAction SilentlyContinue
+}
+
+Describe 'New-VolumeBackup' {
+    BeforeEach {
+        $script:repo = Join-Path $TestDrive ([guid]::NewGuid())
+        $script:vol = Join-Path $TestDrive "vol-$([guid]::NewGuid()).img"
+        New-TestVolume -Path $vol -MiB 4 -Seed 3
+    }
+
+    It 'takes volumes from the pipeline (FileInfo by property name)' {
+        $backup = Get-Item -LiteralPath $vol | New-VolumeBackup -Repository $repo -Name piped
+        $backup | Should -BeOfType ([BlockBackup.Engine.BackupInfo])
+        $backup.Source | Should -Be (Resolve-Path -LiteralPath $vol).ProviderPath
+        $backup.VolumeSize | Should -Be 4MB
+    }
+
+    It 'creates nothing under -WhatIf' {
+        New-VolumeBackup -Path $vol -Repository $repo -WhatIf
+        Test-Path $repo | Should -BeFalse
+    }
+
+    It 'refuses an incremental without a parent, with error id NoParentBackup' {
+        { New-VolumeBackup -Path $vol -Repository $repo -Incremental -ErrorAction Stop } |
+            Should -Throw -ErrorId 'NoParentBackup,BlockBackup.Commands.NewVolumeBackupCommand'
+    }
+
+    It 'reports a missing volume as ObjectNotFound (VolumeNotFound)' {
+        $err = $null
+        New-VolumeBackup -Path (Join-Path $TestDrive 'missing.img') -Repository $repo -ErrorAction SilentlyContinue -ErrorVariable err
+        $err[0].FullyQualifiedErrorId | Should -BeLike 'VolumeNotFound,*'
+        $err[0].CategoryInfo.Category | Should -Be 'ObjectNotFound'
+    }
+
+    It 'continues with the next piped volume after one fails (non-terminating errors)' {
+        $backups = @((Join-Path $TestDrive 'nope.img'), $vol) | New-VolumeBackup -Repository $repo -ErrorAction SilentlyContinue -ErrorVariable err
+        @($backups).Count | Should -Be 1
+        @($err).Count | Should -Be 1
+    }
+
+    It 'refuses a volume open for writing by another process unless -Force' -Skip:(-not $IsLinux) {
+        # exec: the shell becomes sleep, so the process holding the file is the one we stop.
+        # One argument string: on Unix, Start-Process joins an argument list unquoted.
+        $writer = Start-Process -FilePath sh -ArgumentList "-c `"exec 3>>'$vol'; exec sleep 60`"" -PassThru
+        try {
+            Start-Sleep -Milliseconds 500
+            { New-VolumeBackup -Path $vol -Repository $repo -NoSnapshot -ErrorAction Stop } | Should -Throw -ErrorId 'VolumeInUse*'
+            $backup = New-VolumeBackup -Path $vol -Repository $repo -NoSnapshot -Force -WarningVariable warnings -WarningAction SilentlyContinue
+            $backup.Consistency | Should -Be 'direct-forced'
+            "$warnings" | Should -Match 'crash-consistent'
+        }
+        finally {
+            Stop-Process -Id $writer.Id -ErrorAction SilentlyContinue
+        }
+    }
+
+    It 'names the parent and the snapshot method in -Verbose' {
+        $full = New-VolumeBackup -Path $vol -Repository $repo -Name base
+        $verbose = New-VolumeBackup -Path $vol -Repository $repo -Incremental -Verbose 4>&1 | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] }
+        ($verbose.Message -join "`n") | Should -Match "incremental of $($full.Id) \(base,"
+        ($verbose.Message -join "`n") | Should -Match 'Point-in-time view: '
+    }
+
+    It 'refuses a compression level the codec does not have (<Compression> <Level>)' -ForEach @(
+        @{ Compression = 'zlib'; Level = 4 }, @{ Compression = 'zlib'; Level = 0 }, @{ Compression = 'bz2'; Level = 12 },
+        @{ Compression = 'zstd'; Level = 19 + 1 }, @{ Compression = 'none'; Level = 1 }) {
+        { New-VolumeBackup -Path $vol -Repository $repo -Compression $Compression -CompressionLevel $Level -ErrorAction Stop } |
+            Should -Throw -ErrorId 'CompressionLevelOutOfRange*'
+        Test-Path -LiteralPath $repo | Should -BeFalse
+    }
+
+    It 'accepts each codec''s own levels' {
+        (New-VolumeBackup -Path $vol -Repository $repo -Compression zlib -CompressionLevel 9).Compression | Should -Be 'zlib'
+        (New-VolumeBackup -Path $vol -Repository $repo -Compression zstd -CompressionLevel -3).Compression | Should -Be 'zstd'
+    }
+
+    It 'creates no repository directory when the backup is refused' {
+        { New-VolumeBackup -Path $vol -Repository $repo -Incremental -ErrorAction Stop } | Should -Throw -ErrorId 'NoParentBackup*'
+        Test-Path -LiteralPath $repo | Should -BeFalse
+        { New-VolumeBackup -Path (Join-Path $TestDrive 'nothing.img') -Repository $repo -ErrorAction Stop } | Should -Throw -ErrorId 'VolumeNotFound*'
+        Test-Path -LiteralPath $repo | Should -BeFalse
+    }
+
+    It 'says a directory is not a volume' {
+        $dir = Join-Path $TestDrive "dir-$([guid]::NewGuid())"
+        New-Item -ItemType Directory -Path $dir | Out-Null
+        { New-VolumeBackup -Path $dir -Repository $repo -ErrorAction Stop } | Should -Throw -ExpectedMessage '*is a directory, not a volume*'
+    }
+
+    It 'writes progress, and none under SilentlyContinue' {
+        foreach ($case in @(@{ Preference = 'Continue'; Any = $true }, @{ Preference = 'SilentlyContinue'; Any = $false })) {
+            $ps = [powershell]::Create()
+            try {
+                $null = $ps.AddScript("Import-Module '$ModuleManifest'; `$ProgressPreference = '$($case.Preference)'; New-VolumeBackup -Path '$vol' -Repository '$repo' | Out-Null")
+                $null = $ps.Invoke()
+                $ps.HadErrors | Should -BeFalse
+                ($ps.Streams.Progress.Count -gt 0) | Should -Be $case.Any
+            }
+            finally {
+                $ps.Dispose()
+            }
+        }
+    }
+
+    It 'stops promptly when the pipeline is stopped and leaves no backup behind' {
+        $big = Join-Path $TestDrive 'big.img'
+        $text = [System.Text.Encoding]::ASCII.GetBytes(('backup chain ' * 100000))
+        $stream = [System.IO.File]::Create($big)
+        try {
+            foreach ($i in 1..96) { $stream.Write($text, 0, $text.Length) }   # ~125 MB of text: seconds of bz2
+        }
+        finally { $stream.Dispose() }
+        $ps = [powershell]::Create()
+        try {
+            $null = $ps.AddScript("Import-Module '$ModuleManifest'; New-VolumeBackup -Path '$big' -Repository '$repo' -Compression bz2 -NoSnapshot")
+            $async = $ps.BeginInvoke()
+            $deadline = [DateTime]::UtcNow.AddSeconds(30)
+            while (-not (Get-ChildItem -LiteralPath $repo -Recurse -Force -Filter '.tmp-*' -ErrorAction SilentlyContinue) -and [DateTime]::UtcNow -lt $deadline) {
+                Start-Sleep -Milliseconds 20
+            }
+            $clock = [System.Diagnostics.Stopwatch]::StartNew()
+            $ps.Stop()
+            $clock.Elapsed.TotalSeconds | Should -BeLessThan 10
+            $async.IsCompleted | Should -BeTrue
+        }
+        finally {
+            $ps.Dispose()
+        }
+        Get-VolumeBackup -Repository $repo -IncludeIncomplete | Should -BeNullOrEmpty
+    }
+}

@@ -1,0 +1,154 @@
+#Requires -Version 7.4
+#Requires -Modules @{ ModuleName = 'Pester'; ModuleVersion = '5.0.0' }
+
+BeforeAll {
+    . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
+}
+
+AfterAll {
+    Remove-Module BlockBackup -ErrorAction SilentlyContinue
+}
+
+Describe 'Ceph RBD backup pools and the differential restore rules' -Skip:(-not $env:BLOCKBACKUP_CEPH_CONF) {
+    BeforeAll {
+        $script:conf = $env:BLOCKBACKUP_CEPH_CONF
+        $script:ceph = @{ CephConfig = $conf }
+        $script:tag = ([guid]::NewGuid().ToString('N')).Substring(0, 8)
+        $script:images = [System.Collections.Generic.List[string]]::new()
+
+        function script:Invoke-Rbd {
+            $output = & rbd --conf $conf @args 2>&1
+            if ($LASTEXITCODE -ne 0) { throw "rbd $($args -join ' ') failed: $output" }
+            $output
+        }
+
+        # Imports a local file as a new RBD image.
+        function script:New-RbdImage {
+            param([string] $Name, [string] $From)
+            Invoke-Rbd import --no-progress --image-format 2 $From "rbd/$Name" | Out-Null
+            $images.Add("rbd/$Name")
+            "rbd/$Name"
+        }
+
+        function script:Get-RbdSha {
+            param([string] $Spec)
+            $file = Join-Path $TestDrive "export-$([guid]::NewGuid()).img"
+            Invoke-Rbd export --no-progress $Spec $file | Out-Null
+            try { Get-Sha $file } finally { Remove-Item -LiteralPath $file }
+        }
+
+        $local = Join-Path $TestDrive 'rbd-source.img'
+        New-TestVolume -Path $local -MiB 16 -Seed 21
+        $script:sourceSha = Get-Sha $local
+        $script:source = New-RbdImage -Name "pester-src-$tag" -From $local
+        $script:backup = New-VolumeBackup -RbdImage $source -Repository rbd:backups -Name "pester-$tag" @ceph
+    }
+
+    AfterAll {
+        Get-VolumeBackup -Repository rbd:backups @ceph | Where-Object Name -Like "pester-$tag*" |
+            Sort-Object CreatedUtc -Descending | Remove-VolumeBackup -IncludeDependents -Confirm:$false @ceph -ErrorAction SilentlyContinue
+        foreach ($image in $images) {
+            & rbd --conf $conf snap purge --no-progress $image 2>$null
+            & rbd --conf $conf rm --no-progress $image 2>$null
+        }
+    }
+
+    It 'backs up an RBD image into the pool as Cinder names it' {
+        $backup.Repository | Should -Be 'rbd:backups'
+        $backup.Container | Should -Be "volume-$($backup.VolumeId).backup.$($backup.Id)"
+        $backup.Prefix | Should -Match "^backup\.$($backup.Id)\.snap\.\d+\.\d+$"
+        (Get-VolumeBackup -Repository rbd:backups -Name "pester-$tag" @ceph).Id | Should -Be $backup.Id
+        (Test-VolumeBackup -Repository rbd:backups -BackupId $backup.Id @ceph).IsValid | Should -BeTrue
+        ($backup | Export-VolumeBackupRecord @ceph).BackupService | Should -Be 'cinder.backup.drivers.ceph.CephBackupDriver'
+    }
+
+    It 'restores into an empty RBD image differentially (DifferentialAllowed)' {
+        $target = "rbd/pester-empty-$tag"
+        $images.Add($target)
+        $result = $backup | Restore-VolumeBackup -TargetRbdImage $target @ceph
+        $result.Path | Should -Be 'Differential'
+        $result.Decision.Rule | Should -Be 'DifferentialAllowed'
+        $result.Decision.Reason | Should -Not -BeNullOrEmpty
+        Get-RbdSha $target | Should -Be $sourceSha
+    }
+
+    It 'refuses a non-empty RBD target without -Force, then copies in full (TargetHasExtents)' {
+        $junk = Join-Path $TestDrive 'junk.img'
+        New-TestVolume -Path $junk -MiB 16 -Seed 77
+        $target = New-RbdImage -Name "pester-dirty-$tag" -From $junk
+        { $backup | Restore-VolumeBackup -TargetRbdImage $target @ceph -ErrorAction Stop } | Should -Throw -ErrorId 'TargetHasData*'
+        $result = $backup | Restore-VolumeBackup -TargetRbdImage $target -Force -Confirm:$false @ceph
+        $result.Path | Should -Be 'Full'
+        $result.Decision.Rule | Should -Be 'TargetHasExtents'
+        Get-RbdSha $target | Should -Be $sourceSha
+    }
+
+    It 'copies in full onto the backup''s own source volume (TargetIsSourceVolume)' {
+        $result = $backup | Restore-VolumeBackup -TargetRbdImage $source -Force -Confirm:$false @ceph
+        $result.Path | Should -Be 'Full'
+        $result.Decision.Rule | Should -Be 'TargetIsSourceVolume'
+        Get-RbdSha $source | Should -Be $sourceSha
+    }
+
+    It 'copies in full to a file (TargetNotRbd), and shows the decision under -WhatIf without writing' {
+        $file = Join-Path $TestDrive 'from-rbd.img'
+        $backup | Restore-VolumeBackup -TargetPath $file -WhatIf @ceph
+        Test-Path $file | Should -BeFalse
+        $result = $backup | Restore-VolumeBackup -TargetPath $file @ceph
+        $result.Path | Should -Be 'Full'
+        $result.Decision.Rule | Should -Be 'TargetNotRbd'
+        Get-Sha $file | Should -Be $sourceSha
+    }
+
+    It 'copies in full when the backup''s snapshot was removed from its base (NoRestorePoint)' {
+        $other = New-VolumeBackup -RbdImage $source -Repository rbd:backups -Name "pester-$tag-nosnap" @ceph
+        Invoke-Rbd snap rm --no-progress "backups/$($other.Container)@$($other.Prefix)" | Out-Null
+        $target = "rbd/pester-nosnap-$tag"
+        $images.Add($target)
+        $result = Restore-VolumeBackup -Repository rbd:backups -BackupId $other.Id -TargetRbdImage $target @ceph
+        $result.Path | Should -Be 'Full'
+        $result.Decision.Rule | Should -Be 'NoRestorePoint'
+        Get-RbdSha $target | Should -Be $sourceSha
+    }
+
+    It 'copies in full from the legacy base name when the recorded base is missing (BaseImageMissing)' {
+        $other = New-VolumeBackup -RbdImage $source -Repository rbd:backups -Name "pester-$tag-legacy" @ceph
+        Invoke-Rbd rename "backups/$($other.Container)" "backups/volume-$($other.VolumeId).backup.base" | Out-Null
+        $images.Add("backups/volume-$($other.VolumeId).backup.base")
+        $file = Join-Path $TestDrive 'legacy.img'
+        $result = Restore-VolumeBackup -Repository rbd:backups -BackupId $other.Id -TargetPath $file @ceph
+        $result.Path | Should -Be 'Full'
+        $result.Decision.Rule | Should -Be 'BaseImageMissing'
+        Get-Sha $file | Should -Be $sourceSha
+    }
+
+    It 'backs up an RBD image into a file repository, differentially, and restores it exactly' {
+        $repo = Join-Path $TestDrive 'rbd-to-file'
+        $full = New-VolumeBackup -RbdImage $source -Repository $repo -Name "pester-$tag-file" @ceph
+        $full.Consistency | Should -Be 'rbd-snapshot'
+        $full.Repository | Should -Be (Resolve-Path $repo).ProviderPath
+        $output = New-VolumeBackup -RbdImage $source -Repository $repo -Incremental -Verbose @ceph 4>&1
+        $incr = $output | Where-Object { $_ -is [BlockBackup.Engine.BackupInfo] }
+        (($output | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] }).Message -join "`n") | Should -Match 'incremental of'
+
+        $incr.ParentId | Should -Be $full.Id
+        $file = Join-Path $TestDrive 'rbd-to-file.img'
+        ($incr | Restore-VolumeBackup -TargetPath $file).Path | Should -Be 'Chain'
+        Get-Sha $file | Should -Be $sourceSha
+        Test-VolumeBackup -Repository $repo -BackupId $incr.Id -IncludeChain -Quiet | Should -BeTrue
+        Remove-VolumeBackup -Repository $repo -BackupId $full.Id -IncludeDependents -Confirm:$false
+        Get-VolumeBackup -Repository $repo | Should -BeNullOrEmpty
+    }
+
+    It 'chains, refuses to delete a parent, and deletes snapshots and the base' {
+        $incr = New-VolumeBackup -RbdImage $source -Repository rbd:backups -Incremental -Parent $backup.Id -Name "pester-$tag-incr" @ceph
+        $incr.ParentId | Should -Be $backup.Id
+        (Get-BackupChain -Repository rbd:backups -BackupId $incr.Id @ceph).Id | Should -Be @($backup.Id, $incr.Id)
+        (Get-BackupChain -Repository rbd:backups -BackupId $incr.Id @ceph | Test-VolumeBackup @ceph).IsValid | Should -Be @($true, $true)
+        { Remove-VolumeBackup -Repository rbd:backups -BackupId $backup.Id -Confirm:$false @ceph -ErrorAction Stop } | Should -Throw -ErrorId 'BackupHasDependents*'
+        $removed = Remove-VolumeBackup -Repository rbd:backups -BackupId $backup.Id -IncludeDependents -Confirm:$false -PassThru @ceph
+        $removed.Id | Should -Be @($incr.Id, $backup.Id)
+        & rbd --conf $conf info "backups/$($backup.Container)" 2>$null
+        $LASTEXITCODE | Should -Not -Be 0
+    }
+}
