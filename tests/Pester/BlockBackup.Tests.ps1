@@ -70,15 +70,15 @@ AfterAll {
 }
 
 Describe 'The module' {
-    It 'exports exactly its eight cmdlets' {
+    It 'exports exactly its nine cmdlets' {
         (Get-Command -Module BlockBackup).Name | Sort-Object | Should -Be @(
             'Export-VolumeBackupRecord', 'Get-BackupChain', 'Get-VolumeBackup', 'Import-VolumeBackupRecord',
-            'New-VolumeBackup', 'Remove-VolumeBackup', 'Restore-VolumeBackup', 'Test-VolumeBackup')
+            'Limit-VolumeBackup', 'New-VolumeBackup', 'Remove-VolumeBackup', 'Restore-VolumeBackup', 'Test-VolumeBackup')
     }
 
     It 'has help with a synopsis and at least two examples for <_>' -ForEach @(
         'Export-VolumeBackupRecord', 'Get-BackupChain', 'Get-VolumeBackup', 'Import-VolumeBackupRecord',
-        'New-VolumeBackup', 'Remove-VolumeBackup', 'Restore-VolumeBackup', 'Test-VolumeBackup') {
+        'Limit-VolumeBackup', 'New-VolumeBackup', 'Remove-VolumeBackup', 'Restore-VolumeBackup', 'Test-VolumeBackup') {
         $help = Get-Help $_ -Full
         $help.Synopsis | Should -Not -BeNullOrEmpty
         $help.Synopsis | Should -Not -Match '^\s*\w+-\w+\s*\['   # not the auto-generated syntax
