@@ -15,6 +15,7 @@
         'Get-BackupChain'
         'Get-VolumeBackup'
         'Import-VolumeBackupRecord'
+        'Limit-VolumeBackup'
         'New-VolumeBackup'
         'Remove-VolumeBackup'
         'Restore-VolumeBackup'

@@ -24,6 +24,7 @@ internal static class Cli
         bbk cleanup <repo>
         bbk bench [--size 2G] [--sparse-size 16G] [--dir DIR] [--compression zlib] [--keep]
         bbk bench-rbd [--conf CEPH_CONF] [--size 4G]         RBD full vs incremental, export-diff parsing (pools rbd, backups)
+        bbk bench-retention [--backups 10000] [--volumes 20]  retention planning over a synthetic listing (chains, damaged)
         """;
 
     public static int Run(string[] args)
@@ -42,6 +43,7 @@ internal static class Cli
                 "cleanup" => Cleanup(args),
                 "bench" => Benchmark.Run(args),
                 "bench-rbd" => RbdBenchmark.Run(args),
+                "bench-retention" => RetentionBenchmark.Run(args),
                 _ => Fail(Usage),
             };
         }

@@ -14,7 +14,7 @@ public class CmdletContractTests(ModuleFixture module) : IClassFixture<ModuleFix
     private static readonly string[] Expected =
     [
         "Export-VolumeBackupRecord", "Get-BackupChain", "Get-VolumeBackup", "Import-VolumeBackupRecord",
-        "New-VolumeBackup", "Remove-VolumeBackup", "Restore-VolumeBackup", "Test-VolumeBackup",
+        "Limit-VolumeBackup", "New-VolumeBackup", "Remove-VolumeBackup", "Restore-VolumeBackup", "Test-VolumeBackup",
     ];
 
     [Fact]
@@ -41,7 +41,7 @@ public class CmdletContractTests(ModuleFixture module) : IClassFixture<ModuleFix
     [Fact]
     public void StateChangingCmdletsSupportShouldProcess()
     {
-        foreach (var c in module.Cmdlets.Where(c => c.Verb is "New" or "Remove" or "Restore"))
+        foreach (var c in module.Cmdlets.Where(c => c.Verb is "New" or "Remove" or "Restore" or "Limit"))
         {
             Assert.True(c.Named<bool>("SupportsShouldProcess"), $"{c.Name} must support -WhatIf/-Confirm");
         }
@@ -49,6 +49,9 @@ public class CmdletContractTests(ModuleFixture module) : IClassFixture<ModuleFix
         // Restoring into a new file must not prompt under the default $ConfirmPreference (High).
         var restore = module.Cmdlets.Single(c => c.Name == "Restore-VolumeBackup");
         Assert.Equal(2 /* ConfirmImpact.Medium */, restore.Named<int>("ConfirmImpact"));
+
+        // Retention removes many backups at once: it asks unless -Confirm:$false.
+        Assert.Equal(3 /* ConfirmImpact.High */, module.Cmdlets.Single(c => c.Name == "Limit-VolumeBackup").Named<int>("ConfirmImpact"));
     }
 
     [Fact]

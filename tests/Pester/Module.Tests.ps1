@@ -10,14 +10,14 @@ AfterAll {
 }
 
 Describe 'The module' {
-    It 'exports exactly its eight cmdlets' {
+    It 'exports exactly its cmdlets' {
         (Get-Command -Module BlockBackup).Name | Sort-Object | Should -Be @(
-            'Export-VolumeBackupRecord', 'Get-BackupChain', 'Get-VolumeBackup', 'Import-VolumeBackupRecord',
+            'Export-VolumeBackupRecord', 'Get-BackupChain', 'Get-VolumeBackup', 'Import-VolumeBackupRecord', 'Limit-VolumeBackup',
             'New-VolumeBackup', 'Remove-VolumeBackup', 'Restore-VolumeBackup', 'Test-VolumeBackup')
     }
 
     It 'has help with a synopsis and at least two examples for <_>' -ForEach @(
-        'Export-VolumeBackupRecord', 'Get-BackupChain', 'Get-VolumeBackup', 'Import-VolumeBackupRecord',
+        'Export-VolumeBackupRecord', 'Get-BackupChain', 'Get-VolumeBackup', 'Import-VolumeBackupRecord', 'Limit-VolumeBackup',
         'New-VolumeBackup', 'Remove-VolumeBackup', 'Restore-VolumeBackup', 'Test-VolumeBackup') {
         $help = Get-Help $_ -Full
         $help.Synopsis | Should -Not -BeNullOrEmpty
