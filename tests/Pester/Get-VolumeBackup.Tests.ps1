@@ -76,7 +76,7 @@ Describe 'Get-VolumeBackup and Get-BackupChain' {
         $narrow = Get-VolumeBackup -Repository $repo | Format-Table | Out-String -Width 80
         foreach ($backup in $a1, $b1, $a2) { $narrow | Should -Match ([regex]::Escape($backup.Id.ToString())) }
         $narrow | Should -Match 'Available'
-        $wide = Get-VolumeBackup -Repository $repo | Format-Table | Out-String -Width 140
+        $wide = Get-VolumeBackup -Repository $repo | Format-Table | Out-String -Width 250
         $wide | Should -Match ([regex]::Escape($a1.Source))
     }
 

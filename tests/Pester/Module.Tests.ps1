@@ -102,7 +102,7 @@ Describe 'The README, as written' {
         (Get-VolumeBackup -Repository $repository).Type | Should -Be @('Full', 'Incremental', 'Full')
 
         $chainBlock = $blocks | Where-Object { $_ -match 'Measure-Object StoredBytes' } | Select-Object -First 1
-        $sum = Invoke-ReadmeBlock $chainBlock
+        $sum = Invoke-ReadmeBlock $chainBlock @{ XDG_DATA_HOME = $data }   # the installed module autoloads
         $sum.ExitCode | Should -Be 0 -Because $sum.Output
         $sum.Output | Should -Match 'Count\s*:\s*1'
     }

@@ -61,7 +61,8 @@ Describe 'Restore-VolumeBackup and its restore path rules (file targets)' {
     It 'says under -WhatIf that a target holding data would be refused without -Force' {
         $target = Join-Path $TestDrive 'whatif-dirty.img'
         New-TestVolume -Path $target -MiB 6 -Seed 13
-        $message = Restore-VolumeBackup -Repository $repo -BackupId $incr.Id -TargetPath $target -WhatIf 6>&1 | Out-String
+        # What-if messages go to the host, not to a stream: read them from a child pwsh's output.
+        $message = & $Pwsh -NoProfile -NonInteractive -Command "Import-Module '$ModuleManifest'; Restore-VolumeBackup -Repository '$repo' -BackupId $($incr.Id) -TargetPath '$target' -WhatIf" | Out-String
         $message | Should -Match 'refused without -Force'
     }
 

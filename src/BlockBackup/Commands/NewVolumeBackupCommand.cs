@@ -72,7 +72,6 @@ public sealed class NewVolumeBackupCommand : RepositoryCmdlet
     [Parameter(ParameterSetName = IncrementalSet)]
     [Parameter(ParameterSetName = RbdSet)]
     [Parameter(ParameterSetName = RbdIncrementalSet)]
-    [ValidateRange(-7, 19)]
     public int? CompressionLevel { get; set; }
 
     /// <summary>The volume's id; by default derived from the resolved path, so every backup of a path shares it.</summary>

@@ -1,7 +1,6 @@
 using System.Collections;
 using System.Management.Automation;
 using System.Management.Automation.Language;
-using System.Management.Automation.Runspaces;
 using BlockBackup.Engine;
 using BlockBackup.Engine.Repository;
 
@@ -24,8 +23,7 @@ internal static class CompletionSource
 
         try
         {
-            var sessionPath = Runspace.DefaultRunspace?.SessionStateProxy.Path;
-            var location = RepositoryLocation.Parse(path, p => sessionPath?.GetUnresolvedProviderPathFromPSPath(p) ?? Path.GetFullPath(p));
+            var location = RepositoryLocation.Parse(path, ResolveInSession);
             return location.Kind == RepositoryKind.File ? BackupRepository.Open(location.Value, create: false).List() : [];
         }
         catch (Exception)
@@ -33,6 +31,12 @@ internal static class CompletionSource
             return [];
         }
     }
+
+    // Completers get no SessionState; a script block runs in the session that is completing.
+    private static readonly ScriptBlock Resolver = ScriptBlock.Create("param($p) $ExecutionContext.SessionState.Path.GetUnresolvedProviderPathFromPSPath($p)");
+
+    private static string ResolveInSession(string path) =>
+        Resolver.Invoke(path) is [{ BaseObject: string resolved }] ? resolved : Path.GetFullPath(path);
 
     public static string Quote(string text) =>
         text.IndexOfAny([' ', '\'', '"', '$', '`', ';', '(', ')', '{', '}']) >= 0 ? "'" + text.Replace("'", "''", StringComparison.Ordinal) + "'" : text;
