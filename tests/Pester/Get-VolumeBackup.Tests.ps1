@@ -39,7 +39,7 @@ Describe 'Get-VolumeBackup and Get-BackupChain' {
     }
 
     It 'fails with RepositoryNotFound for a missing repository' {
-        { Get-VolumeBackup -Repository (Join-Path $TestDrive 'nowhere') } | Should -Throw -ErrorId 'RepositoryNotFound*'
+        { Get-VolumeBackup -Repository (Join-Path $TestDrive "nowhere") -ErrorAction Stop } | Should -Throw -ErrorId 'RepositoryNotFound*'
     }
 
     It 'emits the chain''s backups full first, from a backup id or piped backups' {

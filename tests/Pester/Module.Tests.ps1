@@ -50,7 +50,7 @@ Describe 'The README, as written' {
             foreach ($name in $Environment.Keys) { $saved[$name] = [Environment]::GetEnvironmentVariable($name); [Environment]::SetEnvironmentVariable($name, $Environment[$name]) }
             try {
                 $output = & $Pwsh -NoProfile -NonInteractive -File $file 2>&1
-                [pscustomobject]@{ ExitCode = $LASTEXITCODE; Output = ($output | Out-String) }
+                [pscustomobject]@{ ExitCode = $LASTEXITCODE; Output = ($output | Out-String) -replace '\e\[[0-9;]*m' }   # no colours in assertions
             }
             finally {
                 foreach ($name in $saved.Keys) { [Environment]::SetEnvironmentVariable($name, $saved[$name]) }

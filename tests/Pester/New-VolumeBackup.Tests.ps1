@@ -95,6 +95,44 @@ Describe 'New-VolumeBackup' {
         { New-VolumeBackup -Path $dir -Repository $repo -ErrorAction Stop } | Should -Throw -ExpectedMessage '*is a directory, not a volume*'
     }
 
+    It 'shows a wait for the volume''s lock in progress and -Verbose, naming the holder' -Skip:(-not $IsLinux) {
+        $full = New-VolumeBackup -Path $vol -Repository $repo
+        $holder = Start-Process -FilePath sleep -ArgumentList 60 -PassThru
+        try {
+            $lock = Join-Path $repo ".blockbackup/locks/volume-$($full.VolumeId).lock"
+            $started = (Get-Process -Id $holder.Id).StartTime.ToUniversalTime().ToString('O')
+            @{ host = [Environment]::MachineName; pid = $holder.Id; process_start = $started; operation = 'backup'; acquired_at = [DateTime]::UtcNow.ToString('O'); token = 'x' } |
+                ConvertTo-Json | Set-Content -LiteralPath $lock
+            $ps = [powershell]::Create()
+            try {
+                $null = $ps.AddScript("Import-Module '$ModuleManifest'; `$ProgressPreference = 'Continue'; New-VolumeBackup -Path '$vol' -Repository '$repo' -LockTimeoutSeconds 3 -Verbose")
+                $null = $ps.Invoke()
+                ($ps.Streams.Verbose.Message -join "`n") | Should -Match "held by process $($holder.Id) on "
+                ($ps.Streams.Progress.StatusDescription -join "`n") | Should -Match 'Waiting for a lock'
+                $ps.Streams.Error[0].FullyQualifiedErrorId | Should -BeLike 'RepositoryLocked,*'
+            }
+            finally {
+                $ps.Dispose()
+            }
+        }
+        finally {
+            Stop-Process -Id $holder.Id -ErrorAction SilentlyContinue
+        }
+    }
+
+    It 'puts sizes and rate in the progress status line (what the Minimal view shows)' {
+        $ps = [powershell]::Create()
+        try {
+            $null = $ps.AddScript("Import-Module '$ModuleManifest'; `$ProgressPreference = 'Continue'; New-VolumeBackup -Path '$vol' -Repository '$repo' | Out-Null")
+            $null = $ps.Invoke()
+            $statuses = $ps.Streams.Progress | Where-Object RecordType -EQ 'Processing' | ForEach-Object StatusDescription
+            $statuses | Should -Match '^\w+: [\d.]+ \w*B of 4.00 MiB'
+        }
+        finally {
+            $ps.Dispose()
+        }
+    }
+
     It 'writes progress, and none under SilentlyContinue' {
         foreach ($case in @(@{ Preference = 'Continue'; Any = $true }, @{ Preference = 'SilentlyContinue'; Any = $false })) {
             $ps = [powershell]::Create()

@@ -7,6 +7,8 @@ namespace BlockBackup.Engine;
 public enum OperationPhase
 {
     Preparing,
+    /// <summary>Another operation holds the volume's repository lock (BytesDone/BytesTotal: seconds waited / the timeout).</summary>
+    WaitingForLock,
     Reading,
     Writing,
     Restoring,

@@ -28,7 +28,7 @@ public static class BackupOperation
         using var volume = VolumeSource.Open(resolved);
         var volumeId = request.VolumeId ?? VolumeIdentity.ForPath(resolved);
 
-        using var volumeLock = RepositoryLock.Acquire(repository.Root, volumeId, "backup", repository.LockTimeout, cancellationToken);
+        using var volumeLock = RepositoryLock.Acquire(repository.Root, volumeId, "backup", repository.LockTimeout, cancellationToken, progress);
         var parent = ChooseParent(repository, request, volumeId, volume.Size);
         progress?.Report(new OperationProgress(OperationPhase.Preparing, 0, volume.Size, $"Taking a point-in-time view of {resolved}"));
         using var view = ConsistentView.Acquire(resolved, volume.IsBlockDevice, request.Force, request.UseSnapshot);

@@ -33,12 +33,14 @@ public sealed class RepositoryLock : IDisposable
     public static string LockPath(string repositoryRoot, Guid volumeId) =>
         Path.Combine(LockDirectory(repositoryRoot), $"volume-{volumeId:D}.lock");
 
-    public static RepositoryLock Acquire(string repositoryRoot, Guid volumeId, string operation, TimeSpan timeout, CancellationToken cancellationToken)
+    /// <summary>Takes the volume's lock, waiting up to <paramref name="timeout"/> for another holder; <paramref name="progress"/> is told, about once a second, who holds it meanwhile.</summary>
+    public static RepositoryLock Acquire(string repositoryRoot, Guid volumeId, string operation, TimeSpan timeout, CancellationToken cancellationToken, IProgress<OperationProgress>? progress = null)
     {
         var path = LockPath(repositoryRoot, volumeId);
         AtomicFile.CreateDirectory(Path.GetDirectoryName(path)!);
         var token = Guid.NewGuid().ToString("N");
         var deadline = Stopwatch.StartNew();
+        TimeSpan? lastReport = null;
         using var self = Process.GetCurrentProcess();
         var content = new JObject
         {
@@ -79,6 +81,13 @@ public sealed class RepositoryLock : IDisposable
                     throw new BackupException(BackupErrorKind.ResourceBusy, "RepositoryLocked",
                         $"Volume {volumeId} is locked in repository '{repositoryRoot}' by {holder}. Wait for that operation to finish; a lock whose process died is recovered automatically (on another host after {StaleAfter.TotalMinutes:0} minutes without heartbeat).",
                         path);
+                }
+
+                if (progress is not null && (lastReport is null || deadline.Elapsed - lastReport >= TimeSpan.FromSeconds(1)))
+                {
+                    lastReport = deadline.Elapsed;
+                    progress.Report(new OperationProgress(OperationPhase.WaitingForLock, (long)deadline.Elapsed.TotalSeconds, (long)timeout.TotalSeconds,
+                        $"Waiting for volume {volumeId}'s lock in '{repositoryRoot}', held by {holder}"));
                 }
 
                 Thread.Sleep(200);

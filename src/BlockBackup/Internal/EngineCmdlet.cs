@@ -48,8 +48,15 @@ public abstract class EngineCmdlet : PSCmdlet, IDisposable
         var shown = false;
         try
         {
+            var waitReported = false;
             foreach (var report in queue.GetConsumingEnumerable())
             {
+                if (report.Phase == OperationPhase.WaitingForLock && !waitReported)
+                {
+                    WriteVerbose(report.Activity + ".");
+                    waitReported = true;
+                }
+
                 WriteProgress(ToRecord(id, activity, report, clock.Elapsed));
                 shown = true;
             }
@@ -65,12 +72,24 @@ public abstract class EngineCmdlet : PSCmdlet, IDisposable
         }
     }
 
+    /// <summary>
+    /// The status line is what PowerShell's default Minimal progress view shows, so it carries the
+    /// essentials ("Reading: 123 MiB of 300 MiB, 9.3 MiB/s"); the engine's detail goes below it.
+    /// </summary>
     private static ProgressRecord ToRecord(int id, string activity, OperationProgress p, TimeSpan elapsed)
     {
-        var record = new ProgressRecord(id, activity, string.IsNullOrEmpty(p.Activity) ? p.Phase.ToString() : p.Activity)
+        if (p.Phase == OperationPhase.WaitingForLock)
         {
-            CurrentOperation = $"{p.Phase}: {Units.Size(p.BytesDone)} of {Units.Size(p.BytesTotal)}",
-        };
+            return new ProgressRecord(id, activity, $"Waiting for a lock: {p.BytesDone} s of {p.BytesTotal} s") { CurrentOperation = p.Activity };
+        }
+
+        var status = p.BytesTotal > 0 ? $"{p.Phase}: {Units.Size(p.BytesDone)} of {Units.Size(p.BytesTotal)}" : p.Phase.ToString();
+        var record = new ProgressRecord(id, activity, status);
+        if (!string.IsNullOrEmpty(p.Activity))
+        {
+            record.CurrentOperation = p.Activity;
+        }
+
         if (p.BytesTotal > 0)
         {
             record.PercentComplete = (int)Math.Clamp(100 * p.BytesDone / p.BytesTotal, 0, 100);
@@ -78,7 +97,7 @@ public abstract class EngineCmdlet : PSCmdlet, IDisposable
             if (p.BytesDone > 0 && rate > 0)
             {
                 record.SecondsRemaining = (int)Math.Min(int.MaxValue, (p.BytesTotal - p.BytesDone) / rate);
-                record.StatusDescription += $" ({Units.Size((long)rate)}/s)";
+                record.StatusDescription += $", {Units.Size((long)rate)}/s";
             }
         }
 
