@@ -24,6 +24,7 @@ internal static class Cli
         bbk cleanup <repo>
         bbk bench [--size 2G] [--sparse-size 16G] [--dir DIR] [--compression zlib] [--keep]
         bbk bench-rbd [--conf CEPH_CONF] [--size 4G]         RBD full vs incremental, export-diff parsing (pools rbd, backups)
+        bbk bench-codec [--size 8M] [--codecs bz2,zlib,zstd] [--level N] [--dir DIR]   one object of repetitive text, random and JSON log per codec
         """;
 
     public static int Run(string[] args)
@@ -42,6 +43,7 @@ internal static class Cli
                 "cleanup" => Cleanup(args),
                 "bench" => Benchmark.Run(args),
                 "bench-rbd" => RbdBenchmark.Run(args),
+                "bench-codec" => CodecBenchmark.Run(args),
                 _ => Fail(Usage),
             };
         }
