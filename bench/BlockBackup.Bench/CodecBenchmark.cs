@@ -18,7 +18,7 @@ internal static class CodecBenchmark
         var dir = Cli.Option(args, "--dir");
         var level = Cli.Option(args, "--level") is { } l ? int.Parse(l, CultureInfo.InvariantCulture) : (int?)null;
         var codecs = (Cli.Option(args, "--codecs") ?? "bz2,zlib,zstd").Split(',').Select(c => CompressionNames.Parse(c, "--codecs")).ToList();
-        var inputs = Inputs(size);
+        var inputs = CodecInputs.All(size);
         if (dir is not null)
         {
             Directory.CreateDirectory(dir);
@@ -70,16 +70,20 @@ internal static class CodecBenchmark
 
         return 0;
     }
+}
 
+/// <summary>The benchmark's inputs, also what the codec tests feed the encoders.</summary>
+public static class CodecInputs
+{
     /// <summary>Repetitive text (bzip2's worst case for block sorting), random bytes, and JSON-log-like text.</summary>
-    internal static List<(string Name, byte[] Data)> Inputs(int size) =>
+    public static List<(string Name, byte[] Data)> All(int size) =>
     [
         ("repetitive", RepetitiveText(size)),
         ("random", RandomBytes(size, 1)),
         ("json-log", JsonLog(size, 2)),
     ];
 
-    internal static byte[] RepetitiveText(int size)
+    public static byte[] RepetitiveText(int size)
     {
         var unit = "backup chain "u8;
         var data = new byte[size];
@@ -91,14 +95,14 @@ internal static class CodecBenchmark
         return data;
     }
 
-    internal static byte[] RandomBytes(int size, int seed)
+    public static byte[] RandomBytes(int size, int seed)
     {
         var data = new byte[size];
         new Random(seed).NextBytes(data);
         return data;
     }
 
-    internal static byte[] JsonLog(int size, int seed)
+    public static byte[] JsonLog(int size, int seed)
     {
         var rnd = new Random(seed);
         string[] levels = ["INFO", "INFO", "INFO", "DEBUG", "WARNING", "ERROR"];

@@ -639,7 +639,7 @@ public static class BackupOperation
                 {
                     var raw = new byte[len];
                     var output = new byte[len];
-                    var (alg, n) = Encoder.Encode(raw, output);
+                    var (alg, n) = Encoder.Encode(raw, output, _cancel);
                     return new EncodedZeros(alg == CompressionAlgorithm.None ? null : output[..n], alg, Convert.ToHexString(MD5.HashData(raw)).ToLowerInvariant());
                 });
                 used = zeros.Compression;
@@ -649,7 +649,7 @@ public static class BackupOperation
             else
             {
                 md5 = Convert.ToHexString(MD5.HashData(data)).ToLowerInvariant();
-                var (alg, n) = Encoder.Encode(data, buffers.Encoded);
+                var (alg, n) = Encoder.Encode(data, buffers.Encoded, _cancel);
                 used = alg;
                 stored = alg == CompressionAlgorithm.None ? data : buffers.Encoded.AsSpan(0, n);
             }
