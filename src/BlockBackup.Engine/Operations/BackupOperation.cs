@@ -29,6 +29,7 @@ public static class BackupOperation
         var volumeId = request.VolumeId ?? VolumeIdentity.ForPath(resolved);
 
         using var volumeLock = RepositoryLock.Acquire(repository.Root, volumeId, "backup", repository.LockTimeout, cancellationToken);
+        RemoveLeftovers(repository, volumeLock, request.Log, progress, cancellationToken);
         var parent = ChooseParent(repository, request, volumeId, volume.Size);
         progress?.Report(new OperationProgress(OperationPhase.Preparing, 0, volume.Size, $"Taking a point-in-time view of {resolved}"));
         using var view = ConsistentView.Acquire(resolved, volume.IsBlockDevice, request.Force, request.UseSnapshot);
@@ -128,6 +129,23 @@ public static class BackupOperation
             MetadataLength = file.Length, MetadataMtimeTicks = file.LastWriteTimeUtc.Ticks, Info = info,
         }.Write(c.Container);
         return info;
+    }
+
+    /// <summary>
+    /// Removes what earlier, interrupted backups of the locked volume left in the repository (see
+    /// <see cref="BackupRepository.RemoveLeftoversOf"/>), saying so through <paramref name="log"/>.
+    /// Best effort: a leftover that cannot be removed is reported and kept, the backup goes on.
+    /// </summary>
+    internal static void RemoveLeftovers(BackupRepository repository, RepositoryLock volumeLock, Action<string>? log, IProgress<OperationProgress>? progress, CancellationToken cancellationToken)
+    {
+        progress?.Report(new OperationProgress(OperationPhase.Preparing, 0, 0, $"Looking for leftovers of interrupted backups of volume {volumeLock.VolumeId}"));
+        var removed = repository.RemoveLeftoversOf(volumeLock,
+            (leftover, ex) => log?.Invoke($"Could not remove the leftover of interrupted backup {leftover.Id} in '{leftover.Container}': {ex.Message}"),
+            cancellationToken);
+        foreach (var leftover in removed)
+        {
+            log?.Invoke($"Removed the leftover of interrupted backup {leftover.Id} of volume {leftover.VolumeId} (container '{leftover.Container}', last written {leftover.CreatedUtc:u}).");
+        }
     }
 
     internal static void Validate(BackupRequest r)
