@@ -100,6 +100,7 @@ internal static class Cli
             ObjectSize = Option(a, "--object-size") is { } s ? ParseSize(s) : BackupRequest.DefaultObjectSize,
             Force = Flag(a, "--force"),
             UseSnapshot = !Flag(a, "--no-snapshot"),
+            Log = message => Console.Error.WriteLine("verbose: " + message),
         };
         var r = BackupOperation.Run(repo, request, Flag(a, "--trace") ? new PhaseTrace() : null);
         Console.WriteLine($"backup {r.Backup.Id} ({(r.Backup.IsIncremental ? "incremental" : "full")}, {r.ConsistencyDetail}) read {r.BytesRead} backed up {r.BytesBackedUp} stored {r.Backup.StoredBytes} in {r.Duration.TotalSeconds:F2}s");
