@@ -178,7 +178,7 @@ internal static unsafe class Bz2
     /// does: anything after a stream's end must be another valid stream, so trailing garbage is
     /// corrupt data rather than silently ignored.
     /// </summary>
-    private sealed class DecompressStream : System.IO.Stream
+    private sealed class DecompressStream : DecompressingStream
     {
         private readonly Api _api;
         private readonly System.IO.Stream _input;
@@ -265,17 +265,6 @@ internal static unsafe class Bz2
                 }
             }
         }
-
-        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
         protected override void Dispose(bool disposing)
         {

@@ -159,7 +159,7 @@ internal static unsafe class Zstd
         return new DecompressStream(api, compressed, objectName);
     }
 
-    private sealed class DecompressStream : Stream
+    private sealed class DecompressStream : DecompressingStream
     {
         private readonly Api _api;
         private readonly Stream _input;
@@ -227,17 +227,6 @@ internal static unsafe class Zstd
                 }
             }
         }
-
-        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
         protected override void Dispose(bool disposing)
         {
