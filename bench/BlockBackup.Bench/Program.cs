@@ -25,6 +25,7 @@ internal static class Cli
         bbk bench [--size 2G] [--sparse-size 16G] [--dir DIR] [--compression zlib] [--keep]
         bbk bench-rbd [--conf CEPH_CONF] [--size 4G]         RBD full vs incremental, export-diff parsing (pools rbd, backups)
         bbk bench-retention [--backups 10000] [--volumes 20]  retention planning over a synthetic listing (chains, damaged)
+        bbk bench-codec [--size 8M] [--codecs bz2,zlib,zstd] [--level N] [--dir DIR]   one object of repetitive text, random and JSON log per codec
         """;
 
     public static int Run(string[] args)
@@ -44,6 +45,7 @@ internal static class Cli
                 "bench" => Benchmark.Run(args),
                 "bench-rbd" => RbdBenchmark.Run(args),
                 "bench-retention" => RetentionBenchmark.Run(args),
+                "bench-codec" => CodecBenchmark.Run(args),
                 _ => Fail(Usage),
             };
         }
@@ -100,6 +102,7 @@ internal static class Cli
             ObjectSize = Option(a, "--object-size") is { } s ? ParseSize(s) : BackupRequest.DefaultObjectSize,
             Force = Flag(a, "--force"),
             UseSnapshot = !Flag(a, "--no-snapshot"),
+            Log = message => Console.Error.WriteLine("verbose: " + message),
         };
         var r = BackupOperation.Run(repo, request, Flag(a, "--trace") ? new PhaseTrace() : null);
         Console.WriteLine($"backup {r.Backup.Id} ({(r.Backup.IsIncremental ? "incremental" : "full")}, {r.ConsistencyDetail}) read {r.BytesRead} backed up {r.BytesBackedUp} stored {r.Backup.StoredBytes} in {r.Duration.TotalSeconds:F2}s");

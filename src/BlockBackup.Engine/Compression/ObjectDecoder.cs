@@ -10,7 +10,8 @@ public static class ObjectDecoder
     {
         CompressionAlgorithm.None => stored,
         CompressionAlgorithm.Zlib => new ZLibStream(stored, CompressionMode.Decompress),
-        CompressionAlgorithm.Bz2 => new BZip2InputStream(stored),
+        // libbz2 decodes 2-10x faster than SharpZipLib; the managed decoder only where it is absent.
+        CompressionAlgorithm.Bz2 => Bz2.TryOpenDecompressor(stored, objectName) ?? new BZip2InputStream(stored),
         CompressionAlgorithm.Zstd => Zstd.OpenDecompressor(stored, objectName),
         _ => throw new ArgumentOutOfRangeException(nameof(algorithm)),
     };

@@ -17,7 +17,6 @@ internal static unsafe class Zstd
     private sealed class Api
     {
         public delegate* unmanaged<nuint, nuint> CompressBound;
-        public delegate* unmanaged<byte*, nuint, byte*, nuint, int, nuint> Compress;
         public delegate* unmanaged<nuint, uint> IsError;
         public delegate* unmanaged<nuint, sbyte*> GetErrorName;
         public delegate* unmanaged<nint> CreateDStream;
@@ -25,6 +24,11 @@ internal static unsafe class Zstd
         public delegate* unmanaged<nint, nuint> InitDStream;
         public delegate* unmanaged<nint, Buffer*, Buffer*, nuint> DecompressStream;
         public delegate* unmanaged<nuint> DStreamInSize;
+        public delegate* unmanaged<nint> CreateCCtx;
+        public delegate* unmanaged<nint, nuint> FreeCCtx;
+        public delegate* unmanaged<nint, int, int, nuint> CCtxSetParameter;
+        public delegate* unmanaged<nint, ulong, nuint> CCtxSetPledgedSrcSize;
+        public delegate* unmanaged<nint, Buffer*, Buffer*, int, nuint> CompressStream2;
     }
 
     [StructLayout(LayoutKind.Sequential)]
@@ -50,7 +54,6 @@ internal static unsafe class Zstd
                 return new Api
                 {
                     CompressBound = (delegate* unmanaged<nuint, nuint>)NativeLibrary.GetExport(lib, "ZSTD_compressBound"),
-                    Compress = (delegate* unmanaged<byte*, nuint, byte*, nuint, int, nuint>)NativeLibrary.GetExport(lib, "ZSTD_compress"),
                     IsError = (delegate* unmanaged<nuint, uint>)NativeLibrary.GetExport(lib, "ZSTD_isError"),
                     GetErrorName = (delegate* unmanaged<nuint, sbyte*>)NativeLibrary.GetExport(lib, "ZSTD_getErrorName"),
                     CreateDStream = (delegate* unmanaged<nint>)NativeLibrary.GetExport(lib, "ZSTD_createDStream"),
@@ -58,6 +61,11 @@ internal static unsafe class Zstd
                     InitDStream = (delegate* unmanaged<nint, nuint>)NativeLibrary.GetExport(lib, "ZSTD_initDStream"),
                     DecompressStream = (delegate* unmanaged<nint, Buffer*, Buffer*, nuint>)NativeLibrary.GetExport(lib, "ZSTD_decompressStream"),
                     DStreamInSize = (delegate* unmanaged<nuint>)NativeLibrary.GetExport(lib, "ZSTD_DStreamInSize"),
+                    CreateCCtx = (delegate* unmanaged<nint>)NativeLibrary.GetExport(lib, "ZSTD_createCCtx"),
+                    FreeCCtx = (delegate* unmanaged<nint, nuint>)NativeLibrary.GetExport(lib, "ZSTD_freeCCtx"),
+                    CCtxSetParameter = (delegate* unmanaged<nint, int, int, nuint>)NativeLibrary.GetExport(lib, "ZSTD_CCtx_setParameter"),
+                    CCtxSetPledgedSrcSize = (delegate* unmanaged<nint, ulong, nuint>)NativeLibrary.GetExport(lib, "ZSTD_CCtx_setPledgedSrcSize"),
+                    CompressStream2 = (delegate* unmanaged<nint, Buffer*, Buffer*, int, nuint>)NativeLibrary.GetExport(lib, "ZSTD_compressStream2"),
                 };
             }
             catch (EntryPointNotFoundException)
@@ -71,15 +79,77 @@ internal static unsafe class Zstd
     private static Api Require(string what) => Loaded.Value ?? throw new BackupException(BackupErrorKind.NotSupported, "ZstdUnavailable",
         $"{what} needs zstd, but the zstd library (libzstd.so.1 / libzstd.dll) is not installed on this machine. Install it (Debian/Ubuntu: apt-get install libzstd1) or choose another compression.", what);
 
-    /// <summary>One zstd frame of <paramref name="source"/> into <paramref name="destination"/>; -1 when it does not fit.</summary>
-    public static int Compress(ReadOnlySpan<byte> source, Span<byte> destination, int level)
+    private const int CompressionLevelParameter = 100; // ZSTD_c_compressionLevel
+    private const int EndContinue = 0; // ZSTD_e_continue
+    private const int EndFrame = 2; // ZSTD_e_end
+
+    /// <summary>
+    /// One zstd frame of <paramref name="source"/> into <paramref name="destination"/>; -1 when it
+    /// does not fit. Streamed in slices of at most <paramref name="slice"/> bytes with
+    /// <paramref name="cancellationToken"/> checked between them (level 19 spends seconds on one
+    /// object). The pledged size puts the content size in the frame header, as ZSTD_compress
+    /// does: python-zstd's decompress needs it.
+    /// </summary>
+    public static int Compress(ReadOnlySpan<byte> source, Span<byte> destination, int level, int slice, CancellationToken cancellationToken)
     {
         var api = Require("zstd compression");
-        fixed (byte* s = source)
-        fixed (byte* d = destination)
+        var cctx = api.CreateCCtx();
+        if (cctx == 0)
         {
-            var r = api.Compress(d, (nuint)destination.Length, s, (nuint)source.Length, level);
-            return api.IsError(r) != 0 ? -1 : (int)r;
+            throw new OutOfMemoryException("libzstd could not allocate a compression context.");
+        }
+
+        try
+        {
+            Check(api, api.CCtxSetParameter(cctx, CompressionLevelParameter, level));
+            Check(api, api.CCtxSetPledgedSrcSize(cctx, (ulong)source.Length));
+            fixed (byte* s = source)
+            fixed (byte* d = destination)
+            {
+                var output = new Buffer { Pointer = d, Size = (nuint)destination.Length };
+                for (var pos = 0; ; pos += slice)
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                    var last = pos + slice >= source.Length;
+                    var input = new Buffer { Pointer = s + pos, Size = (nuint)Math.Min(slice, source.Length - pos) };
+                    while (true)
+                    {
+                        var r = api.CompressStream2(cctx, &output, &input, last ? EndFrame : EndContinue);
+                        if (api.IsError(r) != 0)
+                        {
+                            return -1; // in practice only "destination buffer is too small"
+                        }
+
+                        var done = last ? r == 0 : input.Position == input.Size;
+                        if (done)
+                        {
+                            break;
+                        }
+
+                        if (output.Position == output.Size)
+                        {
+                            return -1; // not smaller than the input: stored raw
+                        }
+                    }
+
+                    if (last)
+                    {
+                        return (int)output.Position;
+                    }
+                }
+            }
+        }
+        finally
+        {
+            api.FreeCCtx(cctx);
+        }
+    }
+
+    private static void Check(Api api, nuint result)
+    {
+        if (api.IsError(result) != 0)
+        {
+            throw new InvalidOperationException($"libzstd refused a compression parameter: {new string(api.GetErrorName(result))}");
         }
     }
 
@@ -89,7 +159,7 @@ internal static unsafe class Zstd
         return new DecompressStream(api, compressed, objectName);
     }
 
-    private sealed class DecompressStream : Stream
+    private sealed class DecompressStream : DecompressingStream
     {
         private readonly Api _api;
         private readonly Stream _input;
@@ -157,17 +227,6 @@ internal static unsafe class Zstd
                 }
             }
         }
-
-        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
         protected override void Dispose(bool disposing)
         {

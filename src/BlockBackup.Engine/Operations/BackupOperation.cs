@@ -29,6 +29,7 @@ public static class BackupOperation
         var volumeId = request.VolumeId ?? VolumeIdentity.ForPath(resolved);
 
         using var volumeLock = RepositoryLock.Acquire(repository.Root, volumeId, "backup", repository.LockTimeout, cancellationToken, progress);
+        RemoveLeftovers(repository, volumeLock, request.Log, progress, cancellationToken);
         var parent = ChooseParent(repository, request, volumeId, volume.Size);
         progress?.Report(new OperationProgress(OperationPhase.Preparing, 0, volume.Size, $"Taking a point-in-time view of {resolved}"));
         using var view = ConsistentView.Acquire(resolved, volume.IsBlockDevice, request.Force, request.UseSnapshot);
@@ -130,6 +131,23 @@ public static class BackupOperation
         return info;
     }
 
+    /// <summary>
+    /// Removes what earlier, interrupted backups of the locked volume left in the repository (see
+    /// <see cref="BackupRepository.RemoveLeftoversOf"/>), saying so through <paramref name="log"/>.
+    /// Best effort: a leftover that cannot be removed is reported and kept, the backup goes on.
+    /// </summary>
+    internal static void RemoveLeftovers(BackupRepository repository, RepositoryLock volumeLock, Action<string>? log, IProgress<OperationProgress>? progress, CancellationToken cancellationToken)
+    {
+        progress?.Report(new OperationProgress(OperationPhase.Preparing, 0, 0, $"Looking for leftovers of interrupted backups of volume {volumeLock.VolumeId}"));
+        var removed = repository.RemoveLeftoversOf(volumeLock,
+            (leftover, ex) => log?.Invoke($"Could not remove the leftover of interrupted backup {leftover.Id} in '{leftover.Container}': {ex.Message}"),
+            cancellationToken);
+        foreach (var leftover in removed)
+        {
+            log?.Invoke($"Removed the leftover of interrupted backup {leftover.Id} of volume {leftover.VolumeId} (container '{leftover.Container}', last written {leftover.CreatedUtc:u}).");
+        }
+    }
+
     internal static void Validate(BackupRequest r)
     {
         if (r.HashBlockSize <= 0 || r.HashBlockSize > (64 << 20) || r.ObjectSize <= 0 || r.ObjectSize % r.HashBlockSize != 0 || r.ObjectSize > (256L << 20))
@@ -165,13 +183,13 @@ public static class BackupOperation
         else
         {
             parent = repository.FindLatest(volumeId) ?? throw new BackupException(BackupErrorKind.InvalidOperation, "NoParentBackup",
-                $"No available backup of volume {volumeId} exists in '{repository.Root}' to base an incremental backup on. Make a full backup first (without Incremental).", volumeId);
+                $"No available backup of volume {volumeId} exists in '{repository.Root}' to base an incremental backup on. Make a full backup first (without -Incremental).", volumeId);
         }
 
         if (volumeSize > parent.VolumeSize)
         {
             throw new BackupException(BackupErrorKind.InvalidOperation, "VolumeGrew",
-                $"The volume grew from {parent.VolumeSize} to {volumeSize} bytes since backup {parent.Id}; an incremental cannot describe that (as in Cinder). Do a full backup.", parent.Id);
+                $"The volume grew from {ByteSize.Human(parent.VolumeSize)} to {ByteSize.Human(volumeSize)} ({parent.VolumeSize} to {volumeSize} bytes) since backup {parent.Id}; an incremental cannot describe that (as in Cinder). Make a full backup (without -Incremental).", parent.Id);
         }
 
         return parent;
@@ -639,7 +657,7 @@ public static class BackupOperation
                 {
                     var raw = new byte[len];
                     var output = new byte[len];
-                    var (alg, n) = Encoder.Encode(raw, output);
+                    var (alg, n) = Encoder.Encode(raw, output, _cancel);
                     return new EncodedZeros(alg == CompressionAlgorithm.None ? null : output[..n], alg, Convert.ToHexString(MD5.HashData(raw)).ToLowerInvariant());
                 });
                 used = zeros.Compression;
@@ -649,7 +667,7 @@ public static class BackupOperation
             else
             {
                 md5 = Convert.ToHexString(MD5.HashData(data)).ToLowerInvariant();
-                var (alg, n) = Encoder.Encode(data, buffers.Encoded);
+                var (alg, n) = Encoder.Encode(data, buffers.Encoded, _cancel);
                 used = alg;
                 stored = alg == CompressionAlgorithm.None ? data : buffers.Encoded.AsSpan(0, n);
             }

@@ -4,7 +4,7 @@ using BlockBackup.Engine.Consistency;
 namespace BlockBackup.Engine.Operations;
 
 /// <summary>What to back up and how.</summary>
-public sealed class BackupRequest
+public sealed record BackupRequest
 {
     public const long DefaultObjectSize = 8L << 20;
 
@@ -28,6 +28,11 @@ public sealed class BackupRequest
     public int? Workers { get; init; }
     /// <summary>Try a reflink clone / LVM snapshot first (default).</summary>
     public bool UseSnapshot { get; init; } = true;
+    /// <summary>
+    /// Messages worth a -Verbose line (e.g. the removal of an earlier interrupted backup's
+    /// leftovers). Called on the operation's own thread, which is not the pipeline thread.
+    /// </summary>
+    public Action<string>? Log { get; init; }
 }
 
 /// <summary>The outcome of a backup: the new backup plus what it cost.</summary>

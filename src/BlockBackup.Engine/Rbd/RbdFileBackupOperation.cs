@@ -25,6 +25,7 @@ public static class RbdFileBackupOperation
         var (size, objectSize) = client.ImageInfo(source) ?? throw new BackupException(BackupErrorKind.NotFound, "RbdImageNotFound", $"The RBD image '{source}' does not exist.", source.Spec);
         var volumeId = request.VolumeId ?? RbdBackupPool.VolumeIdFor(source);
         using var volumeLock = RepositoryLock.Acquire(repository.Root, volumeId, "backup", repository.LockTimeout, cancellationToken, progress);
+        BackupOperation.RemoveLeftovers(repository, volumeLock, request.Log, progress, cancellationToken);
         var parent = BackupOperation.ChooseParent(repository, request, volumeId, size);
 
         string? fromSnapshot = null;

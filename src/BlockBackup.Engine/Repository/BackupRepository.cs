@@ -201,6 +201,50 @@ public sealed class BackupRepository : IBackupRepository
     }
 
     /// <summary>
+    /// Removes what interrupted BlockBackup backups of one volume left behind (objects, temporary
+    /// files, hash list, but no metadata), for a backup of that volume that holds its lock, so that
+    /// killed backups do not pile up until someone runs the explicit cleanup. Holding the lock is
+    /// what makes this safe: every BlockBackup process that writes or deletes a backup of the
+    /// volume in this repository holds it for the whole time, so a container of this volume
+    /// without metadata cannot be one being written right now. Cinder does not take this lock, so
+    /// containers Cinder wrote (no <see cref="ContainerSummary"/> naming the backup) are left to
+    /// the explicit cleanup; Available and Damaged backups (metadata present) are never touched.
+    /// Returns what was removed; a leftover that cannot be removed is reported through
+    /// <paramref name="failed"/> and kept, never failing the caller.
+    /// </summary>
+    internal IReadOnlyList<BackupInfo> RemoveLeftoversOf(RepositoryLock volumeLock, Action<BackupInfo, Exception>? failed, CancellationToken cancellationToken)
+    {
+        if (volumeLock.RepositoryRoot != Root || !volumeLock.IsStillHeld)
+        {
+            throw new InvalidOperationException($"Removing leftovers of volume {volumeLock.VolumeId} needs that volume's lock in '{Root}', held by the caller.");
+        }
+
+        var removed = new List<BackupInfo>();
+        // While we hold the lock, listing reports this volume's leftovers as Creating (a lock is held).
+        foreach (var leftover in List(includeIncomplete: true).Where(b => b.VolumeId == volumeLock.VolumeId && b.Status is BackupStatus.Incomplete or BackupStatus.Creating))
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var summary = ContainerSummary.TryRead(ContainerPath(leftover));
+            if (summary is null || summary.BackupId != leftover.Id || summary.VolumeId != leftover.VolumeId || summary.Prefix != leftover.Prefix || File.Exists(MetadataPath(leftover)))
+            {
+                continue;
+            }
+
+            try
+            {
+                DeleteFiles(leftover);
+                removed.Add(leftover);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                failed?.Invoke(leftover, ex);
+            }
+        }
+
+        return removed;
+    }
+
+    /// <summary>
     /// Removes exactly one backup's files: metadata first (so a crash midway leaves an
     /// incomplete backup, never a listed one with missing objects), then everything with its prefix.
     /// </summary>

@@ -21,11 +21,32 @@ public sealed class RepositoryLock : IDisposable
     private readonly Timer _heartbeat;
     private int _disposed;
 
-    private RepositoryLock(string path, string token)
+    private RepositoryLock(string repositoryRoot, Guid volumeId, string path, string token)
     {
+        RepositoryRoot = repositoryRoot;
+        VolumeId = volumeId;
         _path = path;
         _token = token;
         _heartbeat = new Timer(_ => Touch(), null, HeartbeatInterval, HeartbeatInterval);
+    }
+
+    /// <summary>The repository and volume this lock is for: what its holder may treat as its own.</summary>
+    public string RepositoryRoot { get; }
+    public Guid VolumeId { get; }
+
+    /// <summary>False once disposed (or when the lock was broken as stale and taken by another process).</summary>
+    public bool IsStillHeld => Volatile.Read(ref _disposed) == 0 && IsOurs();
+
+    private bool IsOurs()
+    {
+        try
+        {
+            return File.ReadAllText(_path).Contains(_token, StringComparison.Ordinal);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
     }
 
     public static string LockDirectory(string repositoryRoot) => Path.Combine(repositoryRoot, ".blockbackup", "locks");
@@ -65,7 +86,7 @@ public sealed class RepositoryLock : IDisposable
                     stream.Flush(flushToDisk: true);
                 }
 
-                return new RepositoryLock(path, token);
+                return new RepositoryLock(repositoryRoot, volumeId, path, token);
             }
             catch (IOException) when (File.Exists(path))
             {

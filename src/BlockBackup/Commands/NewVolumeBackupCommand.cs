@@ -159,7 +159,7 @@ public sealed class NewVolumeBackupCommand : RepositoryCmdlet
             ObjectSize = ObjectSize,
             UseSnapshot = !NoSnapshot,
         };
-        var result = RunWithProgress($"Backing up {source}", (progress, token) => BackupOperation.Run(repository, request, progress, token));
+        var result = RunWithProgress($"Backing up {source}", (progress, log, token) => BackupOperation.Run(repository, request with { Log = log }, progress, token));
         Report(result.Backup, result.Parent, result.ConsistencyDetail);
         if (result.Consistency == ConsistencyMethod.DirectForced)
         {
@@ -181,8 +181,8 @@ public sealed class NewVolumeBackupCommand : RepositoryCmdlet
                 SourcePath = source.Spec, VolumeId = VolumeId, Name = Name, Description = Description, Incremental = Incremental,
                 ParentId = Parent, Compression = compression, CompressionLevel = CompressionLevel, ObjectSize = ObjectSize,
             };
-            var result = RunWithProgress($"Backing up {source}", (progress, token) =>
-                Engine.Rbd.RbdFileBackupOperation.Run(repository, RbdClient(), source, request, KeepSourceSnapshots, progress, token));
+            var result = RunWithProgress($"Backing up {source}", (progress, log, token) =>
+                Engine.Rbd.RbdFileBackupOperation.Run(repository, RbdClient(), source, request with { Log = log }, KeepSourceSnapshots, progress, token));
             Report(result.Backup, result.Parent, result.ConsistencyDetail);
             WriteVerbose($"Backup {result.Backup.Id}: read {Units.Size(result.BytesRead)}, stored {Units.Size(result.Backup.StoredBytes)} in {result.Duration.TotalSeconds:F1} s.");
             return result.Backup;

@@ -64,7 +64,7 @@ public sealed class RestoreVolumeBackupCommand : BackupItemCmdlet
 
         var request = new RestoreRequest { BackupId = BackupId, TargetPath = target, Overwrite = Force };
         var result = RunWithProgress($"Restoring {BackupId} to {target}", (progress, token) => RestoreOperation.Run(repository, request, progress, token));
-        WriteVerbose($"{result.Decision}. Wrote {Units.Size(result.BytesWritten)}, {Units.Size(result.ZeroBytes)} zero, verified {result.BlocksVerified} blocks in {result.Duration.TotalSeconds:F1} s.");
+        WriteVerbose($"{result.Decision.ToString().TrimEnd('.')}. Wrote {Units.Size(result.BytesWritten)}, {Units.Size(result.ZeroBytes)} zero, verified {result.BlocksVerified} blocks in {result.Duration.TotalSeconds:F1} s.");
         WriteObject(result);
     }
 
@@ -87,7 +87,7 @@ public sealed class RestoreVolumeBackupCommand : BackupItemCmdlet
         }
 
         var result = RunWithProgress($"Restoring {BackupId} to {target}", (progress, token) => RbdRestoreOperation.Run(pool, request, progress, token));
-        WriteVerbose($"{result.Decision}. Wrote {Units.Size(result.BytesWritten)} in {result.Duration.TotalSeconds:F1} s.");
+        WriteVerbose($"{result.Decision.ToString().TrimEnd('.')}. Wrote {Units.Size(result.BytesWritten)} in {result.Duration.TotalSeconds:F1} s.");
         WriteObject(result);
     }
 }

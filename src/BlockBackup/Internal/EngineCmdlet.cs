@@ -27,16 +27,21 @@ public abstract class EngineCmdlet : PSCmdlet, IDisposable
     /// Runs <paramref name="work"/> on a worker thread and relays its progress as Write-Progress
     /// records (with rate and time left) until it finishes. Exceptions surface here.
     /// </summary>
-    protected T RunWithProgress<T>(string activity, Func<IProgress<OperationProgress>, CancellationToken, T> work)
+    protected T RunWithProgress<T>(string activity, Func<IProgress<OperationProgress>, CancellationToken, T> work) =>
+        RunWithProgress(activity, (progress, _, token) => work(progress, token));
+
+    /// <summary>As above; the work also gets a log whose lines become -Verbose records (the engine calls it from its own threads).</summary>
+    protected T RunWithProgress<T>(string activity, Func<IProgress<OperationProgress>, Action<string>, CancellationToken, T> work)
     {
         var id = _progressId++;
-        var queue = new BlockingCollection<OperationProgress>();
+        var queue = new BlockingCollection<object>();
         var progress = new QueueProgress(queue);
+        void Log(string line) => progress.Add(line);
         var task = Task.Run(() =>
         {
             try
             {
-                return work(progress, _stop.Token);
+                return work(progress, Log, _stop.Token);
             }
             finally
             {
@@ -49,8 +54,15 @@ public abstract class EngineCmdlet : PSCmdlet, IDisposable
         try
         {
             var waitReported = false;
-            foreach (var report in queue.GetConsumingEnumerable())
+            foreach (var item in queue.GetConsumingEnumerable())
             {
+                if (item is string line)
+                {
+                    WriteVerbose(line);
+                    continue;
+                }
+
+                var report = (OperationProgress)item;
                 if (report.Phase == OperationPhase.WaitingForLock && !waitReported)
                 {
                     WriteVerbose(report.Activity + ".");
@@ -161,9 +173,12 @@ public abstract class EngineCmdlet : PSCmdlet, IDisposable
         }
     }
 
-    private sealed class QueueProgress(BlockingCollection<OperationProgress> queue) : IProgress<OperationProgress>
+    /// <summary>Progress reports and log lines, in order, for the pipeline thread.</summary>
+    private sealed class QueueProgress(BlockingCollection<object> queue) : IProgress<OperationProgress>
     {
-        public void Report(OperationProgress value)
+        public void Report(OperationProgress value) => Add(value);
+
+        public void Add(object value)
         {
             try
             {
