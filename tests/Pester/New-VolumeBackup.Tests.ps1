@@ -126,7 +126,8 @@ Describe 'New-VolumeBackup' {
             $null = $ps.AddScript("Import-Module '$ModuleManifest'; `$ProgressPreference = 'Continue'; New-VolumeBackup -Path '$vol' -Repository '$repo' | Out-Null")
             $null = $ps.Invoke()
             $statuses = $ps.Streams.Progress | Where-Object RecordType -EQ 'Processing' | ForEach-Object StatusDescription
-            $statuses | Should -Match '^\w+: [\d.]+ \w*B of 4.00 MiB'
+            ($statuses -join "`n") | Should -Match '(?m)^Reading: [\d.]+ \w*B of 4.00 MiB'
+            ($statuses -join "`n") | Should -Match '(?m)^\w+: [\d.]+ \w*B of 4.00 MiB, [\d.]+ \w*B/s$'
         }
         finally {
             $ps.Dispose()
@@ -146,6 +147,32 @@ Describe 'New-VolumeBackup' {
                 $ps.Dispose()
             }
         }
+    }
+
+    It 'is stopped by Stop-Job; the next backup of the volume takes the lock at once and leaves nothing incomplete' {
+        $big = Join-Path $TestDrive 'job.img'
+        $text = [System.Text.Encoding]::ASCII.GetBytes(('job backup ' * 100000))
+        $stream = [System.IO.File]::Create($big)
+        try { foreach ($i in 1..96) { $stream.Write($text, 0, $text.Length) } } finally { $stream.Dispose() }
+        # A job is a fresh session: it imports the module by path.
+        $job = Start-Job -ScriptBlock { param($m, $v, $r) Import-Module $m; New-VolumeBackup -Path $v -Repository $r -Compression bz2 -NoSnapshot } -ArgumentList $ModuleManifest, $big, $repo
+        try {
+            $deadline = [DateTime]::UtcNow.AddSeconds(60)
+            while (-not (Get-ChildItem -LiteralPath $repo -Recurse -Force -Filter '*-0000*' -ErrorAction SilentlyContinue) -and $job.State -eq 'Running' -and [DateTime]::UtcNow -lt $deadline) {
+                Start-Sleep -Milliseconds 50
+            }
+            $job.State | Should -Be 'Running' -Because 'the backup must still be writing when it is stopped'
+            $clock = [System.Diagnostics.Stopwatch]::StartNew()
+            $job | Stop-Job
+            $clock.Elapsed.TotalSeconds | Should -BeLessThan 15
+        }
+        finally {
+            $job | Remove-Job -Force
+        }
+        $output = New-VolumeBackup -Path $big -Repository $repo -Compression zlib -NoSnapshot -LockTimeoutSeconds 5 -Verbose 4>&1
+        @($output | Where-Object { $_ -is [BlockBackup.Engine.BackupInfo] }).Count | Should -Be 1
+        Get-VolumeBackup -Repository $repo -IncludeIncomplete | Where-Object Status -NE 'Available' | Should -BeNullOrEmpty
+        Get-ChildItem -LiteralPath (Join-Path $repo '.blockbackup/locks') -Force | Should -BeNullOrEmpty
     }
 
     It 'stops promptly when the pipeline is stopped and leaves no backup behind' {
@@ -172,6 +199,7 @@ Describe 'New-VolumeBackup' {
         finally {
             $ps.Dispose()
         }
-        Get-VolumeBackup -Repository $repo -IncludeIncomplete | Should -BeNullOrEmpty
+        # The repository directory was created by the stopped backup, which leaves nothing behind.
+        Test-Path -LiteralPath $repo | Should -BeFalse
     }
 }
