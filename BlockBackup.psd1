@@ -13,13 +13,16 @@
     CmdletsToExport      = @(
         'Export-VolumeBackupRecord'
         'Get-BackupChain'
+        'Get-BackupSchedule'
         'Get-VolumeBackup'
         'Import-VolumeBackupRecord'
         'Limit-VolumeBackup'
+        'Register-BackupSchedule'
         'New-VolumeBackup'
         'Remove-VolumeBackup'
         'Restore-VolumeBackup'
         'Test-VolumeBackup'
+        'Unregister-BackupSchedule'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()

@@ -13,8 +13,9 @@ public class CmdletContractTests(ModuleFixture module) : IClassFixture<ModuleFix
 
     private static readonly string[] Expected =
     [
-        "Export-VolumeBackupRecord", "Get-BackupChain", "Get-VolumeBackup", "Import-VolumeBackupRecord",
-        "Limit-VolumeBackup", "New-VolumeBackup", "Remove-VolumeBackup", "Restore-VolumeBackup", "Test-VolumeBackup",
+        "Export-VolumeBackupRecord", "Get-BackupChain", "Get-BackupSchedule", "Get-VolumeBackup", "Import-VolumeBackupRecord",
+        "Limit-VolumeBackup", "New-VolumeBackup", "Register-BackupSchedule", "Remove-VolumeBackup", "Restore-VolumeBackup",
+        "Test-VolumeBackup", "Unregister-BackupSchedule",
     ];
 
     [Fact]

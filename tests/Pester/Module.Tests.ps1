@@ -9,16 +9,19 @@ AfterAll {
     Remove-Module BlockBackup -ErrorAction SilentlyContinue
 }
 
+BeforeDiscovery {
+    $script:cmdlets = @(
+        'Export-VolumeBackupRecord', 'Get-BackupChain', 'Get-BackupSchedule', 'Get-VolumeBackup', 'Import-VolumeBackupRecord',
+        'Limit-VolumeBackup', 'New-VolumeBackup', 'Register-BackupSchedule', 'Remove-VolumeBackup', 'Restore-VolumeBackup',
+        'Test-VolumeBackup', 'Unregister-BackupSchedule') | Sort-Object
+}
+
 Describe 'The module' {
-    It 'exports exactly its cmdlets' {
-        (Get-Command -Module BlockBackup).Name | Sort-Object | Should -Be @(
-            'Export-VolumeBackupRecord', 'Get-BackupChain', 'Get-VolumeBackup', 'Import-VolumeBackupRecord', 'Limit-VolumeBackup',
-            'New-VolumeBackup', 'Remove-VolumeBackup', 'Restore-VolumeBackup', 'Test-VolumeBackup')
+    It 'exports exactly its cmdlets' -TestCases @{ Expected = $cmdlets } {
+        (Get-Command -Module BlockBackup).Name | Sort-Object | Should -Be $Expected
     }
 
-    It 'has help with a synopsis and at least two examples for <_>' -ForEach @(
-        'Export-VolumeBackupRecord', 'Get-BackupChain', 'Get-VolumeBackup', 'Import-VolumeBackupRecord', 'Limit-VolumeBackup',
-        'New-VolumeBackup', 'Remove-VolumeBackup', 'Restore-VolumeBackup', 'Test-VolumeBackup') {
+    It 'has help with a synopsis and at least two examples for <_>' -ForEach $cmdlets {
         $help = Get-Help $_ -Full
         $help.Synopsis | Should -Not -BeNullOrEmpty
         $help.Synopsis | Should -Not -Match '^\s*\w+-\w+\s*\['   # not the auto-generated syntax
