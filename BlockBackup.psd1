@@ -8,6 +8,8 @@
     Description          = 'Backs up and restores block volumes (image files, block devices) into OpenStack Cinder-compatible posix/NFS repositories: full and incremental chains, verification, Cinder backup records.'
     CompatiblePSEditions = @('Core')
     PowerShellVersion    = '7.4'
+    NestedModules        = @('BlockBackup.Dsc.psm1')
+    DscResourcesToExport = @('BlockBackupPolicy')
     FormatsToProcess     = @('BlockBackup.format.ps1xml')
     TypesToProcess       = @('BlockBackup.types.ps1xml')
     CmdletsToExport      = @(

@@ -1,0 +1,169 @@
+# BlockBackup's DSC resource: a backup policy and the scheduler entry that runs it.
+# A class-based resource (PSDesiredStateConfiguration 2, Invoke-DscResource, Machine
+# Configuration) and, through BlockBackupPolicy.dsc.ps1, a DSC v3 command resource share the
+# logic below. Test() is about configuration only: the stored policy equals the declared one and
+# the schedule entry is registered. Whether backups are fresh is monitoring
+# (Get-BackupPolicyStatus), not desired state.
+
+enum Ensure {
+    Absent
+    Present
+}
+
+# The dsccommunity convention for explaining why Test() is false.
+class BlockBackupReason {
+    [DscProperty()] [string] $Code
+    [DscProperty()] [string] $Phrase
+}
+
+[DscResource()]
+class BlockBackupPolicy {
+    [DscProperty(Key)] [string] $Name
+    [DscProperty()] [Ensure] $Ensure = [Ensure]::Present
+    [DscProperty()] [string[]] $Path
+    [DscProperty()] [string[]] $RbdImage
+    [DscProperty()] [string] $Repository
+    [DscProperty()] [string] $Schedule
+    [DscProperty()] [string] $TimeZone
+    # TimeSpans as strings ('7.00:00:00'): DSC and JSON carry them as text.
+    [DscProperty()] [string] $FullEvery
+    [DscProperty()] [int] $MaxChainLength
+    [DscProperty()] [int] $KeepLast
+    [DscProperty()] [int] $KeepHourly
+    [DscProperty()] [int] $KeepDaily
+    [DscProperty()] [int] $KeepWeekly
+    [DscProperty()] [int] $KeepMonthly
+    [DscProperty()] [int] $KeepYearly
+    [DscProperty()] [string] $KeepWithin
+    [DscProperty()] [string] $Compression
+    [DscProperty()] [bool] $Verify
+    [DscProperty()] [int] $VerifyPercent
+    # How often the node's scheduler entry looks for due policies (Register-BackupSchedule -EveryMinutes).
+    [DscProperty()] [int] $ScheduleEveryMinutes = 5
+    [DscProperty(NotConfigurable)] [BlockBackupReason[]] $Reasons
+
+    # The policy settings this resource manages, in the order the cmdlets take them.
+    hidden static [string[]] $Settings = @(
+        'Path', 'RbdImage', 'Repository', 'Schedule', 'TimeZone', 'FullEvery', 'MaxChainLength',
+        'KeepLast', 'KeepHourly', 'KeepDaily', 'KeepWeekly', 'KeepMonthly', 'KeepYearly', 'KeepWithin',
+        'Compression', 'Verify', 'VerifyPercent')
+
+    [BlockBackupPolicy] Get() {
+        $current = [BlockBackupPolicy]::new()
+        $current.Name = $this.Name
+        $current.ScheduleEveryMinutes = $this.ScheduleEveryMinutes
+        $stored = [BlockBackupPolicy]::Read($this.Name)
+        if ($null -eq $stored) {
+            $current.Ensure = [Ensure]::Absent
+        }
+        else {
+            $current.Ensure = [Ensure]::Present
+            foreach ($setting in [BlockBackupPolicy]::Settings) {
+                $current.$setting = $stored[$setting]
+            }
+        }
+        $current.Reasons = $this.Compare($current)
+        return $current
+    }
+
+    [bool] Test() {
+        return $this.Get().Reasons.Count -eq 0
+    }
+
+    [void] Set() {
+        $current = $this.Get()
+        if ($this.Ensure -eq [Ensure]::Absent) {
+            if ($current.Ensure -eq [Ensure]::Present) {
+                BlockBackup\Remove-BackupPolicy -Name $this.Name -Confirm:$false -ErrorAction Stop
+            }
+            return
+        }
+
+        $parameters = $this.Declared()
+        if ($current.Ensure -eq [Ensure]::Absent) {
+            BlockBackup\New-BackupPolicy -Name $this.Name @parameters -ErrorAction Stop | Out-Null
+        }
+        elseif (@($current.Reasons | Where-Object Code -Like 'BlockBackupPolicy:*:Setting').Count -gt 0) {
+            BlockBackup\Set-BackupPolicy -Name $this.Name @parameters -ErrorAction Stop | Out-Null
+        }
+        if (-not (BlockBackup\Get-BackupSchedule -EveryMinutes $this.ScheduleEveryMinutes).IsCurrent) {
+            BlockBackup\Register-BackupSchedule -EveryMinutes $this.ScheduleEveryMinutes -Confirm:$false -ErrorAction Stop
+        }
+    }
+
+    # The declared settings as cmdlet parameters: a setting left at its default is not managed.
+    hidden [hashtable] Declared() {
+        $parameters = @{}
+        foreach ($setting in [BlockBackupPolicy]::Settings) {
+            $value = $this.$setting
+            if ($null -eq $value -or ($value -is [string] -and $value -eq '') -or ($value -is [int] -and $value -eq 0) -or ($value -is [array] -and $value.Count -eq 0)) {
+                continue
+            }
+            if ($setting -in 'FullEvery', 'KeepWithin') {
+                $value = [timespan]::Parse($value, [cultureinfo]::InvariantCulture)
+            }
+            if ($setting -eq 'Verify') {
+                $value = [switch]$value
+            }
+            $parameters[$setting] = $value
+        }
+        return $parameters
+    }
+
+    hidden [BlockBackupReason[]] Compare([BlockBackupPolicy] $current) {
+        $found = [System.Collections.Generic.List[BlockBackupReason]]::new()
+        $prefix = "BlockBackupPolicy:$($this.Name)"
+        if ($current.Ensure -ne $this.Ensure) {
+            $found.Add([BlockBackupReason]@{ Code = "${prefix}:Ensure"; Phrase = "The policy should be $($this.Ensure) but is $($current.Ensure)." })
+            return $found.ToArray()
+        }
+        if ($this.Ensure -eq [Ensure]::Absent) {
+            return $found.ToArray()
+        }
+        $declared = $this.Declared()
+        foreach ($setting in $declared.Keys | Sort-Object) {
+            $want = [BlockBackupPolicy]::Text($declared[$setting])
+            $have = [BlockBackupPolicy]::Text($current.$setting)
+            if ($want -cne $have) {
+                $found.Add([BlockBackupReason]@{ Code = "${prefix}:${setting}:Setting"; Phrase = "$setting should be '$want' but is '$have'." })
+            }
+        }
+        $entry = BlockBackup\Get-BackupSchedule -EveryMinutes $this.ScheduleEveryMinutes
+        if (-not $entry.IsCurrent) {
+            $state = if ($entry.IsRegistered) { 'registered with other settings' } else { 'not registered' }
+            $found.Add([BlockBackupReason]@{ Code = "${prefix}:Schedule:Registration"; Phrase = "The $($entry.Kind) entry that runs due policies every $($this.ScheduleEveryMinutes) minute(s) is $state." })
+        }
+        return $found.ToArray()
+    }
+
+    # One comparable text per value: arrays joined, TimeSpans invariant, switches as booleans.
+    hidden static [string] Text($value) {
+        if ($null -eq $value) { return '' }
+        if ($value -is [System.Management.Automation.SwitchParameter]) { return ([bool]$value).ToString() }
+        if ($value -is [timespan]) { return $value.ToString('c', [cultureinfo]::InvariantCulture) }
+        if ($value -is [array]) { return (@($value | ForEach-Object { [BlockBackupPolicy]::Text($_) }) -join "`n") }
+        return [string]$value
+    }
+
+    # The stored policy as a table of settings, or $null when there is none.
+    hidden static [hashtable] Read([string] $policyName) {
+        $policy = BlockBackup\Get-BackupPolicy -Name $policyName -ErrorAction SilentlyContinue | Where-Object Name -EQ $policyName | Select-Object -First 1
+        if ($null -eq $policy) {
+            return $null
+        }
+        $table = @{}
+        foreach ($setting in [BlockBackupPolicy]::Settings) {
+            $table[$setting] = [BlockBackupPolicy]::Setting($policy, $setting)
+        }
+        return $table
+    }
+
+    # A setting of a policy object, as Get-BackupPolicy emits it.
+    hidden static [object] Setting($policy, [string] $setting) {
+        $value = $policy.$setting
+        if ($setting -in 'FullEvery', 'KeepWithin' -and $null -ne $value) {
+            return ([timespan]$value).ToString('c', [cultureinfo]::InvariantCulture)
+        }
+        return $value
+    }
+}
