@@ -43,6 +43,31 @@ public class RepositoryTests
     }
 
     [Fact]
+    public void AListingCacheThatLiesAboutAParentNeverLetsTheParentBeDeleted()
+    {
+        using var s = new Scratch();
+        var volume = s.MixedVolume("vol.img", 2 << 20, seed: 3);
+        var full = s.Backup(volume).Backup;
+        Scratch.Scribble(volume, 4);
+        var incremental = s.Backup(volume, incremental: true).Backup;
+        Assert.Equal([full.Id, incremental.Id], s.Repository.List().Select(b => b.Id));   // the caches are written
+
+        // One wrong GUID in the incremental's cache; the metadata's length and mtime still match, so listing trusts it.
+        var cache = Path.Combine(s.Repository.ContainerPath(incremental), "blockbackup.json");
+        File.WriteAllText(cache, File.ReadAllText(cache).Replace(full.Id.ToString(), Guid.NewGuid().ToString(), StringComparison.Ordinal));
+        Assert.NotEqual(full.Id, s.Repository.List().Single(b => b.Id == incremental.Id).ParentId);
+
+        var refused = Assert.Throws<BackupException>(() => s.Repository.Remove(full.Id, includeDependents: false));
+        Assert.Equal("BackupHasDependents", refused.ErrorId);
+        Assert.Contains(incremental.Id.ToString(), refused.Message, StringComparison.Ordinal);
+        // The cache that disagreed with the metadata was dropped: the listing is right again.
+        Assert.Equal(full.Id, s.Repository.List().Single(b => b.Id == incremental.Id).ParentId);
+        var target = s.PathOf("restored.img");
+        s.Restore(incremental.Id, target);
+        Assert.Equal(Scratch.Sha(volume), Scratch.Sha(target));
+    }
+
+    [Fact]
     public void ListingLatestAndChainComeFromTheRepositoryAlone()
     {
         using var s = new Scratch();

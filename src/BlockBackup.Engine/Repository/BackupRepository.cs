@@ -153,9 +153,11 @@ public sealed class BackupRepository : IBackupRepository
     public IReadOnlyList<BackupInfo> Remove(Guid backupId, bool includeDependents, CancellationToken cancellationToken = default)
     {
         // Damaged and incomplete backups can be removed too; only a backup being written cannot.
-        var target = FindAny(backupId);
+        // What decides a deletion (ids, volumes, parent links) comes from the metadata, never from
+        // the listing cache: one wrong parent in a cache must not let a parent go before its child.
+        var target = Authoritative(FindAny(backupId));
         using var volumeLock = RepositoryLock.Acquire(Root, target.VolumeId, "delete", LockTimeout, cancellationToken);
-        var backups = List(includeIncomplete: true);
+        var backups = List(includeIncomplete: true).Select(Authoritative).ToList();
         target = backups.FirstOrDefault(b => b.Id == backupId)
             ?? throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"Backup {backupId} was removed meanwhile.", backupId);
         var dependents = GetDependents(backupId, recursive: true, backups);
@@ -174,6 +176,37 @@ public sealed class BackupRepository : IBackupRepository
         }
 
         return order;
+    }
+
+    /// <summary>
+    /// The backup as its metadata describes it. A listing-cache entry that disagrees with the
+    /// metadata is dropped (the next listing rebuilds it from the metadata).
+    /// </summary>
+    private BackupInfo Authoritative(BackupInfo listed)
+    {
+        if (listed.Status != BackupStatus.Available)
+        {
+            return listed;
+        }
+
+        var dir = ContainerPath(listed);
+        var path = MetadataPath(listed);
+        BackupInfo fromMetadata;
+        try
+        {
+            fromMetadata = ToInfo(dir, listed.Prefix, MetadataSerializer.Read(path, listed.Prefix), path);
+        }
+        catch (BackupException ex)
+        {
+            return listed with { Status = BackupStatus.Damaged, Problem = ex.Message };
+        }
+
+        if (fromMetadata.Id != listed.Id || fromMetadata.VolumeId != listed.VolumeId || fromMetadata.ParentId != listed.ParentId)
+        {
+            AtomicFile.TryDelete(Path.Combine(dir, ContainerSummary.FileName));
+        }
+
+        return fromMetadata with { VolumeSize = listed.VolumeSize == 0 ? fromMetadata.VolumeSize : listed.VolumeSize };
     }
 
     private BackupInfo FindAny(Guid backupId) =>
