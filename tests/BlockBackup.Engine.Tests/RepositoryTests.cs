@@ -68,6 +68,43 @@ public class RepositoryTests
     }
 
     [Fact]
+    public void SymbolicLinksInTheRepositoryAreNeverFollowed()
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            return; // symbolic links need a privilege there; the rule is the same
+        }
+
+        using var s = new Scratch();
+        var volume = s.MixedVolume("vol.img", 1 << 20, seed: 5);
+        var full = s.Backup(volume).Backup;
+
+        // Outside the repository: a directory that looks like a leftover container, and an unrelated file.
+        var outside = Directory.CreateDirectory(s.PathOf("outside")).FullName;
+        var leftoverId = Guid.NewGuid();
+        var prefix = $"volume_{full.VolumeId}_20260101000000_backup_{leftoverId}";
+        File.WriteAllText(Path.Combine(outside, prefix + "-00001"), "someone else's data");
+        File.WriteAllText(Path.Combine(outside, ".tmp-keep"), "unrelated");
+        var fanout = Directory.CreateDirectory(Path.Combine(s.RepoPath, leftoverId.ToString("D")[..2], leftoverId.ToString("D")[2..4])).FullName;
+        var linked = Path.Combine(fanout, leftoverId.ToString("D"));
+        Directory.CreateSymbolicLink(linked, outside);
+        Directory.CreateSymbolicLink(Path.Combine(s.RepoPath, "loop"), s.RepoPath);   // a loop
+
+        var listed = s.Repository.List(includeIncomplete: true);
+        Assert.Single(listed, b => b.Id == full.Id);
+        var damaged = Assert.Single(listed, b => b.Id == leftoverId);
+        Assert.Equal(BackupStatus.Damaged, damaged.Status);
+        Assert.Contains("symbolic link", damaged.Problem, StringComparison.Ordinal);
+
+        Assert.Empty(s.Repository.RemoveIncomplete());
+        Assert.Equal("ContainerIsSymbolicLink", Assert.Throws<BackupException>(() => s.Repository.Remove(leftoverId, includeDependents: false)).ErrorId);
+        Assert.True(File.Exists(Path.Combine(outside, prefix + "-00001")));
+        Assert.True(File.Exists(Path.Combine(outside, ".tmp-keep")));
+        Assert.False(File.Exists(Path.Combine(outside, "blockbackup.json")));
+        Assert.Equal(2, Directory.GetFileSystemEntries(outside).Length);
+    }
+
+    [Fact]
     public void ListingLatestAndChainComeFromTheRepositoryAlone()
     {
         using var s = new Scratch();

@@ -284,6 +284,15 @@ public sealed class BackupRepository : IBackupRepository
     internal void DeleteFiles(BackupInfo backup)
     {
         var container = ContainerPath(backup);
+        for (var dir = container; dir.Length > Root.Length; dir = Path.GetDirectoryName(dir)!)
+        {
+            if (Path.Exists(dir) && IsSymbolicLink(dir))
+            {
+                throw new BackupException(BackupErrorKind.InvalidData, "ContainerIsSymbolicLink",
+                    $"'{dir}' is a symbolic link; BlockBackup never deletes through links in a repository. Remove the link by hand if it is not wanted.", dir);
+            }
+        }
+
         File.Delete(MetadataPath(backup));
         File.Delete(Sha256FilePath(backup));
         if (Directory.Exists(container))
@@ -342,6 +351,24 @@ public sealed class BackupRepository : IBackupRepository
                 continue;
             }
 
+            // Never through a symbolic link: on a share others can write, a link would make listing,
+            // cleanup and deletion act outside the repository (and a link loop would list backups many
+            // times). A linked container is reported as damaged, not followed; linked files are ignored.
+            if (IsSymbolicLink(entry))
+            {
+                if (Directory.Exists(entry) && Guid.TryParse(name, out var linkedId))
+                {
+                    found.Add(new BackupInfo
+                    {
+                        Id = linkedId, VolumeId = Guid.Empty, CreatedUtc = DateTime.UnixEpoch, Status = BackupStatus.Damaged,
+                        WrittenBy = "unknown", Repository = Root, Container = Relative(entry), Prefix = string.Empty,
+                        Problem = $"The container '{Relative(entry)}' is a symbolic link; BlockBackup never follows links in a repository. Replace it with the directory itself.",
+                    });
+                }
+
+                continue;
+            }
+
             if (Directory.Exists(entry))
             {
                 subdirs.Add(entry);
@@ -379,6 +406,18 @@ public sealed class BackupRepository : IBackupRepository
             {
                 Scan(sub, depth + 1, found, cancellationToken);
             }
+        }
+    }
+
+    private static bool IsSymbolicLink(string path)
+    {
+        try
+        {
+            return File.GetAttributes(path).HasFlag(FileAttributes.ReparsePoint);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return true; // unreadable: treat like a link, i.e. do not go there
         }
     }
 
