@@ -105,6 +105,25 @@ public class RepositoryTests
     }
 
     [Fact]
+    public void AnEmptyOrHalfWrittenLockLeftByADeadWriterIsRecoveredInSeconds()
+    {
+        using var s = new Scratch();
+        var volume = s.MixedVolume("vol.img", 1 << 20, seed: 6);
+        var full = s.Backup(volume).Backup;
+        foreach (var content in new[] { "", "{\"host\": \"vm\", \"pi" })
+        {
+            var lockPath = RepositoryLock.LockPath(s.RepoPath, full.VolumeId);
+            File.WriteAllText(lockPath, content);
+            File.SetLastWriteTimeUtc(lockPath, DateTime.UtcNow.AddSeconds(-10));   // its writer died seconds ago
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            using (RepositoryLock.Acquire(s.RepoPath, full.VolumeId, "test", TimeSpan.FromSeconds(30), CancellationToken.None))
+            {
+                Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), $"took {clock.Elapsed} for lock content '{content}'");
+            }
+        }
+    }
+
+    [Fact]
     public void ListingLatestAndChainComeFromTheRepositoryAlone()
     {
         using var s = new Scratch();

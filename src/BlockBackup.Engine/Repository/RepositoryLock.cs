@@ -78,12 +78,26 @@ public sealed class RepositoryLock : IDisposable
             cancellationToken.ThrowIfCancellationRequested();
             try
             {
-                using (var stream = AtomicFile.CreateNew(path, 1))
-                using (var writer = new StreamWriter(stream))
+                var stream = AtomicFile.CreateNew(path, 1);
+                try
                 {
+                    using var writer = new StreamWriter(stream);
                     writer.Write(content);
                     writer.Flush();
                     stream.Flush(flushToDisk: true);
+                }
+                catch (IOException ex)
+                {
+                    // We created the file but could not fill it (a full disk): remove it, or it would
+                    // look like someone else's lock to the next backup, and say what happened.
+                    stream.Dispose();
+                    AtomicFile.TryDelete(path);
+                    throw StorageFault.Classify(ex, $"Taking the lock of volume {volumeId} in '{repositoryRoot}'")
+                        ?? new BackupException(BackupErrorKind.WriteError, "LockWriteFailed", $"Writing the lock file '{path}' failed: {ex.Message}", path, ex);
+                }
+                finally
+                {
+                    stream.Dispose();
                 }
 
                 return new RepositoryLock(repositoryRoot, volumeId, path, token);
@@ -158,7 +172,8 @@ public sealed class RepositoryLock : IDisposable
             // Unreadable or half-written lock: stale once it is old enough that its writer must be gone.
             try
             {
-                stale = DateTime.UtcNow - File.GetLastWriteTimeUtc(path) > TimeSpan.FromSeconds(30);
+                // Its writer fills it within milliseconds of creating it; seconds later, that writer is gone.
+                stale = DateTime.UtcNow - File.GetLastWriteTimeUtc(path) > TimeSpan.FromSeconds(3);
             }
             catch (IOException)
             {

@@ -151,6 +151,10 @@ public abstract class EngineCmdlet : PSCmdlet, IDisposable
         {
             throw new PipelineStoppedException();
         }
+        catch (IOException ex) when (StorageFault.Classify(ex, "The operation could not write") is { } fault)
+        {
+            WriteError(ToErrorRecord(fault));
+        }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             WriteError(new ErrorRecord(ex, ex is UnauthorizedAccessException ? "AccessDenied" : "IOError",
