@@ -1,0 +1,42 @@
+namespace BlockBackup.Engine.ObjectStores;
+
+/// <summary>
+/// The dumb storage under Cinder's chunked format, as restic's backend and Cinder's chunkeddriver
+/// store methods are: named objects put whole, read by range, listed by prefix, deleted. The
+/// write protocol belongs to the store (POSIX: temporary name, fsync, rename; object stores: one
+/// PUT, create-only where supported), so the format code above it is written once. Names use '/'
+/// as separator and are relative to the store's root; a store refuses names that could leave it.
+/// </summary>
+public interface IObjectStore
+{
+    ObjectStoreProperties Properties { get; }
+
+    /// <summary>Stores <paramref name="content"/> (exactly <paramref name="length"/> bytes) under <paramref name="name"/>; visible only once complete.</summary>
+    Task PutAsync(string name, Stream content, long length, PutOptions options, CancellationToken cancellationToken);
+
+    /// <summary>Reads <paramref name="length"/> bytes (all to the end when null) from <paramref name="offset"/>; ObjectNotFound when absent.</summary>
+    Task<Stream> GetAsync(string name, long offset = 0, long? length = null, CancellationToken cancellationToken = default);
+
+    /// <summary>The object's size, or null when there is none.</summary>
+    Task<ObjectInfo?> StatAsync(string name, CancellationToken cancellationToken = default);
+
+    /// <summary>Every object whose name starts with <paramref name="prefix"/>, in ordinal name order.</summary>
+    IAsyncEnumerable<ObjectInfo> ListAsync(string prefix, CancellationToken cancellationToken = default);
+
+    /// <summary>Deletes an object; deleting one that does not exist is not an error (deletes are retried).</summary>
+    Task DeleteAsync(string name, CancellationToken cancellationToken = default);
+}
+
+/// <param name="Connections">How many requests the store serves well at once (the pipelines' concurrency bound).</param>
+/// <param name="HasAtomicCreateOnly">Whether <see cref="PutOptions.CreateOnly"/> is atomic (POSIX rename without replace, S3 If-None-Match).</param>
+/// <param name="Description">How the store is named in messages.</param>
+public sealed record ObjectStoreProperties(int Connections, bool HasAtomicCreateOnly, string Description);
+
+/// <param name="CreateOnly">Fail with ObjectExists rather than replace an existing object (the commit point: a backup's metadata).</param>
+/// <param name="ContentMd5">The MD5 of the bytes sent, for stores that check it (S3 Content-MD5, Swift ETag).</param>
+public sealed record PutOptions(bool CreateOnly = false, byte[]? ContentMd5 = null)
+{
+    public static readonly PutOptions Default = new();
+}
+
+public sealed record ObjectInfo(string Name, long Size);

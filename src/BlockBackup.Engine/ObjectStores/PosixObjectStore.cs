@@ -1,0 +1,225 @@
+using System.Runtime.CompilerServices;
+using BlockBackup.Engine.Repository;
+
+namespace BlockBackup.Engine.ObjectStores;
+
+/// <summary>
+/// A directory (local disk, NFS, SMB) as an object store, keeping the repository's durability
+/// protocol: an object is written under a temporary name in its directory, flushed to disk, renamed
+/// into place (without replacing when create-only) and the directory synced, so an object is
+/// either complete or absent after a crash. Nothing is read, written or deleted through a
+/// symbolic link, and names cannot leave the root.
+/// </summary>
+public sealed class PosixObjectStore : IObjectStore
+{
+    private const string TempPrefix = ".tmp-";
+
+    public PosixObjectStore(string root)
+    {
+        Root = Path.GetFullPath(root);
+        Properties = new(Connections: Math.Max(2, Environment.ProcessorCount), HasAtomicCreateOnly: true, Description: $"'{Root}'");
+    }
+
+    public string Root { get; }
+
+    public ObjectStoreProperties Properties { get; }
+
+    public async Task PutAsync(string name, Stream content, long length, PutOptions options, CancellationToken cancellationToken)
+    {
+        var path = PathOf(name);
+        var dir = Path.GetDirectoryName(path)!;
+        EnsureDirectory(dir);
+        var temp = Path.Combine(dir, TempPrefix + Guid.NewGuid().ToString("N"));
+        try
+        {
+            long written;
+            await using (var stream = AtomicFile.CreateNew(temp))
+            {
+                await content.CopyToAsync(stream, cancellationToken).ConfigureAwait(false);
+                written = stream.Length;
+                stream.Flush(flushToDisk: true);
+            }
+
+            if (written != length)
+            {
+                throw ObjectNames.ShortContent(name, length, written);
+            }
+
+            try
+            {
+                File.Move(temp, path, overwrite: !options.CreateOnly);
+            }
+            catch (IOException) when (options.CreateOnly && File.Exists(path))
+            {
+                throw ObjectNames.Exists(name, Properties.Description);
+            }
+
+            AtomicFile.SyncDirectory(dir);
+        }
+        finally
+        {
+            AtomicFile.TryDelete(temp);
+        }
+    }
+
+    public Task<Stream> GetAsync(string name, long offset = 0, long? length = null, CancellationToken cancellationToken = default)
+    {
+        var path = PathOf(name);
+        FileStream stream;
+        try
+        {
+            stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1 << 16, FileOptions.SequentialScan);
+        }
+        catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException)
+        {
+            throw ObjectNames.NotFound(name, Properties.Description);
+        }
+
+        stream.Position = Math.Min(offset, stream.Length);
+        return Task.FromResult<Stream>(length is { } n ? new RangeStream(stream, n) : stream);
+    }
+
+    public Task<ObjectInfo?> StatAsync(string name, CancellationToken cancellationToken = default)
+    {
+        var file = new FileInfo(PathOf(name));
+        return Task.FromResult(file.Exists && !file.Attributes.HasFlag(FileAttributes.ReparsePoint) ? new ObjectInfo(name, file.Length) : null);
+    }
+
+    public async IAsyncEnumerable<ObjectInfo> ListAsync(string prefix, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        // The directory part of the prefix is walked; the rest filters names in it and below.
+        var slash = prefix.LastIndexOf('/');
+        var start = slash < 0 ? Root : PathOf(prefix[..slash]);
+        var found = new List<ObjectInfo>();
+        Walk(start, slash < 0 ? string.Empty : prefix[..(slash + 1)], prefix, found, cancellationToken);
+        foreach (var info in found.OrderBy(o => o.Name, StringComparer.Ordinal))
+        {
+            yield return info;
+        }
+
+        await Task.CompletedTask.ConfigureAwait(false);
+    }
+
+    public Task DeleteAsync(string name, CancellationToken cancellationToken = default)
+    {
+        var path = PathOf(name);
+        try
+        {
+            File.Delete(path);
+        }
+        catch (DirectoryNotFoundException)
+        {
+            return Task.CompletedTask; // nothing there
+        }
+
+        // Empty directories above it go too, never the root.
+        for (var dir = Path.GetDirectoryName(path)!; dir.Length > Root.Length && Directory.Exists(dir) && !Directory.EnumerateFileSystemEntries(dir).Any(); dir = Path.GetDirectoryName(dir)!)
+        {
+            Directory.Delete(dir);
+        }
+
+        return Task.CompletedTask;
+    }
+
+    private void Walk(string dir, string relative, string prefix, List<ObjectInfo> found, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        if (!Directory.Exists(dir) || IsLink(dir))
+        {
+            return;
+        }
+
+        foreach (var entry in Directory.EnumerateFileSystemEntries(dir))
+        {
+            var leaf = Path.GetFileName(entry);
+            var name = relative + leaf;
+            if (leaf.StartsWith(TempPrefix, StringComparison.Ordinal) || IsLink(entry))
+            {
+                continue;
+            }
+
+            if (Directory.Exists(entry))
+            {
+                // Only directories that can still hold names with the prefix.
+                if ((name + "/").StartsWith(prefix, StringComparison.Ordinal) || prefix.StartsWith(name + "/", StringComparison.Ordinal))
+                {
+                    Walk(entry, name + "/", prefix, found, cancellationToken);
+                }
+            }
+            else if (name.StartsWith(prefix, StringComparison.Ordinal))
+            {
+                found.Add(new ObjectInfo(name, new FileInfo(entry).Length));
+            }
+        }
+    }
+
+    /// <summary>The path of an object, refusing names that leave the root or pass through a link.</summary>
+    private string PathOf(string name)
+    {
+        ObjectNames.Validate(name, Properties.Description);
+        var path = Path.Combine(Root, name.Replace('/', Path.DirectorySeparatorChar));
+        for (var dir = path; dir.Length > Root.Length; dir = Path.GetDirectoryName(dir)!)
+        {
+            if (Path.Exists(dir) && IsLink(dir))
+            {
+                throw new Errors.BackupException(Errors.BackupErrorKind.InvalidData, "ObjectPathIsSymbolicLink",
+                    $"'{dir}' is a symbolic link; objects in {Properties.Description} are never read, written or deleted through links.", name);
+            }
+        }
+
+        return path;
+    }
+
+    private void EnsureDirectory(string dir)
+    {
+        if (!Directory.Exists(dir))
+        {
+            AtomicFile.CreateDirectory(dir);
+        }
+    }
+
+    private static bool IsLink(string path) => File.GetAttributes(path).HasFlag(FileAttributes.ReparsePoint);
+
+    /// <summary>At most <c>length</c> bytes of the inner stream, from its position.</summary>
+    private sealed class RangeStream(Stream inner, long length) : Stream
+    {
+        private long left = length;
+
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+        public override int Read(Span<byte> buffer)
+        {
+            var n = inner.Read(buffer[..(int)Math.Min(buffer.Length, left)]);
+            left -= n;
+            return n;
+        }
+
+        public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            var n = await inner.ReadAsync(buffer[..(int)Math.Min(buffer.Length, left)], cancellationToken).ConfigureAwait(false);
+            left -= n;
+            return n;
+        }
+
+        public override void Flush() { }
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing)
+            {
+                inner.Dispose();
+            }
+
+            base.Dispose(disposing);
+        }
+    }
+}
