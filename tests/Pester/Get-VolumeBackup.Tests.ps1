@@ -149,3 +149,43 @@ Describe 'Get-VolumeBackup and Get-BackupChain' {
         { Get-BackupChain -Repository $copy -BackupId $a2.Id -ErrorAction Stop } | Should -Throw -ErrorId 'BackupChainBroken*'
     }
 }
+
+Describe 'Test-VolumeBackup -SamplePercent' {
+    BeforeAll {
+        $script:repo = Join-Path $TestDrive 'sampled'
+        $script:volume = Join-Path $TestDrive 'sampled.img'
+        New-TestVolume -Path $volume -MiB 8 -Seed 60
+        $script:backups = @(New-VolumeBackup -Path $volume -Repository $repo -ObjectSize 1MB)
+        Edit-TestVolume -Path $volume -Seed 61
+        $backups += New-VolumeBackup -Path $volume -Repository $repo -Incremental -ObjectSize 1MB
+        $env:BLOCKBACKUP_CONFIG_DIR = Join-Path $TestDrive 'config'
+    }
+
+    AfterAll {
+        Remove-Item Env:BLOCKBACKUP_CONFIG_DIR -ErrorAction SilentlyContinue
+    }
+
+    It 'covers the whole repository in rotation, each run continuing where the last stopped' {
+        $first = Test-VolumeBackup -Repository $repo -SamplePercent 40
+        $first.IsValid | Should -BeTrue
+        $first.UnitsChecked | Should -Be ([math]::Ceiling($first.UnitsTotal * 0.4))
+        $first.LastFullCoverageUtc | Should -BeNullOrEmpty
+        $second = Test-VolumeBackup -Repository $repo -SamplePercent 40
+        $second.LastFullCoverageUtc | Should -BeNullOrEmpty
+        $second.CoveredPercent | Should -BeGreaterThan $first.CoveredPercent
+        $third = Test-VolumeBackup -Repository $repo -SamplePercent 40
+        $third.LastFullCoverageUtc | Should -Not -BeNullOrEmpty -Because 'three runs of 40% cover everything'
+        $third.CoveredPercent | Should -Be 100
+        Test-Path (Join-Path $TestDrive 'config/verification') | Should -BeTrue
+    }
+
+    It 'finds a damaged object within one rotation' {
+        $object = Get-ChildItem -LiteralPath (Join-Path $repo $backups[0].Container) -Filter "$($backups[0].Prefix)-*" | Sort-Object Length -Descending | Select-Object -First 1
+        $bytes = [System.IO.File]::ReadAllBytes($object.FullName)
+        $bytes[[int]($bytes.Length / 2)] = $bytes[[int]($bytes.Length / 2)] -bxor 0xFF
+        [System.IO.File]::WriteAllBytes($object.FullName, $bytes)
+        $runs = 1..3 | ForEach-Object { Test-VolumeBackup -Repository $repo -SamplePercent 40 }
+        ($runs | Where-Object { -not $_.IsValid }).Issues.ObjectName | Should -Contain $object.Name
+        (Test-VolumeBackup -Repository $repo -SamplePercent 100 -Quiet) | Should -BeFalse
+    }
+}

@@ -58,7 +58,9 @@ public sealed class VerificationResult
 /// </summary>
 public static class VerifyOperation
 {
-    public static VerificationResult Run(BackupRepository repository, Guid backupId, bool includeChain, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default, int? workers = null)
+    // onlyObjects: check only these objects (a sample); the metadata, hash list and object set are still checked.
+    public static VerificationResult Run(BackupRepository repository, Guid backupId, bool includeChain, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default, int? workers = null,
+        IReadOnlySet<string>? onlyObjects = null)
     {
         var clock = Stopwatch.StartNew();
         var backup = repository.Get(backupId);
@@ -97,7 +99,8 @@ public static class VerifyOperation
                 CheckObjectSet(repository, b, meta, issues);
                 var container = repository.ContainerPath(b);
                 var options = new ParallelOptions { MaxDegreeOfParallelism = workers ?? Environment.ProcessorCount, CancellationToken = cancellationToken };
-                Parallel.ForEach(Partitioner.Create(meta.Objects, EnumerablePartitionerOptions.NoBuffering), options, o =>
+                var selected = onlyObjects is null ? meta.Objects : meta.Objects.Where(o => onlyObjects.Contains(o.Name)).ToList();
+                Parallel.ForEach(Partitioner.Create(selected, EnumerablePartitionerOptions.NoBuffering), options, o =>
                 {
                     CheckObject(b, Path.Combine(container, o.Name), o, hashes, blockSize, issues, throttle, cancellationToken);
                     Interlocked.Increment(ref objects);
