@@ -151,4 +151,29 @@ Describe 'Ceph RBD backup pools and the differential restore rules' -Skip:(-not 
         & rbd --conf $conf info "backups/$($backup.Container)" 2>$null
         $LASTEXITCODE | Should -Not -Be 0
     }
+
+    It 'keeps stable error ids for bad image names and unreachable clusters, and librados says nothing on the console' {
+        { New-VolumeBackup -RbdImage 'not a spec' -Repository rbd:backups @ceph -ErrorAction Stop } | Should -Throw -ErrorId '*,BlockBackup.Commands.NewVolumeBackupCommand'
+        $noMon = Join-Path $TestDrive 'nomon.conf'
+        Set-Content -LiteralPath $noMon -Value "[global]`nauth client required = none"
+        $stderr = Join-Path $TestDrive 'stderr.txt'
+        & $Pwsh -NoProfile -NonInteractive -Command "Import-Module '$ModuleManifest'; try { Get-VolumeBackup -Repository rbd:backups -CephConfig '$noMon' -ErrorAction Stop } catch { `$_.FullyQualifiedErrorId; `$_.Exception.Message }" 2> $stderr |
+            Out-String | Should -Match '(?s)CephConnectionFailed,BlockBackup.Commands.GetVolumeBackupCommand.*mon_host'
+        Get-Content -Raw -LiteralPath $stderr | Should -BeNullOrEmpty
+    }
+
+    It 'samples the pool''s backups in rotation' {
+        $env:BLOCKBACKUP_CONFIG_DIR = Join-Path $TestDrive 'rbd-config'
+        try {
+            $run = Test-VolumeBackup -Repository rbd:backups -SamplePercent 100 @ceph
+            $run.UnitsTotal | Should -Be @(Get-VolumeBackup -Repository rbd:backups @ceph).Count
+            # The only problems are the snapshots and bases earlier tests removed on purpose.
+            $broken = @(Get-VolumeBackup -Repository rbd:backups @ceph | Where-Object Name -Like "pester-$tag-*" | Where-Object Name -Match '-(nosnap|legacy)$').Id
+            $run.Issues.BackupId | Where-Object { $_ -notin $broken } | Should -BeNullOrEmpty
+            $run.LastFullCoverageUtc | Should -Not -BeNullOrEmpty
+        }
+        finally {
+            Remove-Item Env:BLOCKBACKUP_CONFIG_DIR
+        }
+    }
 }

@@ -49,6 +49,9 @@ internal static unsafe partial class CephNative
     [LibraryImport(Rados, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int rados_conf_set(IntPtr cluster, string option, string value);
 
+    [LibraryImport(Rados, StringMarshalling = StringMarshalling.Utf8)]
+    internal static unsafe partial int rados_conf_get(IntPtr cluster, string option, byte* buffer, nuint length);
+
     [LibraryImport(Rados)]
     internal static partial int rados_connect(IntPtr cluster);
 

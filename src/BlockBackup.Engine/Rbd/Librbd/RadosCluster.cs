@@ -66,6 +66,15 @@ internal sealed class RadosCluster : IDisposable
             Set(handle, "rbd_cache", "false", who);
             // Diffs look at many objects; more of them at once (rbd's default is 10).
             Set(handle, "rbd_concurrent_management_ops", "32", who);
+            // Without any monitor address librados falls back to a DNS SRV lookup and prints its
+            // failure on the process's stderr whatever the log settings: say it ourselves, quietly.
+            // (Old-style [mon.<id>] sections with "mon addr" still go through librados.)
+            if (string.IsNullOrWhiteSpace(Get(handle, "mon_host")) && !DefinesMonitorSections(connection.ConfPath ?? "/etc/ceph/ceph.conf"))
+            {
+                throw new BackupException(BackupErrorKind.ResourceBusy, "CephConnectionFailed",
+                    $"Cannot connect to {who}: no monitor address was found: set mon_host in the ceph.conf (-CephConfig) or CEPH_CONF (DNS SRV discovery of monitors is not used).", connection.ConfPath ?? "ceph.conf");
+            }
+
             var connected = CephNative.rados_connect(handle);
             if (connected < 0)
             {
@@ -89,6 +98,25 @@ internal sealed class RadosCluster : IDisposable
             CephNative.rados_shutdown(handle);
             throw;
         }
+    }
+
+    private static bool DefinesMonitorSections(string confPath)
+    {
+        try
+        {
+            return File.Exists(confPath) && System.Text.RegularExpressions.Regex.IsMatch(File.ReadAllText(confPath), @"^\s*mon[ _]addr\s*=", System.Text.RegularExpressions.RegexOptions.Multiline);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return true; // unreadable here: let librados decide
+        }
+    }
+
+    /// <summary>A configuration value ("" when unset or unknown).</summary>
+    private static unsafe string Get(IntPtr handle, string option)
+    {
+        var buffer = stackalloc byte[4096];
+        return CephNative.rados_conf_get(handle, option, buffer, 4096) == 0 ? new string((sbyte*)buffer) : string.Empty;
     }
 
     private static void Quiet(IntPtr handle, string who)
