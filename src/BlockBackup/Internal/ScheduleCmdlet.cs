@@ -31,3 +31,22 @@ public abstract class ScheduleCmdlet : EngineCmdlet
         };
     }
 }
+
+/// <summary>Schedule cmdlets that describe an entry: how often it runs, and (cron) where it logs.</summary>
+public abstract class ScheduleEntryCmdlet : ScheduleCmdlet
+{
+    /// <summary>Minutes between checks for due policies: 1 to 60, dividing an hour (default 5).</summary>
+    [Parameter]
+    [ValidateRange(1, 60)]
+    public int EveryMinutes { get; set; } = 5;
+
+    /// <summary>For cron: the file its runs append to (default /var/log/blockbackup.log for root, ~/.local/state/blockbackup/blockbackup.log otherwise). systemd logs to the journal, Windows to the task history.</summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? LogFile { get; set; }
+
+    /// <summary>The cron log file: -LogFile, or the default for this user.</summary>
+    protected string CronLogFile() => ResolvePath(LogFile ?? (Environment.UserName == "root"
+        ? "/var/log/blockbackup.log"
+        : Path.Combine(Environment.GetEnvironmentVariable("XDG_STATE_HOME") ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".local", "state"), "blockbackup", "blockbackup.log")));
+}
