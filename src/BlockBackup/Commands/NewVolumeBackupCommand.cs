@@ -107,7 +107,6 @@ public sealed class NewVolumeBackupCommand : RepositoryCmdlet
     protected override void ProcessRecord()
     {
         var rbd = ParameterSetName is RbdSet or RbdIncrementalSet;
-        var sourceName = rbd ? RbdImage : Path;
         var kind = Incremental ? "an incremental" : "a full";
         ForItem(() =>
         {
@@ -131,6 +130,7 @@ public sealed class NewVolumeBackupCommand : RepositoryCmdlet
             catch when (created)
             {
                 RemoveIfEmpty(location.Value);
+                ForgetRepository(Repository);
                 throw;
             }
         });

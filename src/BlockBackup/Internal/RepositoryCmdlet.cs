@@ -68,6 +68,13 @@ public abstract class RepositoryCmdlet : EngineCmdlet
         return repository;
     }
 
+    /// <summary>Drops the handle of a repository (its directory was removed), so the next item opens it afresh.</summary>
+    protected void ForgetRepository(string location)
+    {
+        var parsed = ParseLocation(location);
+        opened.Remove($"{parsed.Kind}:{parsed.Value}");
+    }
+
     protected override void Dispose(bool disposing)
     {
         if (disposing)
