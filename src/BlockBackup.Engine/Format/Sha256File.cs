@@ -171,6 +171,16 @@ public static class Sha256File
             hashes.Dispose();
             throw Invalid(path, "the JSON is truncated or malformed: " + ex.Message, ex);
         }
+        catch (DecoderFallbackException ex)
+        {
+            hashes.Dispose();
+            throw Invalid(path, $"it is not UTF-8 text (byte offset {ex.Index} of a read buffer)", ex);
+        }
+        catch (Exception ex) when (ex is OverflowException or InvalidCastException or FormatException)
+        {
+            hashes.Dispose();
+            throw Invalid(path, "a number in it is out of range or not a number: " + ex.Message, ex);
+        }
         catch
         {
             hashes.Dispose();

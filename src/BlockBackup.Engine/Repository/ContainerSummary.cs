@@ -44,7 +44,7 @@ internal sealed class ContainerSummary
                 Info = info?.ToObject<BackupInfoRecord>()?.ToInfo(),
             };
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or JsonException or FormatException or ArgumentException or InvalidCastException or NullReferenceException)
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or JsonException or FormatException or ArgumentException or InvalidCastException or NullReferenceException or OverflowException)
         {
             return null;
         }
