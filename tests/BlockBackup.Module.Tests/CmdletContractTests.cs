@@ -13,9 +13,24 @@ public class CmdletContractTests(ModuleFixture module) : IClassFixture<ModuleFix
 
     private static readonly string[] Expected =
     [
-        "Export-VolumeBackupRecord", "Get-BackupChain", "Get-BackupSchedule", "Get-VolumeBackup", "Import-VolumeBackupRecord",
-        "Limit-VolumeBackup", "New-VolumeBackup", "Register-BackupSchedule", "Remove-VolumeBackup", "Restore-VolumeBackup",
-        "Test-VolumeBackup", "Unregister-BackupSchedule",
+        "Export-VolumeBackupRecord",
+        "Get-BackupChain",
+        "Get-BackupPolicy",
+        "Get-BackupPolicyStatus",
+        "Get-BackupSchedule",
+        "Get-VolumeBackup",
+        "Import-VolumeBackupRecord",
+        "Invoke-BackupPolicy",
+        "Limit-VolumeBackup",
+        "New-BackupPolicy",
+        "New-VolumeBackup",
+        "Register-BackupSchedule",
+        "Remove-BackupPolicy",
+        "Remove-VolumeBackup",
+        "Restore-VolumeBackup",
+        "Set-BackupPolicy",
+        "Test-VolumeBackup",
+        "Unregister-BackupSchedule",
     ];
 
     [Fact]

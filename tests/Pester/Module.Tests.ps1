@@ -11,9 +11,24 @@ AfterAll {
 
 BeforeDiscovery {
     $script:cmdlets = @(
-        'Export-VolumeBackupRecord', 'Get-BackupChain', 'Get-BackupSchedule', 'Get-VolumeBackup', 'Import-VolumeBackupRecord',
-        'Limit-VolumeBackup', 'New-VolumeBackup', 'Register-BackupSchedule', 'Remove-VolumeBackup', 'Restore-VolumeBackup',
-        'Test-VolumeBackup', 'Unregister-BackupSchedule') | Sort-Object
+        'Export-VolumeBackupRecord',
+        'Get-BackupChain',
+        'Get-BackupPolicy',
+        'Get-BackupPolicyStatus',
+        'Get-BackupSchedule',
+        'Get-VolumeBackup',
+        'Import-VolumeBackupRecord',
+        'Invoke-BackupPolicy',
+        'Limit-VolumeBackup',
+        'New-BackupPolicy',
+        'New-VolumeBackup',
+        'Register-BackupSchedule',
+        'Remove-BackupPolicy',
+        'Remove-VolumeBackup',
+        'Restore-VolumeBackup',
+        'Set-BackupPolicy',
+        'Test-VolumeBackup',
+        'Unregister-BackupSchedule') | Sort-Object
 }
 
 Describe 'The module' {

@@ -1,0 +1,100 @@
+using System.Management.Automation;
+using BlockBackup.Engine.Errors;
+using BlockBackup.Engine.Policies;
+using BlockBackup.Engine.Rbd;
+
+namespace BlockBackup.Commands;
+
+/// <summary>
+/// Runs backup policies: -Name now, or -Due every policy whose schedule had an occurrence since it
+/// last ran (one catch-up run after downtime). Emits one run record per volume; every failed
+/// volume is also a non-terminating error, written after all the work, so one failure never
+/// stops the rest and `-ErrorAction Stop` / `pwsh -NonInteractive` end with a failure.
+/// </summary>
+[Cmdlet(VerbsLifecycle.Invoke, "BackupPolicy", DefaultParameterSetName = NameSet, SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low)]
+[OutputType(typeof(PolicyRunRecord))]
+public sealed class InvokeBackupPolicyCommand : PolicyCmdlet
+{
+    private const string NameSet = "Name";
+    private const string DueSet = "Due";
+    private readonly List<PolicyRunRecord> failures = [];
+
+    [Parameter(Mandatory = true, Position = 0, ParameterSetName = NameSet, ValueFromPipelineByPropertyName = true)]
+    [SupportsWildcards]
+    public string[] Name { get; set; } = [];
+
+    /// <summary>Run every policy that is due now.</summary>
+    [Parameter(Mandatory = true, ParameterSetName = DueSet)]
+    public SwitchParameter Due { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        var store = Store();
+        var names = Due ? store.Names() : Name.SelectMany(n => Matching(store, n)).Distinct(StringComparer.OrdinalIgnoreCase).ToList();
+        var now = TimeProvider.System.GetUtcNow();
+        foreach (var name in names)
+        {
+            ForItem(() =>
+            {
+                var policy = store.Get(name);
+                if (Due && !ScheduleEvaluator.IsDue(policy, store.State(name).LastRunUtc, policy.CreatedUtc, now))
+                {
+                    WriteVerbose($"Policy '{name}' is not due (next: {ScheduleEvaluator.Next(policy, store.State(name).LastRunUtc ?? policy.CreatedUtc):u}).");
+                    return;
+                }
+
+                if (!ShouldProcess(name, "Run backup policy"))
+                {
+                    return;
+                }
+
+                // Wildcards are PowerShell's to expand, on the pipeline thread, before the work starts.
+                var expanded = policy.Path.ToDictionary(p => p, Expand, StringComparer.Ordinal);
+                var records = RunWithProgress($"Backup policy {name}", (progress, log, token) =>
+                    new PolicyRunner(store, TimeProvider.System, p => new RbdClient(new RbdConnection(p.CephConfig, p.CephUser, p.CephKeyring)))
+                    {
+                        ExpandPath = p => expanded[p],
+                        Log = log,
+                    }.Run(policy, progress, token));
+                foreach (var record in records)
+                {
+                    WriteObject(record);
+                    if (record.Skipped)
+                    {
+                        WriteWarning(record.Reason);
+                    }
+                    else if (record.Error is not null)
+                    {
+                        failures.Add(record);
+                    }
+                }
+            });
+        }
+    }
+
+    protected override void EndProcessing()
+    {
+        foreach (var failed in failures)
+        {
+            WriteError(ToErrorRecord(new BackupException(BackupErrorKind.WriteError, failed.ErrorId ?? "PolicyRunFailed",
+                $"Backup policy '{failed.Policy}', volume '{failed.Volume}': {failed.Error}", failed.Volume)));
+        }
+    }
+
+    private IEnumerable<string> Expand(string pattern)
+    {
+        if (!WildcardPattern.ContainsWildcardCharacters(pattern))
+        {
+            return [pattern];
+        }
+
+        try
+        {
+            return SessionState.Path.GetResolvedProviderPathFromPSPath(pattern, out _).ToList();
+        }
+        catch (ItemNotFoundException)
+        {
+            return [pattern];   // the backup of a path that matches nothing fails with VolumeNotFound, naming it
+        }
+    }
+}

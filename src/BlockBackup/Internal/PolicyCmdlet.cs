@@ -1,0 +1,111 @@
+using System.Management.Automation;
+using BlockBackup.Engine.Configuration;
+using BlockBackup.Engine.Policies;
+
+namespace BlockBackup.Commands;
+
+/// <summary>Base of the policy cmdlets: the node's policy store (BLOCKBACKUP_CONFIG_DIR or the platform default).</summary>
+public abstract class PolicyCmdlet : EngineCmdlet
+{
+    protected PolicyStore Store() => new(NodeConfiguration.Directory());
+
+    /// <summary>The stored policies whose names match <paramref name="pattern"/> (wildcards); a name without wildcards that matches none is an error.</summary>
+    protected IEnumerable<string> Matching(PolicyStore store, string pattern)
+    {
+        var wildcard = WildcardPattern.Get(pattern, WildcardOptions.IgnoreCase);
+        var names = store.Names().Where(wildcard.IsMatch).ToList();
+        if (names.Count == 0 && !WildcardPattern.ContainsWildcardCharacters(pattern))
+        {
+            WriteError(ToErrorRecord(new Engine.Errors.BackupException(Engine.Errors.BackupErrorKind.NotFound, "BackupPolicyNotFound",
+                $"There is no backup policy '{pattern}' in '{store.Directory}'.", pattern)));
+        }
+
+        return names;
+    }
+}
+
+/// <summary>The settings New-BackupPolicy and Set-BackupPolicy share; Set changes only those bound.</summary>
+public abstract class PolicySettingsCmdlet : PolicyCmdlet
+{
+    /// <summary>Image files or block devices to back up; wildcards are expanded at each run.</summary>
+    [Parameter]
+    [SupportsWildcards]
+    public string[]? Path { get; set; }
+
+    /// <summary>RBD images (pool/image or pool/namespace/image) to back up.</summary>
+    [Parameter]
+    public string[]? RbdImage { get; set; }
+
+    /// <summary>The cron expression saying when the policy is due, for example '0 2 * * *' (02:00 every day).</summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? Schedule { get; set; }
+
+    /// <summary>The schedule's time zone (IANA or Windows id); local time when not given.</summary>
+    [Parameter]
+    public string? TimeZone { get; set; }
+
+    /// <summary>Make a full backup when the last full is at least this old.</summary>
+    [Parameter]
+    public TimeSpan? FullEvery { get; set; }
+
+    /// <summary>Make a full backup once the chain has this many backups (the full included).</summary>
+    [Parameter]
+    [ValidateRange(1, 100000)]
+    public int? MaxChainLength { get; set; }
+
+    [Parameter] [ValidateRange(0, int.MaxValue)] public int KeepLast { get; set; }
+    [Parameter] [ValidateRange(0, int.MaxValue)] public int KeepHourly { get; set; }
+    [Parameter] [ValidateRange(0, int.MaxValue)] public int KeepDaily { get; set; }
+    [Parameter] [ValidateRange(0, int.MaxValue)] public int KeepWeekly { get; set; }
+    [Parameter] [ValidateRange(0, int.MaxValue)] public int KeepMonthly { get; set; }
+    [Parameter] [ValidateRange(0, int.MaxValue)] public int KeepYearly { get; set; }
+    [Parameter] public TimeSpan? KeepWithin { get; set; }
+
+    [Parameter]
+    [ValidateSet("zlib", "bz2", "zstd", "none", IgnoreCase = true)]
+    public string? Compression { get; set; }
+
+    /// <summary>Verify each new backup.</summary>
+    [Parameter]
+    public SwitchParameter Verify { get; set; }
+
+    /// <summary>After each run, verify this share of the repository in rotation (as Test-VolumeBackup -SamplePercent).</summary>
+    [Parameter]
+    [ValidateRange(1, 100)]
+    public int? VerifyPercent { get; set; }
+
+    [Parameter] [ValidateNotNullOrEmpty] public string? CephConfig { get; set; }
+    [Parameter] [ValidateNotNullOrEmpty] public string? CephUser { get; set; }
+    [Parameter] [ValidateNotNullOrEmpty] public string? CephKeyring { get; set; }
+
+    private bool Bound(string name) => MyInvocation.BoundParameters.ContainsKey(name);
+
+    /// <summary>A repository location as stored: paths absolute (the runner has no current location), rbd: as given.</summary>
+    protected string StoredLocation(string repository) =>
+        Engine.Repository.RbdBackupPoolLocation.IsPool(repository) ? repository : ResolvePath(repository);
+
+    /// <summary><paramref name="policy"/> with every bound setting applied.</summary>
+    protected BackupPolicy Apply(BackupPolicy policy) => policy with
+    {
+        Path = Bound(nameof(Path)) ? (Path ?? []).Select(ResolvePath).ToList() : policy.Path,
+        RbdImage = Bound(nameof(RbdImage)) ? RbdImage ?? [] : policy.RbdImage,
+        Schedule = Schedule ?? policy.Schedule,
+        TimeZone = Bound(nameof(TimeZone)) ? TimeZone : policy.TimeZone,
+        FullEvery = Bound(nameof(FullEvery)) ? FullEvery : policy.FullEvery,
+        MaxChainLength = Bound(nameof(MaxChainLength)) ? MaxChainLength : policy.MaxChainLength,
+        KeepLast = Bound(nameof(KeepLast)) ? KeepLast : policy.KeepLast,
+        KeepHourly = Bound(nameof(KeepHourly)) ? KeepHourly : policy.KeepHourly,
+        KeepDaily = Bound(nameof(KeepDaily)) ? KeepDaily : policy.KeepDaily,
+        KeepWeekly = Bound(nameof(KeepWeekly)) ? KeepWeekly : policy.KeepWeekly,
+        KeepMonthly = Bound(nameof(KeepMonthly)) ? KeepMonthly : policy.KeepMonthly,
+        KeepYearly = Bound(nameof(KeepYearly)) ? KeepYearly : policy.KeepYearly,
+        KeepWithin = Bound(nameof(KeepWithin)) ? KeepWithin : policy.KeepWithin,
+        Compression = Compression?.ToLowerInvariant() ?? policy.Compression,
+        Verify = Bound(nameof(Verify)) ? Verify.IsPresent : policy.Verify,
+        VerifyPercent = Bound(nameof(VerifyPercent)) ? VerifyPercent : policy.VerifyPercent,
+        CephConfig = Bound(nameof(CephConfig)) ? ResolvePath(CephConfig!) : policy.CephConfig,
+        CephUser = Bound(nameof(CephUser)) ? CephUser : policy.CephUser,
+        CephKeyring = Bound(nameof(CephKeyring)) ? ResolvePath(CephKeyring!) : policy.CephKeyring,
+    };
+}
