@@ -83,8 +83,8 @@ Describe 'Register-BackupSchedule with cron' -Skip:(-not $IsLinux) {
         $fields[0..4] -join ' ' | Should -Be '*/5 * * * *'
         $fields[5] | Should -Be ([Environment]::UserName)
         $cron = [Cronos.CronExpression]::Parse(($fields[0..4] -join ' '))
-        $next = $cron.GetNextOccurrence([DateTime]::new(2026, 12, 1, 10, 2, 0, 'Utc'))
-        $next | Should -Be ([DateTime]::new(2026, 12, 1, 10, 5, 0, 'Utc'))
+        $next = $cron.GetNextOccurrence([DateTime]::new(2026, 12, 1, 10, 2, 0, [DateTimeKind]::Utc))
+        $next | Should -Be ([DateTime]::new(2026, 12, 1, 10, 5, 0, [DateTimeKind]::Utc))
         (Get-BackupSchedule -Kind Cron -Destination $cronFile -LogFile $log).IsCurrent | Should -BeTrue
     }
 

@@ -31,7 +31,9 @@ public static class CadencePlanner
             return new(true, $"the chain of backup {latest.Id} is broken (its full backup is missing)");
         }
 
-        if (policy.FullEvery is { } every && now - new DateTimeOffset(DateTime.SpecifyKind(full.CreatedUtc, DateTimeKind.Utc)) >= every)
+        // Scheduled runs start a little earlier or later from one day to the next: a full made at
+        // 02:05:07 is "a week old" at 02:05:02 seven days later too (a slack of 5%, at most an hour).
+        if (policy.FullEvery is { } every && now - new DateTimeOffset(DateTime.SpecifyKind(full.CreatedUtc, DateTimeKind.Utc)) >= every - Slack(every))
         {
             return new(true, $"the last full backup ({full.Id}, {full.CreatedUtc:u}) is at least {every} old (FullEvery)");
         }
@@ -43,6 +45,8 @@ public static class CadencePlanner
 
         return new(false, $"an incremental of {latest.Id} (chain length {chain.Count + 1})");
     }
+
+    private static TimeSpan Slack(TimeSpan every) => TimeSpan.FromTicks(Math.Min(TimeSpan.FromHours(1).Ticks, every.Ticks / 20));
 
     private static List<BackupInfo> Chain(List<BackupInfo> available, BackupInfo tip)
     {

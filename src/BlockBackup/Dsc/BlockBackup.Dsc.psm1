@@ -40,6 +40,8 @@ class BlockBackupPolicy {
     [DscProperty()] [int] $VerifyPercent
     # How often the node's scheduler entry looks for due policies (Register-BackupSchedule -EveryMinutes).
     [DscProperty()] [int] $ScheduleEveryMinutes = 5
+    # Write the scheduler entry's files here instead of the system's place (Register-BackupSchedule -Destination): for review, packaging or tests.
+    [DscProperty()] [string] $ScheduleDestination
     [DscProperty(NotConfigurable)] [BlockBackupReason[]] $Reasons
 
     # The policy settings this resource manages, in the order the cmdlets take them.
@@ -52,6 +54,7 @@ class BlockBackupPolicy {
         $current = [BlockBackupPolicy]::new()
         $current.Name = $this.Name
         $current.ScheduleEveryMinutes = $this.ScheduleEveryMinutes
+        $current.ScheduleDestination = $this.ScheduleDestination
         $stored = [BlockBackupPolicy]::Read($this.Name)
         if ($null -eq $stored) {
             $current.Ensure = [Ensure]::Absent
@@ -86,9 +89,18 @@ class BlockBackupPolicy {
         elseif (@($current.Reasons | Where-Object Code -Like 'BlockBackupPolicy:*:Setting').Count -gt 0) {
             BlockBackup\Set-BackupPolicy -Name $this.Name @parameters -ErrorAction Stop | Out-Null
         }
-        if (-not (BlockBackup\Get-BackupSchedule -EveryMinutes $this.ScheduleEveryMinutes).IsCurrent) {
-            BlockBackup\Register-BackupSchedule -EveryMinutes $this.ScheduleEveryMinutes -Confirm:$false -ErrorAction Stop
+        $where = $this.ScheduleLocation()
+        if (-not (BlockBackup\Get-BackupSchedule -EveryMinutes $this.ScheduleEveryMinutes @where).IsCurrent) {
+            BlockBackup\Register-BackupSchedule -EveryMinutes $this.ScheduleEveryMinutes -Confirm:$false -ErrorAction Stop @where
         }
+    }
+
+    hidden [hashtable] ScheduleLocation() {
+        $where = @{}
+        if ($this.ScheduleDestination) {
+            $where.Destination = $this.ScheduleDestination
+        }
+        return $where
     }
 
     # The declared settings as cmdlet parameters: a setting left at its default is not managed.
@@ -128,7 +140,8 @@ class BlockBackupPolicy {
                 $found.Add([BlockBackupReason]@{ Code = "${prefix}:${setting}:Setting"; Phrase = "$setting should be '$want' but is '$have'." })
             }
         }
-        $entry = BlockBackup\Get-BackupSchedule -EveryMinutes $this.ScheduleEveryMinutes
+        $where = $this.ScheduleLocation()
+        $entry = BlockBackup\Get-BackupSchedule -EveryMinutes $this.ScheduleEveryMinutes @where
         if (-not $entry.IsCurrent) {
             $state = if ($entry.IsRegistered) { 'registered with other settings' } else { 'not registered' }
             $found.Add([BlockBackupReason]@{ Code = "${prefix}:Schedule:Registration"; Phrase = "The $($entry.Kind) entry that runs due policies every $($this.ScheduleEveryMinutes) minute(s) is $state." })

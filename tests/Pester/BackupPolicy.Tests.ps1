@@ -1,0 +1,244 @@
+#Requires -Version 7.4
+#Requires -Modules @{ ModuleName = 'Pester'; ModuleVersion = '5.0.0' }
+<#
+    Backup policies end to end: the store and its cmdlets, a month of nightly `Invoke-BackupPolicy
+    -Due` runs at chosen times (faketime around a child pwsh), the run lock, failures and exit
+    codes, status for monitoring, and the DSC resource (class methods called directly, and the
+    DSC v3 manifest's command lines run exactly as declared, with JSON on stdin).
+#>
+
+BeforeAll {
+    . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
+    $script:config = Join-Path $TestDrive 'config'
+    $env:BLOCKBACKUP_CONFIG_DIR = $config
+
+    # Runs PowerShell in a child pwsh whose clock reads $At (libfaketime), with this module imported.
+    function script:Invoke-At {
+        param([datetime] $At, [string] $Script)
+        $file = Join-Path $TestDrive "at-$([guid]::NewGuid()).ps1"
+        Set-Content -LiteralPath $file -Value "`$ProgressPreference = 'SilentlyContinue'; Import-Module '$ModuleManifest'; $Script"
+        $output = & faketime ($At.ToString('yyyy-MM-dd HH:mm:ss')) $Pwsh -NoProfile -NonInteractive -File $file 2>&1
+        [pscustomobject]@{ ExitCode = $LASTEXITCODE; Output = ($output | Out-String) }
+    }
+}
+
+AfterAll {
+    Remove-Item Env:BLOCKBACKUP_CONFIG_DIR -ErrorAction SilentlyContinue
+    Remove-Module BlockBackup -ErrorAction SilentlyContinue
+}
+
+Describe 'New-, Get-, Set-, Remove-BackupPolicy' {
+    It 'creates, reads, changes and removes a policy in the store, as plain JSON' {
+        $volume = Join-Path $TestDrive 'crud.img'
+        New-TestVolume -Path $volume -MiB 1
+        $policy = New-BackupPolicy -Name crud -Path $volume -Repository (Join-Path $TestDrive 'crud-repo') -Schedule '0 3 * * *' -KeepDaily 7 -FullEvery 7.00:00:00
+        $policy.Name | Should -Be 'crud'
+        $json = Get-Content -Raw -LiteralPath (Join-Path $config 'policies/crud.json') | ConvertFrom-Json
+        $json.schedule | Should -Be '0 3 * * *'
+        $json.fullEvery | Should -Be '7.00:00:00'
+        (Get-BackupPolicy -Name cr*).KeepDaily | Should -Be 7
+        Set-BackupPolicy -Name crud -KeepDaily 14 -Verify
+        (Get-BackupPolicy -Name crud) | Should -Not -BeNullOrEmpty
+        (Get-BackupPolicy -Name crud).KeepDaily | Should -Be 14
+        (Get-BackupPolicy -Name crud).Verify | Should -BeTrue
+        (Get-BackupPolicy -Name crud).FullEvery | Should -Be ([timespan]'7.00:00:00')
+        { New-BackupPolicy -Name crud -Path $volume -Repository $TestDrive -Schedule '0 3 * * *' -KeepLast 1 -ErrorAction Stop } | Should -Throw -ErrorId 'BackupPolicyExists*'
+        Remove-BackupPolicy -Name crud -Confirm:$false
+        Get-BackupPolicy -Name crud -ErrorAction SilentlyContinue -ErrorVariable err | Should -BeNullOrEmpty
+        $err[0].FullyQualifiedErrorId | Should -BeLike 'BackupPolicyNotFound,*'
+    }
+
+    It 'refuses bad input naming the policy and the field, and creates nothing (<Case>)' -ForEach @(
+        @{ Case = 'invalid cron'; Arguments = @{ Schedule = 'nightly'; KeepLast = 3 }; Field = 'Schedule' }
+        @{ Case = 'keeps nothing'; Arguments = @{ Schedule = '0 2 * * *' }; Field = 'Keep' }
+        @{ Case = 'unknown zone'; Arguments = @{ Schedule = '0 2 * * *'; KeepLast = 1; TimeZone = 'Mars/Olympus' }; Field = 'TimeZone' }) {
+        { New-BackupPolicy -Name bad -Path (Join-Path $TestDrive 'x.img') -Repository $TestDrive @Arguments -ErrorAction Stop } |
+            Should -Throw -ExpectedMessage "*Backup policy 'bad', $Field*"
+        Test-Path -LiteralPath (Join-Path $config 'policies/bad.json') | Should -BeFalse
+    }
+
+    It 'reports a policy file edited by hand into invalid JSON, and still lists the others' {
+        New-BackupPolicy -Name good -Path (Join-Path $TestDrive 'g.img') -Repository $TestDrive -Schedule '0 2 * * *' -KeepLast 1 | Out-Null
+        Set-Content -LiteralPath (Join-Path $config 'policies/broken.json') -Value '{ "name": "broken", "schedule": '
+        $found = Get-BackupPolicy -ErrorAction SilentlyContinue -ErrorVariable err
+        $found.Name | Should -Be 'good'
+        $err[0].FullyQualifiedErrorId | Should -BeLike 'InvalidBackupPolicy,*'
+        $err[0].Exception.Message | Should -Match "policy 'broken'.*not valid JSON"
+        Remove-BackupPolicy -Name broken -Confirm:$false -WarningAction SilentlyContinue
+        Remove-BackupPolicy -Name good -Confirm:$false
+    }
+}
+
+Describe 'A month of nightly Invoke-BackupPolicy -Due runs' -Skip:(-not $IsLinux -or -not (Get-Command faketime -ErrorAction SilentlyContinue)) {
+    BeforeAll {
+        $script:volume = Join-Path $TestDrive 'month.img'
+        $script:repo = Join-Path $TestDrive 'month-repo'
+        New-TestVolume -Path $volume -MiB 4 -Seed 80
+        $start = [datetime]'2026-11-01 01:00:00'
+        $created = Invoke-At $start "New-BackupPolicy -Name month -Path '$volume' -Repository '$repo' -Schedule '0 2 * * *' -TimeZone UTC -FullEvery 7.00:00:00 -KeepDaily 10 -Verify | Out-Null"
+        if ($created.ExitCode -ne 0) { throw $created.Output }
+        $script:nights = foreach ($night in 1..30) {
+            if ($night -gt 1) { Edit-TestVolume -Path $volume -Seed (80 + $night) }
+            $run = Invoke-At $start.AddDays($night - 1).AddHours(1).AddMinutes(5) "Invoke-BackupPolicy -Due -ErrorAction Stop | ForEach-Object { '{0}|{1}|{2}' -f `$_.BackupId, `$_.Type, (@(`$_.Removed) -join ',') }"
+            if ($run.ExitCode -ne 0) { throw "night ${night}: $($run.Output)" }
+            $fields = ($run.Output.Trim() -split "`n")[-1].Trim() -split '\|'
+            [pscustomobject]@{ Night = $night; Id = [guid]$fields[0]; Type = $fields[1]; Sha = Get-Sha $volume }
+        }
+        # A second run in the same night is not due.
+        $script:again = Invoke-At $start.AddDays(29).AddHours(3) 'Invoke-BackupPolicy -Due -Verbose 4>&1 | Out-String'
+    }
+
+    It 'made a full backup on the cadence (night 1, then every 7 days) and incrementals between' {
+        ($nights | Where-Object Type -EQ 'Full').Night | Should -Be @(1, 8, 15, 22, 29)
+        @($nights | Where-Object Type -EQ 'Incremental').Count | Should -Be 25
+        $again.Output | Should -Match "Policy 'month' is not due"
+    }
+
+    It 'kept exactly the last 10 nights and the backups they depend on (nights 15 to 30)' {
+        (Get-VolumeBackup -Repository $repo).Id | Should -Be @($nights | Where-Object Night -GE 15 | ForEach-Object Id)
+    }
+
+    It 'restores every retained backup byte-identically' {
+        foreach ($night in $nights | Where-Object Night -GE 15) {
+            $target = Join-Path $TestDrive "month-$($night.Night).img"
+            Restore-VolumeBackup -Repository $repo -BackupId $night.Id -TargetPath $target | Out-Null
+            Get-Sha $target | Should -Be $night.Sha -Because "night $($night.Night)"
+            Remove-Item -LiteralPath $target
+        }
+    }
+
+    It 'reports the policy Healthy with its chain, and the JSON round-trips' {
+        $status = Invoke-At ([datetime]'2026-11-30 03:00:00') 'Get-BackupPolicyStatus -Name month | ConvertTo-Json -Compress'
+        $parsed = $status.Output | ConvertFrom-Json
+        $parsed.Health | Should -Be 'Healthy'
+        $parsed.ChainLength | Should -Be 2
+        $parsed.LastBackupId | Should -Be $nights[-1].Id.ToString()
+        $late = Invoke-At ([datetime]'2026-12-02 09:00:00') 'Get-BackupPolicyStatus -Name month | ConvertTo-Json -Compress'
+        ($late.Output | ConvertFrom-Json).Health | Should -Be 'Late'
+    }
+}
+
+Describe 'Invoke-BackupPolicy failures and the run lock' {
+    BeforeAll {
+        $script:okVolume = Join-Path $TestDrive 'ok.img'
+        New-TestVolume -Path $okVolume -MiB 1
+        $script:failRepo = Join-Path $TestDrive 'fail-repo'
+        New-BackupPolicy -Name mixed -Path $okVolume, (Join-Path $TestDrive 'missing.img') -Repository $failRepo -Schedule '0 2 * * *' -KeepLast 3 | Out-Null
+    }
+
+    It 'backs up the other volumes when one fails, and the run fails (non-zero exit code)' {
+        $records = Invoke-BackupPolicy -Name mixed -ErrorAction SilentlyContinue -ErrorVariable err
+        ($records | Where-Object Volume -EQ $okVolume).Succeeded | Should -BeTrue
+        ($records | Where-Object Volume -Like '*missing.img').ErrorId | Should -Be 'VolumeNotFound'
+        $err[0].FullyQualifiedErrorId | Should -BeLike 'VolumeNotFound,*'
+        $err[0].Exception.Message | Should -Match "policy 'mixed', volume '.*missing.img'"
+        & $Pwsh -NoProfile -NonInteractive -Command "Import-Module '$ModuleManifest'; Invoke-BackupPolicy -Name mixed | Out-Null" 2>$null
+        $LASTEXITCODE | Should -Not -Be 0
+        & $Pwsh -NoProfile -NonInteractive -Command "Import-Module '$ModuleManifest'; Invoke-BackupPolicy -Name mixed -ErrorAction Stop | Out-Null" 2>$null
+        $LASTEXITCODE | Should -Not -Be 0
+    }
+
+    It 'skips a policy that is already running on this node, with a clear record' {
+        $lock = [System.IO.File]::Open((Join-Path $config 'state/mixed.lock'), 'OpenOrCreate', 'ReadWrite', 'None')
+        try {
+            $before = @(Get-VolumeBackup -Repository $failRepo).Count
+            $record = & $Pwsh -NoProfile -NonInteractive -Command "Import-Module '$ModuleManifest'; Invoke-BackupPolicy -Name mixed -WarningAction SilentlyContinue | ConvertTo-Json -Compress" | ConvertFrom-Json
+            $record.Skipped | Should -BeTrue
+            $record.Reason | Should -Match 'already running on this node'
+            @(Get-VolumeBackup -Repository $failRepo).Count | Should -Be $before
+        }
+        finally {
+            $lock.Dispose()
+        }
+    }
+
+    It 'reports an unreachable repository, and removes nothing' {
+        New-BackupPolicy -Name unreachable -Path $okVolume -Repository 'rbd:nopool' -CephConfig (Join-Path $TestDrive 'none.conf') -Schedule '0 2 * * *' -KeepLast 1 | Out-Null
+        $record = Invoke-BackupPolicy -Name unreachable -ErrorAction SilentlyContinue -ErrorVariable err
+        $record.Succeeded | Should -BeFalse
+        $err[0].Exception.Message | Should -Match "policy 'unreachable'"
+        $status = Get-BackupPolicyStatus -Name unreachable
+        $status.Health | Should -Be 'Failing'
+        $status.LastError | Should -Not -BeNullOrEmpty
+        Remove-BackupPolicy -Name unreachable -Confirm:$false
+    }
+}
+
+Describe 'The DSC resource BlockBackupPolicy' {
+    BeforeAll {
+        $script:dscVolume = Join-Path $TestDrive 'dsc.img'
+        New-TestVolume -Path $dscVolume -MiB 1
+        $script:units = Join-Path $TestDrive 'dsc-units'
+        $script:dsc = (Get-Module BlockBackup).NestedModules | Where-Object Name -EQ 'BlockBackup.Dsc'
+        function script:New-Resource {
+            param([hashtable] $Properties)
+            & $dsc { param($p) $r = [BlockBackupPolicy]::new(); foreach ($k in $p.Keys) { $r.$k = $p[$k] }; $r } $Properties
+        }
+        $kind = if (Test-Path /run/systemd/system) { 'Systemd' } else { 'Cron' }
+        $script:declared = @{
+            Name = 'dsc'; Ensure = 'Present'; Path = @($dscVolume); Repository = (Join-Path $TestDrive 'dsc-repo'); Schedule = '0 2 * * *'
+            KeepDaily = 7; Verify = $true; ScheduleDestination = if ($kind -eq 'Systemd') { $units } else { Join-Path $units 'blockbackup' }
+        }
+    }
+
+    It 'Test() is false with reasons, Set() creates the policy and the schedule entry, then Test() is true' {
+        $resource = New-Resource $declared
+        $resource.Test() | Should -BeFalse
+        $resource.Get().Reasons.Code | Should -Contain 'BlockBackupPolicy:dsc:Ensure'
+        $resource.Set()
+        $resource.Test() | Should -BeTrue
+        (Get-BackupPolicy -Name dsc).KeepDaily | Should -Be 7
+        Get-ChildItem -LiteralPath $units | Should -Not -BeNullOrEmpty
+        $state = $resource.Get()
+        $state.Ensure | Should -Be 'Present'
+        $state.KeepDaily | Should -Be 7
+    }
+
+    It 'notices a changed setting, names it, and Set() puts it back' {
+        Set-BackupPolicy -Name dsc -KeepDaily 3
+        $resource = New-Resource $declared
+        $resource.Test() | Should -BeFalse
+        $resource.Get().Reasons.Phrase | Should -Contain "KeepDaily should be '7' but is '3'."
+        $resource.Set()
+        (Get-BackupPolicy -Name dsc).KeepDaily | Should -Be 7
+        $resource.Test() | Should -BeTrue
+    }
+
+    It 'runs the DSC v3 manifest''s command lines as declared, with the instance as JSON on stdin' {
+        $moduleDir = Split-Path -Parent $ModuleManifest
+        $manifest = Get-Content -Raw -LiteralPath (Join-Path $moduleDir 'BlockBackup.dsc.resource.json') | ConvertFrom-Json
+        $manifest.type | Should -Be 'BlockBackup/BackupPolicy'
+        $manifest.schema.embedded.properties.PSObject.Properties.Name | Should -Contain '_exist'
+        function Invoke-Operation([string] $Operation, [hashtable] $Instance) {
+            $spec = $manifest.$Operation
+            $start = [System.Diagnostics.ProcessStartInfo]::new((Join-Path $PSHOME ($spec.executable + ($IsWindows ? '.exe' : ''))))
+            foreach ($a in $spec.args) { $start.ArgumentList.Add($a) }
+            $start.WorkingDirectory = $moduleDir   # DSC runs a resource from its manifest's folder
+            $start.RedirectStandardInput = $true; $start.RedirectStandardOutput = $true; $start.RedirectStandardError = $true
+            $start.Environment['BLOCKBACKUP_CONFIG_DIR'] = $config
+            $process = [System.Diagnostics.Process]::Start($start)
+            $process.StandardInput.Write(($Instance | ConvertTo-Json -Compress)); $process.StandardInput.Close()
+            $out = $process.StandardOutput.ReadToEnd(); $errText = $process.StandardError.ReadToEnd(); $process.WaitForExit()
+            [pscustomobject]@{ ExitCode = $process.ExitCode; Output = $out; Error = $errText }
+        }
+        $instance = @{ name = 'dsc'; path = @($dscVolume); repository = $declared.Repository; schedule = '0 2 * * *'; keepDaily = 7; verify = $true; scheduleDestination = $declared.ScheduleDestination }
+        $test = Invoke-Operation test $instance
+        $test.ExitCode | Should -Be 0 -Because $test.Error
+        ($test.Output | ConvertFrom-Json)._inDesiredState | Should -BeTrue
+        $nine = $instance.Clone(); $nine.keepDaily = 9
+        $changed = Invoke-Operation test $nine
+        ($changed.Output | ConvertFrom-Json)._inDesiredState | Should -BeFalse
+        $set = Invoke-Operation set $nine
+        $set.ExitCode | Should -Be 0 -Because $set.Error
+        ($set.Output | ConvertFrom-Json).keepDaily | Should -Be 9
+        (Get-BackupPolicy -Name dsc).KeepDaily | Should -Be 9
+        $get = Invoke-Operation get @{ name = 'dsc' }
+        ($get.Output | ConvertFrom-Json)._exist | Should -BeTrue
+        $delete = Invoke-Operation delete @{ name = 'dsc' }
+        $delete.ExitCode | Should -Be 0 -Because $delete.Error
+        ((Invoke-Operation get @{ name = 'dsc' }).Output | ConvertFrom-Json)._exist | Should -BeFalse
+        $bad = Invoke-Operation get @{ name = 'dsc'; nonsense = 1 }
+        $bad.ExitCode | Should -Be 1
+        $bad.Error | Should -Match "Unknown property 'nonsense'"
+    }
+}
