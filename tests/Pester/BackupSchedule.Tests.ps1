@@ -82,6 +82,7 @@ Describe 'Register-BackupSchedule with cron' -Skip:(-not $IsLinux) {
         $fields = $lines[0] -split ' '
         $fields[0..4] -join ' ' | Should -Be '*/5 * * * *'
         $fields[5] | Should -Be ([Environment]::UserName)
+        Add-Type -LiteralPath (Join-Path (Split-Path -Parent $ModuleManifest) 'Cronos.dll')   # the parser the module ships
         $cron = [Cronos.CronExpression]::Parse(($fields[0..4] -join ' '))
         $next = $cron.GetNextOccurrence([DateTime]::new(2026, 12, 1, 10, 2, 0, [DateTimeKind]::Utc))
         $next | Should -Be ([DateTime]::new(2026, 12, 1, 10, 5, 0, [DateTimeKind]::Utc))
