@@ -117,11 +117,29 @@ Describe 'The README, as written' {
         $night3 = Invoke-ReadmeBlock $runbook @{ XDG_DATA_HOME = $data }
         $night3.ExitCode | Should -Be 0 -Because $night3.Output
         $night3.Output | Should -Match 'A full backup instead.*grew'
-        (Get-VolumeBackup -Repository $repository).Type | Should -Be @('Full', 'Incremental', 'Full')
+        # Each night's Limit-VolumeBackup (-KeepDaily 7): all three ran today, so today's newest is kept, and
+        # (as restic counts) the oldest, since daily buckets are left; the incremental between them goes.
+        (Get-VolumeBackup -Repository $repository).Type | Should -Be @('Full', 'Full')
 
         $chainBlock = $blocks | Where-Object { $_ -match 'Measure-Object StoredBytes' } | Select-Object -First 1
         $sum = Invoke-ReadmeBlock $chainBlock @{ XDG_DATA_HOME = $data }   # the installed module autoloads
         $sum.ExitCode | Should -Be 0 -Because $sum.Output
         $sum.Output | Should -Match 'Count\s*:\s*1'
+    }
+
+    It 'has a policy-based nightly setup that works as written' -Skip:(-not $IsLinux) {
+        $block = $blocks | Where-Object { $_ -match 'New-BackupPolicy' } | Select-Object -First 1
+        $block | Should -Not -BeNullOrEmpty
+        $units = Join-Path $TestDrive 'readme-units'
+        # As written, except that the scheduler entry is written for review instead of installed on this machine.
+        $code = $block.Replace('Register-BackupSchedule -Confirm:$false', "Register-BackupSchedule -Confirm:`$false -Destination '$(Join-Path $units 'blockbackup')' -Kind Cron")
+        $code | Should -Not -Be $block
+        $config = Join-Path $TestDrive 'readme-config'
+        New-TestVolume -Path (Join-Path $work 'disk.img') -MiB 2 -Seed 42
+        $result = Invoke-ReadmeBlock ("Import-Module '$ModuleManifest'`n" + $code) @{ BLOCKBACKUP_CONFIG_DIR = $config }
+        $result.ExitCode | Should -Be 0 -Because $result.Output
+        $result.Output | Should -Match '"Health": "Healthy"'
+        Test-Path -LiteralPath (Join-Path $config 'policies/nightly.json') | Should -BeTrue
+        Get-Content -Raw -LiteralPath (Join-Path $units 'blockbackup') | Should -Match 'Invoke-BackupPolicy -Due'
     }
 }
