@@ -25,6 +25,7 @@ internal static class Cli
         bbk bench [--size 2G] [--sparse-size 16G] [--dir DIR] [--compression zlib] [--keep]
         bbk bench-rbd [--conf CEPH_CONF] [--size 4G]         RBD full vs incremental, export-diff parsing (pools rbd, backups)
         bbk bench-retention [--backups 10000] [--volumes 20]  retention planning over a synthetic listing (chains, damaged)
+        bbk bench-policy [--volumes 4] [--nights 10]           a policy run's overhead over the backups it makes
         bbk bench-codec [--size 8M] [--codecs bz2,zlib,zstd] [--level N] [--dir DIR]   one object of repetitive text, random and JSON log per codec
         """;
 
@@ -45,6 +46,7 @@ internal static class Cli
                 "bench" => Benchmark.Run(args),
                 "bench-rbd" => RbdBenchmark.Run(args),
                 "bench-retention" => RetentionBenchmark.Run(args),
+                "bench-policy" => PolicyBenchmark.Run(args),
                 "bench-codec" => CodecBenchmark.Run(args),
                 _ => Fail(Usage),
             };
