@@ -176,4 +176,35 @@ Describe 'Ceph RBD backup pools and the differential restore rules' -Skip:(-not 
             Remove-Item Env:BLOCKBACKUP_CONFIG_DIR
         }
     }
+
+    It 'applies retention to a pool (Limit-VolumeBackup) chain-aware, and a policy backs up an RBD image into it' {
+        $env:BLOCKBACKUP_CONFIG_DIR = Join-Path $TestDrive 'rbd-policy-config'
+        try {
+            $local = Join-Path $TestDrive 'rbd-policy.img'
+            New-TestVolume -Path $local -MiB 8 -Seed 90
+            $image = New-RbdImage -Name "pester-policy-$tag" -From $local
+            New-BackupPolicy -Name "rbd-$tag" -RbdImage $image -Repository rbd:backups -CephConfig $conf -Schedule '0 2 * * *' -KeepLast 1 -MaxChainLength 2 -Verify | Out-Null
+            $first = Invoke-BackupPolicy -Name "rbd-$tag" -ErrorAction Stop
+            $first.Type | Should -Be 'Full'
+            $first.Verified | Should -BeTrue
+            Invoke-Rbd bench --io-type write --io-size 4K --io-total 64K $image | Out-Null
+            $second = Invoke-BackupPolicy -Name "rbd-$tag" -ErrorAction Stop
+            $second.Type | Should -Be 'Incremental'
+            $second.Reason | Should -Match "incremental of $($first.BackupId)"
+            @($second.Removed).Count | Should -Be 0 -Because 'KeepLast 1 keeps the incremental, and it needs its full'
+            $third = Invoke-BackupPolicy -Name "rbd-$tag" -ErrorAction Stop
+            $third.Type | Should -Be 'Full' -Because 'MaxChainLength 2'
+            $third.Removed | Should -Be @($second.BackupId, $first.BackupId)
+            $ofImage = Get-VolumeBackup -Repository rbd:backups @ceph | Where-Object Source -EQ $image
+            $ofImage.Id | Should -Be @($third.BackupId)
+            (Get-BackupPolicyStatus -Name "rbd-$tag").Health | Should -Be 'Healthy'
+            $decisions = Limit-VolumeBackup -Repository rbd:backups -VolumeId $ofImage.VolumeId -KeepLast 1 -WhatIf @ceph
+            ($decisions | Where-Object BackupId -EQ $third.BackupId).Action | Should -Be 'Keep'
+        }
+        finally {
+            Get-VolumeBackup -Repository rbd:backups @ceph | Where-Object Name -Like "rbd-$tag-*" | Remove-VolumeBackup -Confirm:$false @ceph -ErrorAction SilentlyContinue
+            Remove-BackupPolicy -Name "rbd-$tag" -Confirm:$false -ErrorAction SilentlyContinue
+            Remove-Item Env:BLOCKBACKUP_CONFIG_DIR
+        }
+    }
 }
