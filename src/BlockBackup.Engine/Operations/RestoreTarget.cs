@@ -141,9 +141,11 @@ internal sealed class RestoreTarget : IDisposable
             try
             {
                 File.Move(_temporaryPath, Path, overwrite: false);
+                Repository.AtomicFile.SyncDirectory(System.IO.Path.GetDirectoryName(Path)!);
             }
             catch (IOException ex) when (File.Exists(Path))
             {
+                _committed = true;   // keep the restored data where the message says it is
                 throw new BackupException(BackupErrorKind.InvalidOperation, "TargetAppeared",
                     $"The restore target '{Path}' was created by someone else while the restore ran; the restored data is left in '{_temporaryPath}'.", Path, ex);
             }

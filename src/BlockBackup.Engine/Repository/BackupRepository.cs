@@ -12,6 +12,8 @@ public sealed class BackupRepository : IBackupRepository
 {
     private const int MaxDepth = 8;
 
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, ((long Length, long Ticks) Stamp, BackupInfo Info)> _parsedMetadata = new(StringComparer.Ordinal);
+
     private BackupRepository(string root) => Root = root;
 
     public string Root { get; }
@@ -194,7 +196,17 @@ public sealed class BackupRepository : IBackupRepository
         BackupInfo fromMetadata;
         try
         {
-            fromMetadata = ToInfo(dir, listed.Prefix, MetadataSerializer.Read(path, listed.Prefix), path);
+            // Parsed once per repository object while the metadata file is unchanged (retention
+            // removes many backups in a row); what the cache file on disk says is never used here.
+            var file = new FileInfo(path);
+            var stamp = (file.Exists ? file.Length : -1, file.Exists ? file.LastWriteTimeUtc.Ticks : -1);
+            if (!_parsedMetadata.TryGetValue(path, out var known) || known.Stamp != stamp)
+            {
+                known = (stamp, ToInfo(dir, listed.Prefix, MetadataSerializer.Read(path, listed.Prefix), path));
+                _parsedMetadata[path] = known;
+            }
+
+            fromMetadata = known.Info;
         }
         catch (BackupException ex)
         {
