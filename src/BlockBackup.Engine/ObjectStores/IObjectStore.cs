@@ -11,7 +11,11 @@ public interface IObjectStore
 {
     ObjectStoreProperties Properties { get; }
 
-    /// <summary>Stores <paramref name="content"/> (exactly <paramref name="length"/> bytes) under <paramref name="name"/>; visible only once complete.</summary>
+    /// <summary>
+    /// Stores <paramref name="content"/> (exactly <paramref name="length"/> bytes from its current
+    /// position) under <paramref name="name"/>; visible only once complete. A seekable
+    /// <paramref name="content"/> lets the store retry: it rewinds to the position it was given at.
+    /// </summary>
     Task PutAsync(string name, Stream content, long length, PutOptions options, CancellationToken cancellationToken);
 
     /// <summary>Reads <paramref name="length"/> bytes (all to the end when null) from <paramref name="offset"/>; ObjectNotFound when absent.</summary>
@@ -25,6 +29,13 @@ public interface IObjectStore
 
     /// <summary>Deletes an object; deleting one that does not exist is not an error (deletes are retried).</summary>
     Task DeleteAsync(string name, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Makes every object put with <see cref="PutOptions.DeferDurability"/> durable (POSIX: one
+    /// file-system sync rather than one fsync per object). Object stores are durable when a PUT
+    /// returns, so for them this does nothing.
+    /// </summary>
+    Task FlushAsync(CancellationToken cancellationToken = default);
 }
 
 /// <param name="Connections">How many requests the store serves well at once (the pipelines' concurrency bound).</param>
@@ -33,8 +44,9 @@ public interface IObjectStore
 public sealed record ObjectStoreProperties(int Connections, bool HasAtomicCreateOnly, string Description);
 
 /// <param name="CreateOnly">Fail with ObjectExists rather than replace an existing object (the commit point: a backup's metadata).</param>
-/// <param name="ContentMd5">The MD5 of the bytes sent, for stores that check it (S3 Content-MD5, Swift ETag).</param>
-public sealed record PutOptions(bool CreateOnly = false, byte[]? ContentMd5 = null)
+/// <param name="ContentMd5">The MD5 of the bytes sent, for stores that check it (S3 Content-MD5, Swift ETag); computed by the store when null.</param>
+/// <param name="DeferDurability">The caller calls <see cref="IObjectStore.FlushAsync"/> before anything refers to the object (a backup's data objects, before its metadata).</param>
+public sealed record PutOptions(bool CreateOnly = false, byte[]? ContentMd5 = null, bool DeferDurability = false)
 {
     public static readonly PutOptions Default = new();
 }

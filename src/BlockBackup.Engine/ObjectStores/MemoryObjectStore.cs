@@ -69,4 +69,6 @@ public sealed class MemoryObjectStore : IObjectStore
         objects.TryRemove(name, out _);
         return Task.CompletedTask;
     }
+
+    public Task FlushAsync(CancellationToken cancellationToken = default) => Task.CompletedTask;
 }

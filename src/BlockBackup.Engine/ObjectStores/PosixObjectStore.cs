@@ -37,7 +37,19 @@ public sealed class PosixObjectStore : IObjectStore
             {
                 await content.CopyToAsync(stream, cancellationToken).ConfigureAwait(false);
                 written = stream.Length;
-                stream.Flush(flushToDisk: true);
+                if (!options.DeferDurability)
+                {
+                    stream.Flush(flushToDisk: true);
+                }
+                else if (Native.LinuxNative.IsLinux)
+                {
+                    // Start the writeback now, so the later FlushAsync has little left to wait for.
+                    Native.LinuxNative.StartWriteback(stream.SafeFileHandle);
+                }
+                else
+                {
+                    stream.Flush(flushToDisk: true); // no file-system-wide sync to defer to
+                }
             }
 
             if (written != length)
@@ -98,6 +110,12 @@ public sealed class PosixObjectStore : IObjectStore
         }
 
         await Task.CompletedTask.ConfigureAwait(false);
+    }
+
+    public Task FlushAsync(CancellationToken cancellationToken = default)
+    {
+        AtomicFile.SyncFilesystem(Root);
+        return Task.CompletedTask;
     }
 
     public Task DeleteAsync(string name, CancellationToken cancellationToken = default)
