@@ -18,6 +18,8 @@ public sealed class CinderBackupRecord
     public const string PosixService = "cinder.backup.drivers.posix.PosixBackupDriver";
     public const string NfsService = "cinder.backup.drivers.nfs.NFSBackupDriver";
     public const string CephService = "cinder.backup.drivers.ceph.CephBackupDriver";
+    public const string S3Service = "cinder.backup.drivers.s3.S3BackupDriver";
+    public const string SwiftService = "cinder.backup.drivers.swift.SwiftBackupDriver";
 
     public required Guid BackupId { get; init; }
     public required string BackupService { get; init; }

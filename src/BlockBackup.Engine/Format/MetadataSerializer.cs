@@ -21,35 +21,48 @@ public static class MetadataSerializer
 
     public static BackupMetadata Read(string path, string expectedPrefix)
     {
-        JObject root;
+        FileStream stream;
         try
         {
-            var info = new FileInfo(path);
-            if (info.Length > MaxMetadataBytes)
-            {
-                throw Invalid(path, $"the file is {info.Length} bytes, more than the {MaxMetadataBytes} a metadata file may have");
-            }
-
-            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
-            using var text = new StreamReader(stream, new UTF8Encoding(false, true));
-            using var reader = new JsonTextReader(text) { MaxDepth = 16, DateParseHandling = DateParseHandling.None, FloatParseHandling = FloatParseHandling.Decimal };
-            root = JObject.Load(reader);
-            if (reader.Read())
-            {
-                throw Invalid(path, "unexpected content after the JSON object");
-            }
-        }
-        catch (JsonException ex)
-        {
-            throw Invalid(path, "the JSON is truncated or malformed: " + ex.Message, ex);
-        }
-        catch (DecoderFallbackException ex)
-        {
-            throw Invalid(path, "the file is not valid UTF-8", ex);
+            stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
         }
         catch (IOException ex) when (ex is FileNotFoundException or DirectoryNotFoundException)
         {
             throw new BackupException(BackupErrorKind.NotFound, "MetadataNotFound", $"Backup metadata '{path}' does not exist.", path, ex);
+        }
+
+        return Read(stream, stream.Length, path, expectedPrefix);
+    }
+
+    /// <summary>Reads metadata from a stream of <paramref name="length"/> bytes named <paramref name="path"/> in messages; the stream is disposed.</summary>
+    public static BackupMetadata Read(Stream stream, long length, string path, string expectedPrefix)
+    {
+        JObject root;
+        using (stream)
+        {
+            try
+            {
+                if (length > MaxMetadataBytes)
+                {
+                    throw Invalid(path, $"the file is {length} bytes, more than the {MaxMetadataBytes} a metadata file may have");
+                }
+
+                using var text = new StreamReader(stream, new UTF8Encoding(false, true));
+                using var reader = new JsonTextReader(text) { MaxDepth = 16, DateParseHandling = DateParseHandling.None, FloatParseHandling = FloatParseHandling.Decimal };
+                root = JObject.Load(reader);
+                if (reader.Read())
+                {
+                    throw Invalid(path, "unexpected content after the JSON object");
+                }
+            }
+            catch (JsonException ex)
+            {
+                throw Invalid(path, "the JSON is truncated or malformed: " + ex.Message, ex);
+            }
+            catch (DecoderFallbackException ex)
+            {
+                throw Invalid(path, "the file is not valid UTF-8", ex);
+            }
         }
 
         return Parse(root, path, expectedPrefix);
@@ -66,7 +79,7 @@ public static class MetadataSerializer
         var backupId = RequiredGuid(root, "backup_id", path);
         var volumeId = RequiredGuid(root, "volume_id", path);
         if (!expectedPrefix.EndsWith("_backup_" + ObjectNaming.FormatId(backupId), StringComparison.OrdinalIgnoreCase)
-            || !expectedPrefix.StartsWith("volume_" + ObjectNaming.FormatId(volumeId) + "_", StringComparison.OrdinalIgnoreCase))
+            || !ObjectNaming.PrefixNamesVolume(expectedPrefix, volumeId))
         {
             throw Invalid(path, $"backup_id {backupId} / volume_id {volumeId} do not match the file name prefix '{expectedPrefix}'");
         }
@@ -86,7 +99,7 @@ public static class MetadataSerializer
             var name = property.Name;
             if (!ObjectNaming.IsSafeObjectName(name, expectedPrefix))
             {
-                throw Invalid(path, $"objects[{i}] has an unsafe or foreign object name '{Printable(name)}' (it must be a plain file name starting with '{expectedPrefix}')");
+                throw Invalid(path, $"objects[{i}] has an unsafe or foreign object name '{Printable(name)}' (it must start with '{expectedPrefix}' and continue with a plain name)");
             }
 
             if (!names.Add(name))

@@ -76,8 +76,17 @@ public static class Sha256File
             throw new BackupException(BackupErrorKind.NotFound, "Sha256FileNotFound", $"The hash list '{path}' of backup {expectedBackupId} is missing; the backup is incomplete or damaged.", path, ex);
         }
 
+        return Read(file, file.Length, path, expectedBackupId, expectedSha256, spillDirectory, cancellationToken);
+    }
+
+    /// <summary>
+    /// Reads a hash list from a stream of <paramref name="length"/> bytes (an object store's
+    /// response), named <paramref name="path"/> in messages; the stream is disposed.
+    /// </summary>
+    public static (Sha256FileHeader Header, BlockHashList Hashes) Read(Stream file, long length, string path, Guid expectedBackupId, string? expectedSha256, string? spillDirectory, CancellationToken cancellationToken)
+    {
         // Each entry takes at least 66 bytes ("<64 hex>"), so this bounds the count from above.
-        var capacity = file.Length / 66 + 1;
+        var capacity = length / 66 + 1;
         var hashes = BlockHashList.Create(capacity, spillDirectory);
         try
         {

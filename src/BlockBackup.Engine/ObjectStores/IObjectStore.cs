@@ -18,6 +18,24 @@ public interface IObjectStore
     /// </summary>
     Task PutAsync(string name, Stream content, long length, PutOptions options, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Stores what <paramref name="write"/> writes (a document whose length is known only once
+    /// written, such as a hash list) and returns its length. Object stores need the length and
+    /// MD5 before the first byte is sent, so by default the document is spooled to a local work
+    /// file first; a store that can write in place (POSIX) overrides this to write it once.
+    /// </summary>
+    async Task<long> PutWrittenAsync(string name, Action<Stream> write, PutOptions options, CancellationToken cancellationToken)
+    {
+        var dir = Repository.WorkDirectory.Path;
+        Directory.CreateDirectory(dir);
+        await using var spool = new FileStream(Path.Combine(dir, $"spool-{Guid.NewGuid():N}.tmp"), FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 16, FileOptions.DeleteOnClose);
+        write(spool);
+        var length = spool.Length;
+        spool.Position = 0;
+        await PutAsync(name, spool, length, options, cancellationToken).ConfigureAwait(false);
+        return length;
+    }
+
     /// <summary>Reads <paramref name="length"/> bytes (all to the end when null) from <paramref name="offset"/>; ObjectNotFound when absent.</summary>
     Task<Stream> GetAsync(string name, long offset = 0, long? length = null, CancellationToken cancellationToken = default);
 

@@ -11,9 +11,7 @@ public static class ObjectNames
     /// </summary>
     public static string Validate(string name, string store)
     {
-        var bad = string.IsNullOrEmpty(name) || name[0] == '/' || name.Contains('\\', StringComparison.Ordinal)
-            || name.Any(char.IsControl) || name.Split('/').Any(part => part is "" or "." or "..");
-        if (bad)
+        if (IsInvalid(name))
         {
             throw new BackupException(BackupErrorKind.InvalidArgument, "InvalidObjectName",
                 $"'{name}' is not a valid object name in {store}: names are relative, '/'-separated, without '.', '..' or empty parts.", name);
@@ -21,6 +19,11 @@ public static class ObjectNames
 
         return name;
     }
+
+    /// <summary>The test <see cref="Validate"/> applies, without throwing.</summary>
+    public static bool IsInvalid(string name) =>
+        string.IsNullOrEmpty(name) || name[0] == '/' || name.Contains('\\', StringComparison.Ordinal)
+        || name.Any(char.IsControl) || name.Split('/').Any(part => part is "" or "." or "..");
 
     public static BackupException NotFound(string name, string store) =>
         new(BackupErrorKind.NotFound, "ObjectNotFound", $"Object '{name}' does not exist in {store}.", name);

@@ -26,6 +26,16 @@ public sealed class PosixObjectStore : IObjectStore
 
     public async Task PutAsync(string name, Stream content, long length, PutOptions options, CancellationToken cancellationToken)
     {
+        Put(name, stream => content.CopyTo(stream), options, length, cancellationToken);
+        await Task.CompletedTask.ConfigureAwait(false);
+    }
+
+    /// <summary>Writes the document straight into its temporary file: once, never spooled.</summary>
+    public Task<long> PutWrittenAsync(string name, Action<Stream> write, PutOptions options, CancellationToken cancellationToken) =>
+        Task.FromResult(Put(name, write, options, null, cancellationToken));
+
+    private long Put(string name, Action<Stream> write, PutOptions options, long? expectedLength, CancellationToken cancellationToken)
+    {
         var path = PathOf(name);
         var dir = Path.GetDirectoryName(path)!;
         EnsureDirectory(dir);
@@ -33,10 +43,16 @@ public sealed class PosixObjectStore : IObjectStore
         try
         {
             long written;
-            await using (var stream = AtomicFile.CreateNew(temp))
+            using (var stream = AtomicFile.CreateNew(temp))
             {
-                await content.CopyToAsync(stream, cancellationToken).ConfigureAwait(false);
+                write(stream);
+                cancellationToken.ThrowIfCancellationRequested();
                 written = stream.Length;
+                if (expectedLength is { } expected && written != expected)
+                {
+                    throw ObjectNames.ShortContent(name, expected, written);
+                }
+
                 if (!options.DeferDurability)
                 {
                     stream.Flush(flushToDisk: true);
@@ -52,11 +68,6 @@ public sealed class PosixObjectStore : IObjectStore
                 }
             }
 
-            if (written != length)
-            {
-                throw ObjectNames.ShortContent(name, length, written);
-            }
-
             try
             {
                 File.Move(temp, path, overwrite: !options.CreateOnly);
@@ -66,7 +77,12 @@ public sealed class PosixObjectStore : IObjectStore
                 throw ObjectNames.Exists(name, Properties.Description);
             }
 
-            AtomicFile.SyncDirectory(dir);
+            if (!options.DeferDurability)
+            {
+                AtomicFile.SyncDirectory(dir);
+            }
+
+            return written;
         }
         finally
         {

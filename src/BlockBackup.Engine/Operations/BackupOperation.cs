@@ -7,6 +7,7 @@ using BlockBackup.Engine.Errors;
 using BlockBackup.Engine.Format;
 using BlockBackup.Engine.Hashing;
 using BlockBackup.Engine.Native;
+using BlockBackup.Engine.ObjectStores;
 using BlockBackup.Engine.Repository;
 using BlockBackup.Engine.Volumes;
 
@@ -16,11 +17,12 @@ namespace BlockBackup.Engine.Operations;
 /// Full and incremental backups of a file or block device into a repository, in Cinder's format.
 /// Object ranges are processed in parallel; each buffer is read once and hashed once (SHA-256 per
 /// block, MD5 per object in the same pass over memory), holes are never read and all-zero blocks
-/// are never hashed or compressed. Nothing is visible until the metadata is renamed into place.
+/// are never hashed or compressed. Written once over the repository's object store (a directory,
+/// S3 or Swift): nothing is visible until the metadata, stored last, exists.
 /// </summary>
 public static class BackupOperation
 {
-    public static BackupResult Run(BackupRepository repository, BackupRequest request, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
+    public static BackupResult Run(IChunkedRepository repository, BackupRequest request, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         Validate(request);
         var clock = Stopwatch.StartNew();
@@ -28,7 +30,7 @@ public static class BackupOperation
         using var volume = VolumeSource.Open(resolved);
         var volumeId = request.VolumeId ?? VolumeIdentity.ForPath(resolved);
 
-        using var volumeLock = RepositoryLock.Acquire(repository.Root, volumeId, "backup", repository.LockTimeout, cancellationToken, progress);
+        using var volumeLock = repository.AcquireLock(volumeId, "backup", cancellationToken, progress);
         RemoveLeftovers(repository, volumeLock, request.Log, progress, cancellationToken);
         var parent = ChooseParent(repository, request, volumeId, volume.Size);
         progress?.Report(new OperationProgress(OperationPhase.Preparing, 0, volume.Size, $"Taking a point-in-time view of {resolved}"));
@@ -36,20 +38,14 @@ public static class BackupOperation
         using var snapshot = view.ReadPath == resolved ? null : VolumeSource.Open(view.ReadPath);
         var reader = snapshot ?? volume;
 
-        var backupId = Guid.NewGuid();
-        var started = DateTime.UtcNow;
-        var prefix = ObjectNaming.Prefix(volumeId, started, backupId);
-        var containerRelative = ObjectNaming.DefaultContainer(backupId);
-        var container = Path.Combine(repository.Root, containerRelative);
-        AtomicFile.CreateDirectory(container);
+        var backup = repository.BeginBackup(volumeLock, volumeId, Guid.NewGuid(), DateTime.UtcNow);
         BackupJob? job = null;
         try
         {
-            new ContainerSummary { State = ContainerSummary.StateCreating, BackupId = backupId, VolumeId = volumeId, Prefix = prefix }.Write(container);
-            job = new BackupJob(repository, request, reader, parent, container, prefix, volume.Size, progress, cancellationToken);
+            job = new BackupJob(repository, request, reader, parent, backup, volume.Size, progress, cancellationToken);
             var written = job.Run();
 
-            var info = Commit(repository, request, job, written, new CommitInfo(backupId, volumeId, prefix, container, started, parent,
+            var info = Commit(repository, request, job, written, new CommitInfo(backup, parent,
                 ConsistencyNames.ToRecordName(view.Method), resolved, null, volume.Size), progress, cancellationToken);
             progress?.Report(new OperationProgress(OperationPhase.Committing, volume.Size, volume.Size, "Done"));
             return new BackupResult
@@ -65,7 +61,7 @@ public static class BackupOperation
         }
         catch
         {
-            RemovePartial(repository.Root, container);
+            repository.AbandonBackup(backup);
             throw;
         }
         finally
@@ -75,23 +71,30 @@ public static class BackupOperation
     }
 
     /// <summary>What the commit step records beyond the job's own results.</summary>
-    internal sealed record CommitInfo(Guid BackupId, Guid VolumeId, string Prefix, string Container, DateTime Started, BackupInfo? Parent,
-        string Consistency, string Source, string? SourceSnapshot, long VolumeSize);
+    internal sealed record CommitInfo(NewBackup Backup, BackupInfo? Parent, string Consistency, string Source, string? SourceSnapshot, long VolumeSize);
 
     /// <summary>
-    /// Makes a backup exist: hash list, then metadata (each written aside, flushed and renamed),
-    /// then the listing cache. Before the metadata's rename nothing lists the backup as available.
+    /// Makes a backup exist: every data object durable, then the hash list, then the metadata
+    /// (create-only: the commit point), then whatever the repository caches. Before the metadata
+    /// exists nothing lists the backup as available.
     /// </summary>
-    internal static BackupInfo Commit(BackupRepository repository, BackupRequest request, BackupJob job, List<ObjectDescriptor> written, CommitInfo c, IProgress<OperationProgress>? progress, CancellationToken cancellationToken)
+    internal static BackupInfo Commit(IChunkedRepository repository, BackupRequest request, BackupJob job, List<ObjectDescriptor> written, CommitInfo c, IProgress<OperationProgress>? progress, CancellationToken cancellationToken)
     {
         progress?.Report(new OperationProgress(OperationPhase.Committing, c.VolumeSize, c.VolumeSize, "Writing hash list and metadata"));
-        var createdAt = CinderTime.Format(c.Started);
-        var sha256FileChecksum = AtomicFile.Write(Path.Combine(c.Container, ObjectNaming.Sha256FileName(c.Prefix)), s =>
-            Sha256File.Write(s, new Sha256FileHeader(c.BackupId, c.VolumeId, request.Name, request.Description, createdAt, request.HashBlockSize), job.Hashes, cancellationToken));
+        var b = c.Backup;
+        var store = repository.Store;
+        // One flush makes every data object durable before anything refers to them (their
+        // writeback was started as each was written, so little is left to wait for).
+        store.FlushAsync(cancellationToken).GetAwaiter().GetResult();
+        var createdAt = CinderTime.Format(b.StartedUtc);
+        string? sha256FileChecksum = null;
+        store.PutWrittenAsync(repository.ObjectKey(b.Container, ObjectNaming.Sha256FileName(b.Prefix)), s =>
+            sha256FileChecksum = Sha256File.Write(s, new Sha256FileHeader(b.BackupId, b.VolumeId, request.Name, request.Description, createdAt, request.HashBlockSize), job.Hashes, cancellationToken),
+            PutOptions.Default, cancellationToken).GetAwaiter().GetResult();
         var metadata = new BackupMetadata
         {
-            BackupId = c.BackupId,
-            VolumeId = c.VolumeId,
+            BackupId = b.BackupId,
+            VolumeId = b.VolumeId,
             Name = request.Name,
             Description = request.Description,
             CreatedAt = createdAt,
@@ -107,36 +110,31 @@ public static class BackupOperation
                 CompressionLevel = job.Encoder.Level,
                 ObjectSize = request.ObjectSize,
                 HashBlockSize = request.HashBlockSize,
-                StartedUtc = c.Started,
+                StartedUtc = b.StartedUtc,
                 CompletedUtc = DateTime.UtcNow,
                 StoredBytes = job.StoredBytes,
                 ObjectsSha256 = MetadataSerializer.ObjectsChecksum(written),
-                Sha256FileSha256 = sha256FileChecksum,
+                Sha256FileSha256 = sha256FileChecksum!, // set by the write above
                 Tool = "BlockBackup " + typeof(BackupOperation).Assembly.GetName().Version?.ToString(3),
             },
         };
-        var metadataPath = Path.Combine(c.Container, ObjectNaming.MetadataName(c.Prefix));
+        var document = new MemoryStream();
+        MetadataSerializer.Write(document, metadata);
         cancellationToken.ThrowIfCancellationRequested();
-        AtomicFile.Write(metadataPath, s => { MetadataSerializer.Write(s, metadata); return 0; });
-        AtomicFile.SyncDirectory(c.Container);
+        document.Position = 0;
+        store.PutAsync(repository.ObjectKey(b.Container, ObjectNaming.MetadataName(b.Prefix)), document, document.Length,
+            new PutOptions(CreateOnly: true), cancellationToken).GetAwaiter().GetResult();
 
-        // From here on the backup exists; the summary is only a cache.
-        var info = repository.ToInfo(c.Container, c.Prefix, metadata, metadataPath);
-        var file = new FileInfo(metadataPath);
-        new ContainerSummary
-        {
-            State = ContainerSummary.StateAvailable, BackupId = c.BackupId, VolumeId = c.VolumeId, Prefix = c.Prefix,
-            MetadataLength = file.Length, MetadataMtimeTicks = file.LastWriteTimeUtc.Ticks, Info = info,
-        }.Write(c.Container);
-        return info;
+        // From here on the backup exists; whatever the repository does now is only a cache.
+        return repository.CompleteBackup(b, metadata);
     }
 
     /// <summary>
     /// Removes what earlier, interrupted backups of the locked volume left in the repository (see
-    /// <see cref="BackupRepository.RemoveLeftoversOf"/>), saying so through <paramref name="log"/>.
+    /// <see cref="IChunkedRepository.RemoveLeftoversOf"/>), saying so through <paramref name="log"/>.
     /// Best effort: a leftover that cannot be removed is reported and kept, the backup goes on.
     /// </summary>
-    internal static void RemoveLeftovers(BackupRepository repository, RepositoryLock volumeLock, Action<string>? log, IProgress<OperationProgress>? progress, CancellationToken cancellationToken)
+    internal static void RemoveLeftovers(IChunkedRepository repository, IVolumeLock volumeLock, Action<string>? log, IProgress<OperationProgress>? progress, CancellationToken cancellationToken)
     {
         progress?.Report(new OperationProgress(OperationPhase.Preparing, 0, 0, $"Looking for leftovers of interrupted backups of volume {volumeLock.VolumeId}"));
         var removed = repository.RemoveLeftoversOf(volumeLock,
@@ -163,7 +161,7 @@ public static class BackupOperation
     }
 
     /// <summary>Cinder's rules: the named parent, else the newest available backup of the volume; same hash block size; the volume must not have grown.</summary>
-    internal static BackupInfo? ChooseParent(BackupRepository repository, BackupRequest request, Guid volumeId, long volumeSize)
+    internal static BackupInfo? ChooseParent(IChunkedRepository repository, BackupRequest request, Guid volumeId, long volumeSize)
     {
         if (!request.Incremental)
         {
@@ -183,7 +181,7 @@ public static class BackupOperation
         else
         {
             parent = repository.FindLatest(volumeId) ?? throw new BackupException(BackupErrorKind.InvalidOperation, "NoParentBackup",
-                $"No available backup of volume {volumeId} exists in '{repository.Root}' to base an incremental backup on. Make a full backup first (without -Incremental).", volumeId);
+                $"No available backup of volume {volumeId} exists in '{repository.Location}' to base an incremental backup on. Make a full backup first (without -Incremental).", volumeId);
         }
 
         if (volumeSize > parent.VolumeSize)
@@ -195,58 +193,40 @@ public static class BackupOperation
         return parent;
     }
 
-    internal static void RemovePartial(string root, string container)
-    {
-        try
-        {
-            if (Directory.Exists(container))
-            {
-                Directory.Delete(container, recursive: true);
-            }
-
-            for (var dir = Path.GetDirectoryName(container)!; dir.Length > root.Length && Directory.Exists(dir) && !Directory.EnumerateFileSystemEntries(dir).Any(); dir = Path.GetDirectoryName(dir)!)
-            {
-                Directory.Delete(dir);
-            }
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-            // Left as an incomplete backup; RemoveIncomplete deletes it later.
-        }
-    }
-
     /// <summary>The data phase of one backup.</summary>
     internal sealed class BackupJob
     {
-        private readonly BackupRepository _repository;
+        private readonly IChunkedRepository _repository;
+        private readonly ObjectStores.IObjectStore _store;
         private readonly BackupRequest _request;
         private readonly VolumeSource? _source;
         private readonly BackupInfo? _parent;
-        private readonly string _container;
-        private readonly string _prefix;
+        private readonly NewBackup _backup;
+        private readonly ObjectNumbering _numbering;
         private readonly long _size;
         private readonly IProgress<OperationProgress>? _progress;
         private readonly CancellationToken _cancel;
         private readonly ConcurrentBag<Buffers> _pool = new();
         private readonly ConcurrentDictionary<int, EncodedZeros> _zeroObjects = new();
-        private readonly ConcurrentBag<PendingObject> _pending = new();
+        private readonly ConcurrentBag<ObjectDescriptor> _written = new();
         private BlockHashList? _parentHashes;
         private long _bytesRead;
         private long _storedBytes;
 
-        public BackupJob(BackupRepository repository, BackupRequest request, VolumeSource? source, BackupInfo? parent, string container, string prefix, long size, IProgress<OperationProgress>? progress, CancellationToken cancel)
+        public BackupJob(IChunkedRepository repository, BackupRequest request, VolumeSource? source, BackupInfo? parent, NewBackup backup, long size, IProgress<OperationProgress>? progress, CancellationToken cancel)
         {
             _repository = repository;
+            _store = repository.Store;
             _request = request;
             _source = source;
             _parent = parent;
-            _container = container;
-            _prefix = prefix;
+            _backup = backup;
+            _numbering = new ObjectNumbering(cancel);
             _size = size;
             _progress = progress;
             _cancel = cancel;
             Encoder = new ObjectEncoder(request.Compression, request.CompressionLevel);
-            Hashes = BlockHashList.Create(BlockCount(size, request.HashBlockSize), Path.Combine(repository.Root, ".blockbackup"));
+            Hashes = BlockHashList.Create(BlockCount(size, request.HashBlockSize), WorkDirectory.Path);
         }
 
         public ObjectEncoder Encoder { get; }
@@ -254,7 +234,8 @@ public static class BackupOperation
         public long BytesRead => _bytesRead;
         public long StoredBytes => _storedBytes;
 
-        private sealed record PendingObject(string TempPath, long Offset, long Length, CompressionAlgorithm Compression, string Md5);
+        /// <summary>One object a range will be stored as: bytes [Start, End) of its buffer.</summary>
+        private readonly record struct PlannedObject(int Start, int End, bool AllZero);
 
         private sealed record EncodedZeros(byte[]? Encoded, CompressionAlgorithm Compression, string Md5);
 
@@ -268,6 +249,7 @@ public static class BackupOperation
             /// <summary>Blocks a differential source says did not change: their hash is the parent's, unread.</summary>
             public readonly bool[] Unchanged = new bool[blocks];
             public readonly List<(int Start, int End)> DataRanges = new();
+            public readonly List<PlannedObject> Objects = new();
         }
 
         /// <summary>Shared all-zero source for hole-only objects stored raw (compression "none").</summary>
@@ -287,7 +269,15 @@ public static class BackupOperation
             Parallel.ForEach(indices, options, index =>
             {
                 _cancel.ThrowIfCancellationRequested();
-                throttle.Add(ProcessRange(index));
+                try
+                {
+                    throttle.Add(ProcessRange(index));
+                }
+                catch
+                {
+                    _numbering.Fail(); // ranges after this one wait for its numbers: let them stop
+                    throw;
+                }
             });
         });
 
@@ -309,6 +299,11 @@ public static class BackupOperation
                     try
                     {
                         throttle.Add(ProcessFilled(index, buffers));
+                    }
+                    catch
+                    {
+                        _numbering.Fail();
+                        throw;
                     }
                     finally
                     {
@@ -395,6 +390,11 @@ public static class BackupOperation
 
                 Advance(ranges);
             }
+            catch
+            {
+                _numbering.Fail();
+                throw;
+            }
             finally
             {
                 queue.CompleteAdding();
@@ -418,8 +418,7 @@ public static class BackupOperation
                 if (_parent is not null)
                 {
                     _progress?.Report(new OperationProgress(OperationPhase.Preparing, 0, _size, $"Reading the hash list of parent backup {_parent.Id}"));
-                    var parentMeta = _repository.ReadMetadata(_parent);
-                    var (header, hashes) = Sha256File.Read(_repository.Sha256FilePath(_parent), _parent.Id, parentMeta.Extra?.Sha256FileSha256, Path.Combine(_repository.Root, ".blockbackup"), _cancel);
+                    var (header, hashes) = ChunkedReads.ReadHashList(_repository, _parent, _repository.ReadMetadata(_parent), _cancel);
                     _parentHashes = hashes;
                     if (header.ChunkSize != _request.HashBlockSize)
                     {
@@ -431,7 +430,7 @@ public static class BackupOperation
                 var throttle = new ProgressThrottle(_progress, OperationPhase.Reading, _size, $"Backing up {_request.SourcePath}");
                 dataPhase(throttle);
                 throttle.Complete();
-                return Commit();
+                return _written.OrderBy(o => o.Offset).ToList();
             }
             catch (AggregateException ex) when (ex.InnerExceptions.Count >= 1)
             {
@@ -442,29 +441,6 @@ public static class BackupOperation
             {
                 _parentHashes?.Dispose();
             }
-        }
-
-        /// <summary>Renames the temporary objects to their Cinder names, numbered in offset order.</summary>
-        private List<ObjectDescriptor> Commit()
-        {
-            // Cinder numbers objects with %05d, which simply grows past 99999; so do we.
-            var ordered = _pending.OrderBy(p => p.Offset).ToList();
-
-            // One filesystem-wide sync makes every object durable before anything refers to it
-            // (their writeback was started as each was written, so little is left to wait for).
-            AtomicFile.SyncFilesystem(_container);
-
-            var result = new List<ObjectDescriptor>(ordered.Count);
-            for (var i = 0; i < ordered.Count; i++)
-            {
-                _cancel.ThrowIfCancellationRequested();
-                var p = ordered[i];
-                var name = ObjectNaming.ObjectName(_prefix, i + 1);
-                File.Move(p.TempPath, Path.Combine(_container, name));
-                result.Add(new ObjectDescriptor(name, p.Offset, p.Length, p.Compression, p.Md5));
-            }
-
-            return result;
         }
 
         [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
@@ -551,16 +527,18 @@ public static class BackupOperation
 
                 Hashes.Set(firstBlock, hashes);
 
+                var dataArray = buffers.Data;
                 if (holesOnly)
                 {
                     // The buffer was not filled; never hand its stale bytes to the writer.
-                    data = length <= ZeroSource.Length ? ZeroSource.AsSpan(0, length) : new byte[length];
+                    dataArray = length <= ZeroSource.Length ? ZeroSource : new byte[length];
+                    data = dataArray.AsSpan(0, length);
                 }
 
                 // Full backup: every block goes into an object. Incremental: only runs of blocks
                 // whose hash differs from the parent's at the same index (Cinder's rule).
 
-                var part = 0;
+                buffers.Objects.Clear();
                 var k2 = 0;
                 while (k2 < blocks)
                 {
@@ -576,7 +554,15 @@ public static class BackupOperation
                         k2++;
                     }
 
-                    part = WriteExtent(index, part, offset, data, start, k2, buffers);
+                    PlanExtent(length, start, k2, buffers);
+                }
+
+                // Numbers follow volume order across ranges (Cinder's %05d sequence); the wait is
+                // for the ranges before this one to be planned, not stored.
+                var number = _numbering.Reserve(index, buffers.Objects.Count);
+                foreach (var planned in buffers.Objects)
+                {
+                    WriteObject(number++, offset + planned.Start, dataArray, planned, buffers);
                 }
 
                 return length;
@@ -588,16 +574,14 @@ public static class BackupOperation
             (k + 1) * 32 <= parentHashes.Length && hashes.Slice(k * 32, 32).SequenceEqual(parentHashes.Slice(k * 32, 32));
 
         /// <summary>
-        /// Writes blocks [first, end) of a range as objects. Long runs of zero blocks become
+        /// Plans blocks [first, end) of a range as objects. Long runs of zero blocks become
         /// objects of their own, whose encoding and MD5 are computed once per length: MD5 has no
         /// shortcut for zeros, so hashing them inside data objects would cost as much as data.
         /// Objects stay block-aligned and never cross the range (Cinder's incremental rule).
         /// </summary>
-        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
-        private int WriteExtent(int index, int part, long rangeOffset, ReadOnlySpan<byte> data, int first, int end, Buffers buffers)
+        private void PlanExtent(int length, int first, int end, Buffers buffers)
         {
             var blockSize = _request.HashBlockSize;
-            var length = data.Length;
             int Byte(int block) => Math.Min(block * blockSize, length);
             var pos = first;
             while (pos < end)
@@ -629,28 +613,28 @@ public static class BackupOperation
 
                 if (runStart < 0)
                 {
-                    WriteObject(index, part++, rangeOffset + Byte(pos), data[Byte(pos)..Byte(end)], allZero: false, buffers);
+                    buffers.Objects.Add(new PlannedObject(Byte(pos), Byte(end), AllZero: false));
                     break;
                 }
 
                 if (runStart > pos)
                 {
-                    WriteObject(index, part++, rangeOffset + Byte(pos), data[Byte(pos)..Byte(runStart)], allZero: false, buffers);
+                    buffers.Objects.Add(new PlannedObject(Byte(pos), Byte(runStart), AllZero: false));
                 }
 
-                WriteObject(index, part++, rangeOffset + Byte(runStart), data[Byte(runStart)..Byte(runEnd)], allZero: true, buffers);
+                buffers.Objects.Add(new PlannedObject(Byte(runStart), Byte(runEnd), AllZero: true));
                 pos = runEnd;
             }
-
-            return part;
         }
 
-        private void WriteObject(int index, int part, long offset, ReadOnlySpan<byte> data, bool allZero, Buffers buffers)
+        private void WriteObject(int number, long offset, byte[] source, PlannedObject planned, Buffers buffers)
         {
+            var data = source.AsSpan(planned.Start, planned.End - planned.Start);
             CompressionAlgorithm used;
-            ReadOnlySpan<byte> stored;
+            byte[] stored;
+            int storedStart, storedLength;
             string md5;
-            if (allZero)
+            if (planned.AllZero)
             {
                 // All-zero runs of a length are compressed and digested once per backup.
                 var zeros = _zeroObjects.GetOrAdd(data.Length, len =>
@@ -661,7 +645,7 @@ public static class BackupOperation
                     return new EncodedZeros(alg == CompressionAlgorithm.None ? null : output[..n], alg, Convert.ToHexString(MD5.HashData(raw)).ToLowerInvariant());
                 });
                 used = zeros.Compression;
-                stored = zeros.Encoded ?? data;
+                (stored, storedStart, storedLength) = zeros.Encoded is { } encoded ? (encoded, 0, encoded.Length) : (source, planned.Start, data.Length);
                 md5 = zeros.Md5;
             }
             else
@@ -669,25 +653,17 @@ public static class BackupOperation
                 md5 = Convert.ToHexString(MD5.HashData(data)).ToLowerInvariant();
                 var (alg, n) = Encoder.Encode(data, buffers.Encoded, _cancel);
                 used = alg;
-                stored = alg == CompressionAlgorithm.None ? data : buffers.Encoded.AsSpan(0, n);
+                (stored, storedStart, storedLength) = alg == CompressionAlgorithm.None ? (source, planned.Start, data.Length) : (buffers.Encoded, 0, n);
             }
 
-            var temp = Path.Combine(_container, $".tmp-{index:D7}-{part:D5}");
-            using (var file = AtomicFile.CreateNew(temp, 0))
-            {
-                file.Write(stored);
-                if (LinuxNative.IsLinux)
-                {
-                    LinuxNative.StartWriteback(file.SafeFileHandle);
-                }
-                else
-                {
-                    file.Flush(flushToDisk: true);
-                }
-            }
-
-            Interlocked.Add(ref _storedBytes, stored.Length);
-            _pending.Add(new PendingObject(temp, offset, data.Length, used, md5));
+            // The metadata's md5 is of the uncompressed bytes; it is the store's check on the
+            // wire only when nothing was compressed (else the store digests what it sends).
+            var name = ObjectNaming.ObjectName(_backup.Prefix, number);
+            using var content = new MemoryStream(stored, storedStart, storedLength, writable: false);
+            var options = new ObjectStores.PutOptions(ContentMd5: used == CompressionAlgorithm.None ? Convert.FromHexString(md5) : null, DeferDurability: true);
+            _store.PutAsync(_repository.ObjectKey(_backup.Container, name), content, storedLength, options, _cancel).GetAwaiter().GetResult();
+            Interlocked.Add(ref _storedBytes, storedLength);
+            _written.Add(new ObjectDescriptor(name, offset, data.Length, used, md5));
         }
     }
 }

@@ -28,7 +28,7 @@ public static class RestoreOperation
     /// What a restore would do, without writing anything: the chain, the path and the rule that
     /// decided it, and the state of the target (for -WhatIf and the overwrite check).
     /// </summary>
-    public static RestorePreview Preview(BackupRepository repository, Guid backupId, string targetPath)
+    public static RestorePreview Preview(IChunkedRepository repository, Guid backupId, string targetPath)
     {
         var chain = repository.GetChain(backupId);
         var full = Path.GetFullPath(targetPath);
@@ -36,7 +36,7 @@ public static class RestoreOperation
         return new RestorePreview(chain, Decide(chain), full, exists, holdsData, isDevice, size);
     }
 
-    public static RestoreResult Run(BackupRepository repository, RestoreRequest request, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
+    public static RestoreResult Run(IChunkedRepository repository, RestoreRequest request, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         var clock = Stopwatch.StartNew();
         var chain = repository.GetChain(request.BackupId);
@@ -47,8 +47,7 @@ public static class RestoreOperation
         var layers = chain.Backups.Select(repository.ReadMetadata).ToList();
         var requested = layers[^1];
         progress?.Report(new OperationProgress(OperationPhase.Preparing, 0, chain.VolumeSize, $"Reading the hash list of backup {chain.BackupId}"));
-        var (header, expected) = Sha256File.Read(repository.Sha256FilePath(chain.Target), chain.BackupId, requested.Extra?.Sha256FileSha256,
-            Path.Combine(repository.Root, ".blockbackup"), cancellationToken);
+        var (header, expected) = ChunkedReads.ReadHashList(repository, chain.Target, requested, cancellationToken);
         using var hashes = expected;
         var blockSize = header.ChunkSize;
         var size = requested.Extra?.VolumeSize ?? DeriveVolumeSize(hashes.Count, blockSize, layers[0]);
@@ -60,12 +59,14 @@ public static class RestoreOperation
         }
 
         var plan = RestorePlan.Create(repository, chain, layers, blockSize, size);
+        // One listing per backup, not one request per object, finds any missing object before a byte is written.
+        var present = chain.Backups.SelectMany(b => ChunkedReads.ListObjects(repository, b, cancellationToken)).ToHashSet(StringComparer.Ordinal);
         foreach (var task in plan.Tasks)
         {
-            if (!File.Exists(task.Path))
+            if (!present.Contains(task.Key))
             {
                 throw new BackupException(BackupErrorKind.InvalidData, "ObjectMissing",
-                    $"Backup {task.BackupId}: object '{task.Object.Name}' (volume offset {task.Object.Offset}) is missing from '{Path.GetDirectoryName(task.Path)}'. Nothing was written.", task.Object.Name);
+                    $"Backup {task.BackupId}: object '{task.Object.Name}' (volume offset {task.Object.Offset}) is missing: there is no '{repository.DisplayName(task.Key)}'. Nothing was written.", task.Object.Name);
             }
         }
 
@@ -75,7 +76,7 @@ public static class RestoreOperation
         using var target = RestoreTarget.Open(targetPath, size, request.Overwrite, targetState);
         try
         {
-            return Write(chain, plan, hashes, target, size, blockSize, request, progress, clock, cancellationToken);
+            return Write(repository.Store, chain, plan, hashes, target, size, blockSize, request, progress, clock, cancellationToken);
         }
         catch (BackupException ex) when (target.WritesInPlace)
         {
@@ -90,7 +91,7 @@ public static class RestoreOperation
     private static string PartialTarget(RestoreTarget target) =>
         $" The target '{target.Path}' was written in place and is now PARTIAL (neither its old content nor the backup); run the same restore again with -Force to restore it completely.";
 
-    private static RestoreResult Write(BackupChain chain, RestorePlan plan, BlockHashList hashes, RestoreTarget target, long size, int blockSize,
+    private static RestoreResult Write(ObjectStores.IObjectStore store, BackupChain chain, RestorePlan plan, BlockHashList hashes, RestoreTarget target, long size, int blockSize,
         RestoreRequest request, IProgress<OperationProgress>? progress, Stopwatch clock, CancellationToken cancellationToken)
     {
         var throttle = new ProgressThrottle(progress, OperationPhase.Restoring, size, $"Restoring {chain.BackupId} to {target.Path}");
@@ -107,11 +108,13 @@ public static class RestoreOperation
         var pieceSize = Math.Max(blockSize, PieceTarget / blockSize * blockSize);
         try
         {
-            var options = new ParallelOptions { MaxDegreeOfParallelism = request.Workers ?? Environment.ProcessorCount, CancellationToken = cancellationToken };
+            // Remote stores answer each GET after a round trip: more requests in flight than cores keep both busy.
+            var workers = request.Workers ?? Math.Clamp(store.Properties.Connections, Environment.ProcessorCount, 2 * Environment.ProcessorCount);
+            var options = new ParallelOptions { MaxDegreeOfParallelism = workers, CancellationToken = cancellationToken };
             var ordered = Partitioner.Create(plan.Tasks, EnumerablePartitionerOptions.NoBuffering);
             Parallel.ForEach(ordered, options, () => new Worker(pieceSize, blockSize), (task, _, worker) =>
             {
-                worker.Restore(task, target, hashes, size, throttle, cancellationToken);
+                worker.Restore(store, task, target, hashes, size, throttle, cancellationToken);
                 return worker;
             }, worker =>
             {
@@ -184,10 +187,10 @@ public static class RestoreOperation
         public long Verified { get; private set; }
 
         [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
-        public void Restore(RestoreTask task, RestoreTarget target, BlockHashList hashes, long volumeSize, ProgressThrottle throttle, CancellationToken cancel)
+        public void Restore(ObjectStores.IObjectStore store, RestoreTask task, RestoreTarget target, BlockHashList hashes, long volumeSize, ProgressThrottle throttle, CancellationToken cancel)
         {
             var o = task.Object;
-            using var file = new FileStream(task.Path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan);
+            using var file = store.GetAsync(task.Key, 0, null, cancel).GetAwaiter().GetResult();
             using var data = ObjectDecoder.Open(file, o.Compression, o.Name);
             long position = o.Offset; // volume offset of the next decompressed byte
             try

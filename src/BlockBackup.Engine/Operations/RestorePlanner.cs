@@ -5,7 +5,7 @@ using BlockBackup.Engine.Repository;
 namespace BlockBackup.Engine.Operations;
 
 /// <summary>One object and the parts of it the restore needs (the rest is overwritten by newer backups).</summary>
-internal sealed record RestoreTask(string Path, ObjectDescriptor Object, Guid BackupId, IReadOnlyList<ByteRange> Needed);
+internal sealed record RestoreTask(string Key, ObjectDescriptor Object, Guid BackupId, IReadOnlyList<ByteRange> Needed);
 
 /// <summary>
 /// Decides, before anything is written, where every byte of the restored volume comes from: the
@@ -18,7 +18,7 @@ internal sealed class RestorePlan
     public required IReadOnlyList<ByteRange> Gaps { get; init; }
     public required long VolumeSize { get; init; }
 
-    public static RestorePlan Create(BackupRepository repository, BackupChain chain, IReadOnlyList<BackupMetadata> layers, int hashBlockSize, long size)
+    public static RestorePlan Create(IChunkedRepository repository, BackupChain chain, IReadOnlyList<BackupMetadata> layers, int hashBlockSize, long size)
     {
         var covered = new List<ByteRange>();
         var tasks = new List<RestoreTask>();
@@ -40,13 +40,12 @@ internal sealed class RestorePlan
             }
 
             var ranges = objects.Select(o => new ByteRange(o.Offset, o.End)).ToList();
-            var container = repository.ContainerPath(backup);
             foreach (var o in objects)
             {
                 var needed = Ranges.Subtract([new ByteRange(o.Offset, o.End)], covered);
                 if (needed.Count > 0)
                 {
-                    tasks.Add(new RestoreTask(Path.Combine(container, o.Name), o, backup.Id, needed));
+                    tasks.Add(new RestoreTask(repository.ObjectKey(backup.Container, o.Name), o, backup.Id, needed));
                 }
             }
 

@@ -72,7 +72,7 @@ public static class SampledVerification
         {
             cancellationToken.ThrowIfCancellationRequested();
             var backup = group.First().Backup;
-            var result = repository is BackupRepository files && backup.Status == BackupStatus.Available
+            var result = repository is IChunkedRepository files && backup.Status == BackupStatus.Available
                 ? VerifyOperation.Run(files, backup.Id, includeChain: false, progress, cancellationToken, onlyObjects: group.Select(u => u.Name).ToHashSet(StringComparer.Ordinal))
                 : repository.Verify(backup.Id, includeChain: false, progress, cancellationToken);
             issues.AddRange(result.Issues);
@@ -123,7 +123,7 @@ public static class SampledVerification
         foreach (var backup in repository.List(includeIncomplete: true, cancellationToken).Where(b => b.Status is BackupStatus.Available or BackupStatus.Damaged))
         {
             cancellationToken.ThrowIfCancellationRequested();
-            if (repository is BackupRepository files && backup.Status == BackupStatus.Available)
+            if (repository is IChunkedRepository files && backup.Status == BackupStatus.Available)
             {
                 foreach (var o in files.ReadMetadata(backup).Objects)
                 {

@@ -59,7 +59,7 @@ public sealed class VerificationResult
 public static class VerifyOperation
 {
     // onlyObjects: check only these objects (a sample); the metadata, hash list and object set are still checked.
-    public static VerificationResult Run(BackupRepository repository, Guid backupId, bool includeChain, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default, int? workers = null,
+    public static VerificationResult Run(IChunkedRepository repository, Guid backupId, bool includeChain, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default, int? workers = null,
         IReadOnlySet<string>? onlyObjects = null)
     {
         var clock = Stopwatch.StartNew();
@@ -96,13 +96,14 @@ public static class VerifyOperation
                     continue;
                 }
 
-                CheckObjectSet(repository, b, meta, issues);
-                var container = repository.ContainerPath(b);
+                var present = ChunkedReads.ListObjects(repository, b, cancellationToken);
+                CheckObjectSet(repository, b, meta, present, issues);
                 var options = new ParallelOptions { MaxDegreeOfParallelism = workers ?? Environment.ProcessorCount, CancellationToken = cancellationToken };
                 var selected = onlyObjects is null ? meta.Objects : meta.Objects.Where(o => onlyObjects.Contains(o.Name)).ToList();
                 Parallel.ForEach(Partitioner.Create(selected, EnumerablePartitionerOptions.NoBuffering), options, o =>
                 {
-                    CheckObject(b, Path.Combine(container, o.Name), o, hashes, blockSize, issues, throttle, cancellationToken);
+                    var key = repository.ObjectKey(b.Container, o.Name);
+                    CheckObject(repository.Store, b, key, present.Contains(key), o, hashes, blockSize, issues, throttle, cancellationToken);
                     Interlocked.Increment(ref objects);
                     Interlocked.Add(ref bytes, o.Length);
                 });
@@ -137,7 +138,7 @@ public static class VerifyOperation
         };
     }
 
-    private static (BackupMetadata?, BlockHashList?, int) Load(BackupRepository repository, BackupInfo b, ConcurrentBag<VerificationIssue> issues, CancellationToken cancel)
+    private static (BackupMetadata?, BlockHashList?, int) Load(IChunkedRepository repository, BackupInfo b, ConcurrentBag<VerificationIssue> issues, CancellationToken cancel)
     {
         BackupMetadata meta;
         try
@@ -152,7 +153,7 @@ public static class VerifyOperation
 
         try
         {
-            var (header, hashes) = Sha256File.Read(repository.Sha256FilePath(b), b.Id, meta.Extra?.Sha256FileSha256, Path.Combine(repository.Root, ".blockbackup"), cancel);
+            var (header, hashes) = ChunkedReads.ReadHashList(repository, b, meta, cancel);
             var expected = (b.VolumeSize + header.ChunkSize - 1) / header.ChunkSize;
             if (b.VolumeSize > 0 && hashes.Count != expected)
             {
@@ -169,29 +170,29 @@ public static class VerifyOperation
         }
     }
 
-    /// <summary>Cinder aborts a restore when the files carrying the prefix differ from the metadata's list.</summary>
-    private static void CheckObjectSet(BackupRepository repository, BackupInfo b, BackupMetadata meta, ConcurrentBag<VerificationIssue> issues)
+    /// <summary>Cinder aborts a restore when the objects carrying the prefix differ from the metadata's list.</summary>
+    private static void CheckObjectSet(IChunkedRepository repository, BackupInfo b, BackupMetadata meta, HashSet<string> present, ConcurrentBag<VerificationIssue> issues)
     {
-        var listed = meta.Objects.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
-        foreach (var file in Directory.EnumerateFiles(repository.ContainerPath(b), b.Prefix + "*"))
+        var listed = meta.Objects.Select(o => repository.ObjectKey(b.Container, o.Name))
+            .Append(repository.ObjectKey(b.Container, ObjectNaming.MetadataName(b.Prefix)))
+            .Append(repository.ObjectKey(b.Container, ObjectNaming.Sha256FileName(b.Prefix)))
+            .ToHashSet(StringComparer.Ordinal);
+        foreach (var key in present.Where(k => !listed.Contains(k)).Order(StringComparer.Ordinal))
         {
-            var name = Path.GetFileName(file);
-            if (!listed.Contains(name) && name != ObjectNaming.MetadataName(b.Prefix) && name != ObjectNaming.Sha256FileName(b.Prefix))
-            {
-                issues.Add(new VerificationIssue(b.Id, name, null, VerificationProblem.UnexpectedObject,
-                    $"'{name}' carries the backup's prefix but is not in its metadata; Cinder would refuse to restore this backup. Remove the file."));
-            }
+            var name = key[(key.LastIndexOf('/') + 1)..];
+            issues.Add(new VerificationIssue(b.Id, name, null, VerificationProblem.UnexpectedObject,
+                $"'{repository.DisplayName(key)}' carries the backup's prefix but is not in its metadata; Cinder would refuse to restore this backup. Remove it."));
         }
     }
 
-    private static void CheckObject(BackupInfo b, string path, ObjectDescriptor o, BlockHashList hashes, int blockSize, ConcurrentBag<VerificationIssue> issues, ProgressThrottle throttle, CancellationToken cancel)
+    private static void CheckObject(ObjectStores.IObjectStore store, BackupInfo b, string key, bool exists, ObjectDescriptor o, BlockHashList hashes, int blockSize, ConcurrentBag<VerificationIssue> issues, ProgressThrottle throttle, CancellationToken cancel)
     {
         void Report(VerificationProblem p, long? offset, string message) =>
             issues.Add(new VerificationIssue(b.Id, o.Name, offset ?? o.Offset, p, $"object '{o.Name}' at volume offset {offset ?? o.Offset}: {message}"));
 
-        if (!File.Exists(path))
+        if (!exists)
         {
-            Report(VerificationProblem.ObjectMissing, null, "the file is missing");
+            Report(VerificationProblem.ObjectMissing, null, "the object is missing");
             return;
         }
 
@@ -203,7 +204,7 @@ public static class VerifyOperation
         var hashMismatches = 0;
         try
         {
-            using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan);
+            using var file = store.GetAsync(key, 0, null, cancel).GetAwaiter().GetResult();
             using var data = ObjectDecoder.Open(file, o.Compression, o.Name);
             while (done < o.Length)
             {

@@ -129,8 +129,8 @@ public sealed class PolicyRunner(PolicyStore store, TimeProvider clock, Func<Bac
         var request = new BackupRequest { SourcePath = source?.Spec ?? volume, Name = name, Incremental = incremental, Compression = compression, Log = Log };
         return (repository, source) switch
         {
-            (BackupRepository files, null) => BackupOperation.Run(files, request, progress, cancellationToken).Backup,
-            (BackupRepository files, { } image) => RbdFileBackupOperation.Run(files, ceph(), image, request, 0, progress, cancellationToken).Backup,
+            (IChunkedRepository files, null) => BackupOperation.Run(files, request with { ObjectSize = files.DefaultObjectSize }, progress, cancellationToken).Backup,
+            (IChunkedRepository files, { } image) => RbdFileBackupOperation.Run(files, ceph(), image, request with { ObjectSize = files.DefaultObjectSize }, 0, progress, cancellationToken).Backup,
             (RbdBackupPool pool, { } image) => RbdBackupOperation.Run(pool, new RbdBackupRequest { Source = image, Name = name, Incremental = incremental }, progress, cancellationToken).Backup,
             _ => throw new BackupException(BackupErrorKind.NotSupported, "SourceNotSupportedByRepository",
                 $"'{repository.Location}' is a Ceph backup pool, which holds backups of RBD images only; policy '{policy.Name}' names the file or device '{volume}'.", volume),

@@ -8,7 +8,7 @@ using BlockBackup.Engine.Repository;
 namespace BlockBackup.Engine.Rbd;
 
 /// <summary>
-/// Backs up an RBD image into a file/NFS repository in Cinder's chunked format. The image is
+/// Backs up an RBD image into a chunked repository (file/NFS, S3, Swift) in Cinder's chunked format. The image is
 /// snapshotted (<c>backup.&lt;id&gt;.snap.&lt;time&gt;</c>, recorded in the backup); when the parent
 /// backup's snapshot is still on the image, only the objects that changed since it (from the
 /// fast-diff object map when the image has one) are read through librbd and unchanged blocks' hashes come from the parent's list, so an incremental
@@ -17,14 +17,14 @@ namespace BlockBackup.Engine.Rbd;
 /// </summary>
 public static class RbdFileBackupOperation
 {
-    public static BackupResult Run(BackupRepository repository, RbdClient client, RbdImageRef source, BackupRequest request, int keepSourceSnapshots = 0,
+    public static BackupResult Run(IChunkedRepository repository, RbdClient client, RbdImageRef source, BackupRequest request, int keepSourceSnapshots = 0,
         IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         BackupOperation.Validate(request);
         var clock = Stopwatch.StartNew();
         var (size, objectSize) = client.ImageInfo(source) ?? throw new BackupException(BackupErrorKind.NotFound, "RbdImageNotFound", $"The RBD image '{source}' does not exist.", source.Spec);
         var volumeId = request.VolumeId ?? RbdBackupPool.VolumeIdFor(source);
-        using var volumeLock = RepositoryLock.Acquire(repository.Root, volumeId, "backup", repository.LockTimeout, cancellationToken, progress);
+        using var volumeLock = repository.AcquireLock(volumeId, "backup", cancellationToken, progress);
         BackupOperation.RemoveLeftovers(repository, volumeLock, request.Log, progress, cancellationToken);
         var parent = BackupOperation.ChooseParent(repository, request, volumeId, size);
 
@@ -52,17 +52,12 @@ public static class RbdFileBackupOperation
             }
         }
 
-        var backupId = Guid.NewGuid();
-        var started = DateTime.UtcNow;
-        var snapshot = RbdBackupPool.SnapshotName(backupId, started);
-        var prefix = ObjectNaming.Prefix(volumeId, started, backupId);
-        var container = Path.Combine(repository.Root, ObjectNaming.DefaultContainer(backupId));
-        client.CreateSnapshot(source, snapshot);
-        AtomicFile.CreateDirectory(container);
+        var backup = repository.BeginBackup(volumeLock, volumeId, Guid.NewGuid(), DateTime.UtcNow);
+        var snapshot = RbdBackupPool.SnapshotName(backup.BackupId, backup.StartedUtc);
         BackupOperation.BackupJob? job = null;
         try
         {
-            new ContainerSummary { State = ContainerSummary.StateCreating, BackupId = backupId, VolumeId = volumeId, Prefix = prefix }.Write(container);
+            client.CreateSnapshot(source, snapshot);
             var jobRequest = new BackupRequest
             {
                 SourcePath = "rbd:" + source.Spec, VolumeId = volumeId, Name = request.Name, Description = request.Description,
@@ -70,7 +65,7 @@ public static class RbdFileBackupOperation
                 CompressionLevel = request.CompressionLevel, ObjectSize = request.ObjectSize, HashBlockSize = request.HashBlockSize,
                 Workers = request.Workers,
             };
-            job = new BackupOperation.BackupJob(repository, jobRequest, null, parent, container, prefix, size, progress, cancellationToken);
+            job = new BackupOperation.BackupJob(repository, jobRequest, null, parent, backup, size, progress, cancellationToken);
             List<ObjectDescriptor> written;
             using (var image = client.Open(source, snapshot))
             {
@@ -88,7 +83,7 @@ public static class RbdFileBackupOperation
             }
 
             var info = BackupOperation.Commit(repository, jobRequest, job, written,
-                new BackupOperation.CommitInfo(backupId, volumeId, prefix, container, started, parent, ConsistencyNames.ToRecordName(ConsistencyMethod.RbdSnapshot), "rbd:" + source.Spec, snapshot, size),
+                new BackupOperation.CommitInfo(backup, parent, ConsistencyNames.ToRecordName(ConsistencyMethod.RbdSnapshot), "rbd:" + source.Spec, snapshot, size),
                 progress, cancellationToken);
             if (keepSourceSnapshots > 0)
             {
@@ -108,7 +103,7 @@ public static class RbdFileBackupOperation
         }
         catch
         {
-            BackupOperation.RemovePartial(repository.Root, container);
+            repository.AbandonBackup(backup);
             try
             {
                 client.RemoveSnapshot(source, snapshot);

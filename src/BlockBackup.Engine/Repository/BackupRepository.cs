@@ -1,22 +1,112 @@
 using BlockBackup.Engine.Compression;
 using BlockBackup.Engine.Errors;
 using BlockBackup.Engine.Format;
+using BlockBackup.Engine.Operations;
 
 namespace BlockBackup.Engine.Repository;
 
 /// <summary>
 /// A directory (local or an NFS mount) holding backups in Cinder's posix/NFS layout. It describes
-/// itself: listing, the latest backup of a volume and chains all come from the files in it.
+/// itself: listing, the latest backup of a volume and chains all come from the files in it. The
+/// pipelines reach its objects through <see cref="Store"/>, a <see cref="ObjectStores.PosixObjectStore"/>
+/// at its root; listing walks the directories itself, with a per-container cache.
 /// </summary>
-public sealed class BackupRepository : IBackupRepository
+public sealed class BackupRepository : IChunkedRepository
 {
+    /// <summary>BlockBackup's posix object size (Cinder's backup_file_size default is ~1.9 GB, too coarse for incrementals).</summary>
+    public const long PosixObjectSize = Operations.BackupRequest.DefaultObjectSize;
+
     private const int MaxDepth = 8;
 
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, ((long Length, long Ticks) Stamp, BackupInfo Info)> _parsedMetadata = new(StringComparer.Ordinal);
 
-    private BackupRepository(string root) => Root = root;
+    private BackupRepository(string root)
+    {
+        Root = root;
+        Store = new ObjectStores.PosixObjectStore(root);
+    }
 
     public string Root { get; }
+
+    public ObjectStores.IObjectStore Store { get; }
+
+    public long DefaultObjectSize => PosixObjectSize;
+
+    /// <summary>Objects live in their backup's container directory, named as the metadata says.</summary>
+    public string ObjectKey(string container, string objectName) => container.Replace('\\', '/') + "/" + objectName;
+
+    public string DisplayName(string key) => Path.Combine(Root, key.Replace('/', Path.DirectorySeparatorChar));
+
+    public IVolumeLock AcquireLock(Guid volumeId, string operation, CancellationToken cancellationToken, IProgress<OperationProgress>? progress = null) =>
+        RepositoryLock.Acquire(Root, volumeId, operation, LockTimeout, cancellationToken, progress);
+
+    /// <summary>Creates the container (Cinder's id[0:2]/id[2:4]/id) with a cache saying the backup is being written.</summary>
+    public NewBackup BeginBackup(IVolumeLock volumeLock, Guid volumeId, Guid backupId, DateTime startedUtc)
+    {
+        var backup = new NewBackup(backupId, volumeId, ObjectNaming.DefaultContainer(backupId), ObjectNaming.Prefix(volumeId, startedUtc, backupId), startedUtc);
+        var container = Path.Combine(Root, backup.Container);
+        AtomicFile.CreateDirectory(container);
+        try
+        {
+            new ContainerSummary { State = ContainerSummary.StateCreating, BackupId = backupId, VolumeId = volumeId, Prefix = backup.Prefix }.Write(container);
+        }
+        catch
+        {
+            AbandonBackup(backup);
+            throw;
+        }
+
+        return backup;
+    }
+
+    /// <summary>The metadata is in place: refresh the listing cache (only a cache: the backup exists without it).</summary>
+    public BackupInfo CompleteBackup(NewBackup backup, BackupMetadata metadata)
+    {
+        var container = Path.Combine(Root, backup.Container);
+        var metadataPath = Path.Combine(container, ObjectNaming.MetadataName(backup.Prefix));
+        var info = ToInfo(container, backup.Prefix, metadata, metadataPath);
+        var file = new FileInfo(metadataPath);
+        try
+        {
+            new ContainerSummary
+            {
+                State = ContainerSummary.StateAvailable, BackupId = backup.BackupId, VolumeId = backup.VolumeId, Prefix = backup.Prefix,
+                MetadataLength = file.Length, MetadataMtimeTicks = file.LastWriteTimeUtc.Ticks, Info = info,
+            }.Write(container);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            // The backup is complete; a missing cache only makes the next listing read the metadata.
+        }
+
+        return info;
+    }
+
+    public void AbandonBackup(NewBackup backup) => RemovePartial(Path.Combine(Root, backup.Container));
+
+    IReadOnlyList<BackupInfo> IChunkedRepository.RemoveLeftoversOf(IVolumeLock volumeLock, Action<BackupInfo, Exception>? failed, CancellationToken cancellationToken) =>
+        RemoveLeftoversOf((RepositoryLock)volumeLock, failed, cancellationToken);
+
+    /// <summary>Deletes a failed backup's container and the fan-out directories it leaves empty; what cannot be deleted stays for cleanup.</summary>
+    private void RemovePartial(string container)
+    {
+        try
+        {
+            if (Directory.Exists(container) && !IsSymbolicLink(container))
+            {
+                Directory.Delete(container, recursive: true);
+            }
+
+            for (var dir = Path.GetDirectoryName(container)!; dir.Length > Root.Length && Directory.Exists(dir) && !Directory.EnumerateFileSystemEntries(dir).Any(); dir = Path.GetDirectoryName(dir)!)
+            {
+                Directory.Delete(dir);
+            }
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            // Left as an incomplete backup; RemoveIncomplete deletes it later.
+        }
+    }
 
     /// <summary>How long to wait for another operation on the same volume before failing.</summary>
     public TimeSpan LockTimeout { get; set; } = TimeSpan.FromSeconds(30);
@@ -52,7 +142,7 @@ public sealed class BackupRepository : IBackupRepository
     /// Verifies a backup; a damaged one (metadata that fails validation) is an invalid result
     /// naming its problem, not an error, so verifying a whole repository reports it with the rest.
     /// </summary>
-    public Operations.VerificationResult Verify(Guid backupId, bool includeChain, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
+    public VerificationResult Verify(Guid backupId, bool includeChain, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         var matches = List(includeIncomplete: true, cancellationToken).Where(b => b.Id == backupId).ToList();
         if (matches.Count > 0 && matches.All(b => b.Status == BackupStatus.Damaged))
@@ -78,7 +168,7 @@ public sealed class BackupRepository : IBackupRepository
 
     internal string Sha256FilePath(BackupInfo backup) => Path.Combine(ContainerPath(backup), ObjectNaming.Sha256FileName(backup.Prefix));
 
-    internal BackupMetadata ReadMetadata(BackupInfo backup) => MetadataSerializer.Read(MetadataPath(backup), backup.Prefix);
+    public BackupMetadata ReadMetadata(BackupInfo backup) => MetadataSerializer.Read(MetadataPath(backup), backup.Prefix);
 
     /// <summary>Every backup in the repository, oldest first; incomplete ones only on request.</summary>
     public IReadOnlyList<BackupInfo> List(bool includeIncomplete = false, CancellationToken cancellationToken = default)

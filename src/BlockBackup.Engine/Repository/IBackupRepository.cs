@@ -49,6 +49,10 @@ public enum RepositoryKind
     File,
     /// <summary>A Ceph pool in Cinder's Ceph backup driver layout (rbd:&lt;pool&gt;).</summary>
     RbdPool,
+    /// <summary>An S3 bucket in Cinder's s3 driver layout (s3://bucket[/prefix]).</summary>
+    S3,
+    /// <summary>A Swift container in Cinder's swift driver layout (swift://container[/prefix]).</summary>
+    Swift,
 }
 
 /// <summary>Operations every kind shares, written once over the interface.</summary>

@@ -11,7 +11,7 @@ namespace BlockBackup.Engine.Repository;
 /// process is gone (same host) or whose heartbeat stopped (other host) is stale and is taken
 /// over by an atomic rename, so two recoverers cannot both win.
 /// </summary>
-public sealed class RepositoryLock : IDisposable
+public sealed class RepositoryLock : IVolumeLock
 {
     public static TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromSeconds(30);
     public static TimeSpan StaleAfter { get; set; } = TimeSpan.FromMinutes(5);

@@ -138,7 +138,7 @@ public sealed class NewVolumeBackupCommand : RepositoryCmdlet
 
     private BackupInfo BackupFile(IBackupRepository target, string source, CompressionAlgorithm compression)
     {
-        if (target is not BackupRepository repository)
+        if (target is not IChunkedRepository repository)
         {
             throw new BackupException(BackupErrorKind.NotSupported, "SourceNotSupportedByRepository",
                 $"'{target.Location}' is a Ceph backup pool, which holds backups of RBD images only (-RbdImage); back up the file or device '{source}' into a directory repository.", source);
@@ -156,7 +156,7 @@ public sealed class NewVolumeBackupCommand : RepositoryCmdlet
             Compression = compression,
             CompressionLevel = CompressionLevel,
             Force = Force,
-            ObjectSize = ObjectSize,
+            ObjectSize = ChosenObjectSize(repository),
             UseSnapshot = !NoSnapshot,
         };
         var result = RunWithProgress($"Backing up {source}", (progress, log, token) => BackupOperation.Run(repository, request with { Log = log }, progress, token));
@@ -170,16 +170,20 @@ public sealed class NewVolumeBackupCommand : RepositoryCmdlet
         return result.Backup;
     }
 
+    /// <summary>-ObjectSize when given, else the repository kind's default (as Cinder's drivers differ: posix 8 MiB here, s3/swift 50 MiB).</summary>
+    private long ChosenObjectSize(IChunkedRepository repository) =>
+        MyInvocation.BoundParameters.ContainsKey(nameof(ObjectSize)) ? ObjectSize : repository.DefaultObjectSize;
+
     private BackupInfo BackupRbdImage(IBackupRepository target, RbdImageRef source, CompressionAlgorithm compression)
     {
-        if (target is BackupRepository repository)
+        if (target is IChunkedRepository repository)
         {
             // RBD image → file/NFS repository in Cinder's chunked format; only changed objects are read.
             repository.LockTimeout = TimeSpan.FromSeconds(LockTimeoutSeconds);
             var request = new BackupRequest
             {
                 SourcePath = source.Spec, VolumeId = VolumeId, Name = Name, Description = Description, Incremental = Incremental,
-                ParentId = Parent, Compression = compression, CompressionLevel = CompressionLevel, ObjectSize = ObjectSize,
+                ParentId = Parent, Compression = compression, CompressionLevel = CompressionLevel, ObjectSize = ChosenObjectSize(repository),
             };
             var result = RunWithProgress($"Backing up {source}", (progress, log, token) =>
                 Engine.Rbd.RbdFileBackupOperation.Run(repository, RbdClient(), source, request with { Log = log }, KeepSourceSnapshots, progress, token));

@@ -37,7 +37,7 @@ public sealed class RestoreVolumeBackupCommand : BackupItemCmdlet
         var repository = OpenRepository(Repository, usesCeph: ParameterSetName == ToRbdSet);
         switch (repository)
         {
-            case BackupRepository files when ParameterSetName == ToFileSet:
+            case IChunkedRepository files when ParameterSetName == ToFileSet:
                 RestoreFromFiles(files);
                 break;
             case RbdBackupPool pool:
@@ -49,7 +49,7 @@ public sealed class RestoreVolumeBackupCommand : BackupItemCmdlet
         }
     });
 
-    private void RestoreFromFiles(BackupRepository repository)
+    private void RestoreFromFiles(IChunkedRepository repository)
     {
         var target = ResolvePath(TargetPath);
         var preview = RestoreOperation.Preview(repository, BackupId, target);

@@ -1,0 +1,201 @@
+using System.Globalization;
+using System.Text;
+using BlockBackup.Engine.Errors;
+using BlockBackup.Engine.ObjectStores;
+using Newtonsoft.Json.Linq;
+
+namespace BlockBackup.Engine.Repository;
+
+/// <summary>
+/// A per-volume lock on object storage, which has no rename and (Swift on RGW, S3 multipart) no
+/// reliable create-only put. Each contender stores its own claim object under the lock's prefix,
+/// then lists the prefix: alone (among live claims) it holds the lock; otherwise it withdraws and
+/// retries after a random pause. With read-after-write listings (RGW, AWS S3, Swift) two
+/// contenders can never both see themselves alone, since the later lister sees the earlier
+/// claim. A claim is a lease: its holder renews it; one not renewed within
+/// <see cref="LeaseDuration"/> (holder killed, host gone) is stale and deleted by the next contender.
+/// </summary>
+public sealed class ObjectStoreLock : IVolumeLock
+{
+    public static TimeSpan LeaseDuration { get; set; } = TimeSpan.FromMinutes(2);
+    public static TimeSpan RenewInterval { get; set; } = TimeSpan.FromSeconds(30);
+
+    private readonly IObjectStore _store;
+    private readonly string _key;
+    private readonly string _token;
+    private readonly string _operation;
+    private readonly Timer _renewal;
+    private int _disposed;
+
+    private ObjectStoreLock(IObjectStore store, string key, string token, Guid volumeId, string operation)
+    {
+        _store = store;
+        _key = key;
+        _token = token;
+        _operation = operation;
+        VolumeId = volumeId;
+        _renewal = new Timer(_ => Renew(), null, RenewInterval, RenewInterval);
+    }
+
+    public Guid VolumeId { get; }
+
+    public bool IsStillHeld => Volatile.Read(ref _disposed) == 0 && ReadClaim(_store, _key, CancellationToken.None) is { } claim && claim.Token == _token;
+
+    /// <summary>Takes the lock under <paramref name="prefix"/>, waiting up to <paramref name="timeout"/> for a live holder.</summary>
+    public static ObjectStoreLock Acquire(IObjectStore store, string prefix, Guid volumeId, string operation, TimeSpan timeout, string display,
+        CancellationToken cancellationToken, IProgress<OperationProgress>? progress = null)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        var token = Guid.NewGuid().ToString("N");
+        var key = $"{prefix}{DateTime.UtcNow.Ticks:D19}-{token}";
+        var nextReport = DateTime.MinValue;
+        while (true)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            PutClaim(store, key, token, operation, cancellationToken);
+            var holder = LiveClaims(store, prefix, cancellationToken).FirstOrDefault(c => c.Key != key);
+            if (holder.Claim is null)
+            {
+                return new ObjectStoreLock(store, key, token, volumeId, operation);
+            }
+
+            // Someone else holds it (or contends): withdraw, so that the two of us cannot deadlock.
+            store.DeleteAsync(key, CancellationToken.None).GetAwaiter().GetResult();
+            var who = $"{holder.Claim.Operation} by process {holder.Claim.Pid} on {holder.Claim.Host}, since {holder.Claim.Acquired:u}";
+            if (DateTime.UtcNow >= deadline)
+            {
+                throw new BackupException(BackupErrorKind.ResourceBusy, "VolumeLocked",
+                    $"Volume {volumeId} is locked in {display} ({who}); try again when that operation has finished. A holder that died is given up after {LeaseDuration.TotalMinutes:0.#} minutes without renewal.", volumeId);
+            }
+
+            if (DateTime.UtcNow >= nextReport)
+            {
+                progress?.Report(new OperationProgress(OperationPhase.WaitingForLock, 0, 0, $"Waiting for volume {volumeId}: locked ({who})"));
+                nextReport = DateTime.UtcNow.AddSeconds(1);
+            }
+
+            Task.Delay(TimeSpan.FromMilliseconds(200 + Random.Shared.Next(800)), cancellationToken).GetAwaiter().GetResult();
+        }
+    }
+
+    /// <summary>Whether a live claim exists under the prefix (a backup of the volume is running).</summary>
+    public static bool IsHeld(IObjectStore store, string prefix, CancellationToken cancellationToken) =>
+        LiveClaims(store, prefix, cancellationToken).Any();
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        _renewal.Dispose();
+        try
+        {
+            _store.DeleteAsync(_key, CancellationToken.None).GetAwaiter().GetResult();
+        }
+        catch (Exception ex) when (ex is BackupException or IOException or HttpRequestException)
+        {
+            // An undeleted claim expires by itself after the lease.
+        }
+    }
+
+    private void Renew()
+    {
+        if (Volatile.Read(ref _disposed) != 0)
+        {
+            return;
+        }
+
+        try
+        {
+            PutClaim(_store, _key, _token, _operation, CancellationToken.None);
+        }
+        catch (Exception ex) when (ex is BackupException or IOException or HttpRequestException)
+        {
+            // Retried at the next interval; the lease is several intervals long.
+        }
+    }
+
+    private sealed record Claim(string Token, string Operation, string Host, int Pid, DateTime Acquired, DateTime Expires);
+
+    private static void PutClaim(IObjectStore store, string key, string token, string operation, CancellationToken cancellationToken)
+    {
+        var now = DateTime.UtcNow;
+        var json = new JObject
+        {
+            ["token"] = token,
+            ["operation"] = operation,
+            ["host"] = Environment.MachineName,
+            ["pid"] = Environment.ProcessId,
+            ["acquired"] = now.ToString("O", CultureInfo.InvariantCulture),
+            ["expires"] = (now + LeaseDuration).ToString("O", CultureInfo.InvariantCulture),
+        };
+        var bytes = Encoding.UTF8.GetBytes(json.ToString(Newtonsoft.Json.Formatting.None));
+        store.PutAsync(key, new MemoryStream(bytes), bytes.Length, PutOptions.Default, cancellationToken).GetAwaiter().GetResult();
+    }
+
+    /// <summary>Live claims in name order; stale and unreadable ones are deleted on the way (a killed holder's lease ran out).</summary>
+    private static List<(string Key, Claim Claim)> LiveClaims(IObjectStore store, string prefix, CancellationToken cancellationToken)
+    {
+        var live = new List<(string, Claim)>();
+        var keys = new List<string>();
+        var enumerator = store.ListAsync(prefix, cancellationToken).GetAsyncEnumerator(cancellationToken);
+        try
+        {
+            while (enumerator.MoveNextAsync().AsTask().GetAwaiter().GetResult())
+            {
+                keys.Add(enumerator.Current.Name);
+            }
+        }
+        finally
+        {
+            enumerator.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        }
+
+        foreach (var key in keys)
+        {
+            var claim = ReadClaim(store, key, cancellationToken);
+            if (claim is null || claim.Expires < DateTime.UtcNow)
+            {
+                try
+                {
+                    store.DeleteAsync(key, cancellationToken).GetAwaiter().GetResult();
+                }
+                catch (BackupException)
+                {
+                    // Another contender deleted it first.
+                }
+
+                continue;
+            }
+
+            live.Add((key, claim));
+        }
+
+        return live;
+    }
+
+    private static Claim? ReadClaim(IObjectStore store, string key, CancellationToken cancellationToken)
+    {
+        try
+        {
+            using var stream = store.GetAsync(key, 0, 64 << 10, cancellationToken).GetAwaiter().GetResult();
+            using var reader = new StreamReader(stream, Encoding.UTF8);
+            var json = JObject.Parse(reader.ReadToEnd());
+            return new Claim((string?)json["token"] ?? string.Empty, (string?)json["operation"] ?? "an operation", (string?)json["host"] ?? "an unknown host",
+                (int?)json["pid"] ?? 0,
+                DateTime.Parse((string?)json["acquired"] ?? string.Empty, CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind),
+                DateTime.Parse((string?)json["expires"] ?? string.Empty, CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind));
+        }
+        catch (BackupException ex) when (ex.Kind == BackupErrorKind.NotFound)
+        {
+            return null;
+        }
+        catch (Exception ex) when (ex is Newtonsoft.Json.JsonException or FormatException or InvalidCastException or OverflowException)
+        {
+            // A half-written or hostile claim: treated as gone (and deleted), never as a holder forever.
+            return null;
+        }
+    }
+}

@@ -1,0 +1,485 @@
+using System.Globalization;
+using System.Text;
+using BlockBackup.Engine.Compression;
+using BlockBackup.Engine.Errors;
+using BlockBackup.Engine.Format;
+using BlockBackup.Engine.ObjectStores;
+using BlockBackup.Engine.Operations;
+using Newtonsoft.Json.Linq;
+
+namespace BlockBackup.Engine.Repository;
+
+/// <summary>
+/// A bucket (S3) or container (Swift) holding backups in the layout Cinder's s3 and swift drivers
+/// write: <c>volume_&lt;vid&gt;/&lt;UTC ts&gt;/az_&lt;az&gt;_backup_&lt;bid&gt;</c> followed by <c>-00001</c>…,
+/// <c>_sha256file</c> and <c>_metadata</c> (the commit point, stored last), and nothing else
+/// under a backup's prefix (Cinder's restore aborts on an unlisted object there). BlockBackup's
+/// own bookkeeping, volume locks and in-flight records, lives under <c>.blockbackup/</c>, a
+/// name no backup prefix starts with. Everything is derived from the objects: no listing cache,
+/// so whatever decides a deletion or a restore comes from the metadata itself.
+/// </summary>
+public sealed class ObjectStoreRepository : IChunkedRepository
+{
+    /// <summary>Cinder's backup_s3_object_size / backup_swift_object_size default (50 MiB).</summary>
+    public const long CinderObjectSize = 52428800;
+
+    /// <summary>Cinder's backup_s3_store_bucket / backup_swift_container default.</summary>
+    public const string DefaultContainer = "volumebackups";
+
+    private const string InternalDirectory = ".blockbackup/";
+
+    private readonly string _keyPrefix;
+    private readonly string _availabilityZone;
+
+    /// <param name="store">The bucket or container (names are relative to it).</param>
+    /// <param name="kind"><see cref="RepositoryKind.S3"/> or <see cref="RepositoryKind.Swift"/>.</param>
+    /// <param name="container">The bucket/container name, as Cinder's backup record keeps it.</param>
+    /// <param name="keyPrefix">An optional key prefix inside it ("" or ending in '/').</param>
+    /// <param name="availabilityZone">Cinder's storage_availability_zone in new prefixes (default nova).</param>
+    public ObjectStoreRepository(IObjectStore store, RepositoryKind kind, string container, string keyPrefix = "", string? availabilityZone = null)
+    {
+        if (kind is not (RepositoryKind.S3 or RepositoryKind.Swift))
+        {
+            throw new ArgumentOutOfRangeException(nameof(kind), kind, "An object-store repository is S3 or Swift.");
+        }
+
+        if (keyPrefix.Length > 0 && (!keyPrefix.EndsWith('/') || ObjectNames.IsInvalid(keyPrefix.TrimEnd('/'))))
+        {
+            throw new BackupException(BackupErrorKind.InvalidArgument, "InvalidRepository",
+                $"'{keyPrefix}' is not a valid key prefix: '/'-separated names without '.', '..' or empty parts.", keyPrefix);
+        }
+
+        var zone = availabilityZone ?? "nova";
+        if (zone.Length == 0 || zone.Any(c => c == '/' || char.IsControl(c)))
+        {
+            throw new BackupException(BackupErrorKind.InvalidArgument, "InvalidAvailabilityZone", $"'{zone}' is not a valid availability zone name for object names.", zone);
+        }
+
+        Store = store;
+        Kind = kind;
+        Container = container;
+        _keyPrefix = keyPrefix;
+        _availabilityZone = zone;
+        var scheme = kind == RepositoryKind.S3 ? "s3" : "swift";
+        Location = $"{scheme}://{container}{(keyPrefix.Length > 0 ? "/" + keyPrefix.TrimEnd('/') : string.Empty)}";
+        BackupServices = [kind == RepositoryKind.S3 ? CinderBackupRecord.S3Service : CinderBackupRecord.SwiftService];
+    }
+
+    public string Location { get; }
+
+    public RepositoryKind Kind { get; }
+
+    /// <summary>The bucket or container.</summary>
+    public string Container { get; }
+
+    public IObjectStore Store { get; }
+
+    public TimeSpan LockTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    public long DefaultObjectSize => CinderObjectSize;
+
+    public IReadOnlyList<string> BackupServices { get; }
+
+    /// <summary>
+    /// Leftovers of backups BlockBackup did not write (Cinder's, or another tool's) are removed
+    /// by <see cref="RemoveIncomplete"/> only once this old (by the time in their prefix): a
+    /// backup without metadata may be one Cinder is writing right now, and Cinder takes no lock.
+    /// </summary>
+    public TimeSpan ForeignIncompleteMinimumAge { get; set; } = TimeSpan.FromHours(24);
+
+    /// <summary>Metadata names in Cinder's object-store records are the full object names.</summary>
+    public string ObjectKey(string container, string objectName) => objectName;
+
+    public string DisplayName(string key) => $"{Location[..Location.IndexOf("://", StringComparison.Ordinal)]}://{Container}/{key}";
+
+    public IReadOnlyList<BackupInfo> List(bool includeIncomplete = false, CancellationToken cancellationToken = default)
+    {
+        var groups = new SortedDictionary<string, Group>(StringComparer.Ordinal);
+        foreach (var o in Enumerate(_keyPrefix + "volume_", cancellationToken))
+        {
+            var match = ObjectNaming.ObjectStoreNameRegex().Match(o.Name[_keyPrefix.Length..]);
+            if (!match.Success)
+            {
+                continue; // not a backup's object (Cinder ignores it too)
+            }
+
+            var prefix = _keyPrefix + match.Groups["prefix"].Value;
+            if (!groups.TryGetValue(prefix, out var group))
+            {
+                groups[prefix] = group = new Group(Guid.Parse(match.Groups["vid"].Value), Guid.Parse(match.Groups["bid"].Value),
+                    DateTime.ParseExact(match.Groups["ts"].Value, "yyyyMMddHHmmss", CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal));
+            }
+
+            switch (match.Groups["suffix"].Value)
+            {
+                case ObjectNaming.MetadataSuffix:
+                    group.MetadataSize = o.Size;
+                    break;
+                case ObjectNaming.Sha256FileSuffix:
+                    break;
+                default:
+                    group.DataBytes += o.Size;
+                    break;
+            }
+        }
+
+        var inflight = includeIncomplete ? InFlightRecords(cancellationToken) : [];
+        var found = new List<BackupInfo>();
+        var lockedVolumes = new Dictionary<Guid, bool>();
+        foreach (var (prefix, g) in groups)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            if (g.MetadataSize is { } size)
+            {
+                found.Add(FromMetadata(prefix, g, size));
+            }
+            else if (includeIncomplete)
+            {
+                if (!lockedVolumes.TryGetValue(g.VolumeId, out var locked))
+                {
+                    lockedVolumes[g.VolumeId] = locked = ObjectStoreLock.IsHeld(Store, LockPrefix(g.VolumeId), cancellationToken);
+                }
+
+                found.Add(Incomplete(prefix, g.VolumeId, g.BackupId, g.Started, locked, inflight.ContainsKey(g.BackupId)));
+            }
+        }
+
+        // Cinder's metadata has no volume size; an incremental inherits its parent's (volumes never shrink).
+        var byId = found.Where(b => b.Status == BackupStatus.Available).GroupBy(b => b.Id).ToDictionary(x => x.Key, x => x.First());
+        for (var i = 0; i < found.Count; i++)
+        {
+            var size = found[i].VolumeSize;
+            var parent = found[i].ParentId;
+            for (var depth = 0; size == 0 && parent is { } p && depth < 10000 && byId.TryGetValue(p, out var up); depth++)
+            {
+                size = up.VolumeSize;
+                parent = up.ParentId;
+            }
+
+            found[i] = found[i] with { VolumeSize = size };
+        }
+
+        return found
+            .Where(b => includeIncomplete || b.Status == BackupStatus.Available)
+            .OrderBy(b => b.CreatedUtc).ThenBy(b => b.Prefix, StringComparer.Ordinal)
+            .ToList();
+    }
+
+    public BackupInfo Get(Guid backupId)
+    {
+        var matches = List(includeIncomplete: true).Where(b => b.Id == backupId).ToList();
+        if (matches.FirstOrDefault(b => b.Status == BackupStatus.Available) is { } available)
+        {
+            return available;
+        }
+
+        throw matches.FirstOrDefault() switch
+        {
+            { Status: BackupStatus.Damaged } d => new BackupException(BackupErrorKind.InvalidData, "BackupDamaged", d.Problem ?? $"Backup {backupId} is damaged.", backupId),
+            { Status: BackupStatus.Creating } => new BackupException(BackupErrorKind.ResourceBusy, "BackupInProgress", $"Backup {backupId} is still being written.", backupId),
+            { Status: BackupStatus.Incomplete } i => new BackupException(BackupErrorKind.InvalidData, "BackupIncomplete",
+                $"Backup {backupId} ('{DisplayName(i.Prefix)}*') is incomplete (its metadata was never written: the backup was interrupted). It cannot be restored; remove it with Remove-VolumeBackup -Incomplete.", backupId),
+            _ => new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"No backup with id {backupId} in repository '{Location}'.", backupId),
+        };
+    }
+
+    public BackupInfo? FindLatest(Guid volumeId) =>
+        List().Where(b => b.VolumeId == volumeId).MaxBy(b => (b.CreatedUtc, b.Prefix));
+
+    public BackupChain GetChain(Guid backupId)
+    {
+        var all = List(includeIncomplete: true);
+        Get(backupId); // a precise error when the backup itself is missing, damaged or incomplete
+        return BackupGraph.Chain(all, backupId, Location);
+    }
+
+    public IReadOnlyList<BackupInfo> GetDependents(Guid backupId, bool recursive, IReadOnlyList<BackupInfo>? backups = null) =>
+        BackupGraph.Dependents(backups ?? List(), backupId, recursive);
+
+    public BackupMetadata ReadMetadata(BackupInfo backup)
+    {
+        var key = ObjectNaming.MetadataName(backup.Prefix);
+        var info = Store.StatAsync(key).GetAwaiter().GetResult()
+            ?? throw new BackupException(BackupErrorKind.NotFound, "MetadataNotFound", $"Backup metadata '{DisplayName(key)}' does not exist.", key);
+        return MetadataSerializer.Read(Store.GetAsync(key).GetAwaiter().GetResult(), info.Size, DisplayName(key), backup.Prefix);
+    }
+
+    public VerificationResult Verify(Guid backupId, bool includeChain, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        var damaged = List(includeIncomplete: true, cancellationToken).Where(b => b.Id == backupId).ToList();
+        if (damaged.Count > 0 && damaged.All(b => b.Status == BackupStatus.Damaged))
+        {
+            return new VerificationResult
+            {
+                Backup = damaged[0],
+                Verified = [backupId],
+                ObjectsChecked = 0,
+                BytesChecked = 0,
+                Issues = [new VerificationIssue(backupId, ObjectNaming.MetadataName(damaged[0].Prefix), null, VerificationProblem.MetadataInvalid, damaged[0].Problem ?? "the metadata fails validation")],
+                Duration = TimeSpan.Zero,
+            };
+        }
+
+        return VerifyOperation.Run(this, backupId, includeChain, progress, cancellationToken);
+    }
+
+    public IReadOnlyList<BackupInfo> Remove(Guid backupId, bool includeDependents, CancellationToken cancellationToken = default)
+    {
+        var target = List(includeIncomplete: true, cancellationToken).FirstOrDefault(b => b.Id == backupId && b.Status != BackupStatus.Creating)
+            ?? throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"No backup with id {backupId} in repository '{Location}' (or it is still being written).", backupId);
+        using var volumeLock = AcquireLock(target.VolumeId, "delete", cancellationToken);
+        var backups = List(includeIncomplete: true, cancellationToken);
+        target = backups.FirstOrDefault(b => b.Id == backupId)
+            ?? throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"Backup {backupId} was removed meanwhile.", backupId);
+        var dependents = GetDependents(backupId, recursive: true, backups);
+        if (dependents.Count > 0 && !includeDependents)
+        {
+            throw new BackupException(BackupErrorKind.InvalidOperation, "BackupHasDependents",
+                $"Backup {backupId} has {dependents.Count} dependent incremental backup(s) ({string.Join(", ", dependents.Select(d => d.Id))}); deleting it would make them unrestorable. Delete them first, or pass -IncludeDependents to delete them too.",
+                backupId);
+        }
+
+        var order = dependents.Reverse().Append(target).ToList();
+        foreach (var backup in order)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            DeleteObjects(backup.Prefix, backup.Id, cancellationToken);
+        }
+
+        return order;
+    }
+
+    public IReadOnlyList<BackupInfo> RemoveIncomplete(CancellationToken cancellationToken = default)
+    {
+        var removed = new List<BackupInfo>();
+        var now = DateTime.UtcNow;
+        foreach (var leftover in List(includeIncomplete: true, cancellationToken).Where(b => b.Status == BackupStatus.Incomplete))
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            if (leftover.WrittenBy != "BlockBackup" && now - leftover.CreatedUtc < ForeignIncompleteMinimumAge)
+            {
+                continue; // perhaps being written by Cinder right now: it takes no lock
+            }
+
+            using var volumeLock = AcquireLock(leftover.VolumeId, "cleanup", cancellationToken);
+            if (Store.StatAsync(ObjectNaming.MetadataName(leftover.Prefix), cancellationToken).GetAwaiter().GetResult() is not null)
+            {
+                continue; // completed meanwhile
+            }
+
+            DeleteObjects(leftover.Prefix, leftover.Id, cancellationToken);
+            removed.Add(leftover);
+        }
+
+        return removed;
+    }
+
+    public IVolumeLock AcquireLock(Guid volumeId, string operation, CancellationToken cancellationToken, IProgress<OperationProgress>? progress = null) =>
+        ObjectStoreLock.Acquire(Store, LockPrefix(volumeId), volumeId, operation, LockTimeout, DisplayName(LockPrefix(volumeId)), cancellationToken, progress);
+
+    /// <summary>Names the backup and records it as in flight (outside every backup prefix) before any of its objects exists.</summary>
+    public NewBackup BeginBackup(IVolumeLock volumeLock, Guid volumeId, Guid backupId, DateTime startedUtc)
+    {
+        var prefix = ObjectNaming.ObjectStorePrefix(_keyPrefix, volumeId, startedUtc, _availabilityZone, backupId);
+        var record = new JObject
+        {
+            ["backup_id"] = ObjectNaming.FormatId(backupId),
+            ["volume_id"] = ObjectNaming.FormatId(volumeId),
+            ["prefix"] = prefix,
+            ["started"] = startedUtc.ToString("O", CultureInfo.InvariantCulture),
+            ["host"] = Environment.MachineName,
+            ["pid"] = Environment.ProcessId,
+        };
+        var bytes = Encoding.UTF8.GetBytes(record.ToString(Newtonsoft.Json.Formatting.None));
+        Store.PutAsync(InFlightKey(backupId), new MemoryStream(bytes), bytes.Length, PutOptions.Default, CancellationToken.None).GetAwaiter().GetResult();
+        return new NewBackup(backupId, volumeId, Container, prefix, startedUtc);
+    }
+
+    public BackupInfo CompleteBackup(NewBackup backup, BackupMetadata metadata)
+    {
+        TryDelete(InFlightKey(backup.BackupId));
+        return ToInfo(backup.Prefix, metadata, metadata.Extra?.StoredBytes ?? 0) with { CreatedUtc = CinderTime.TryParseUtc(metadata.CreatedAt) ?? backup.StartedUtc };
+    }
+
+    public void AbandonBackup(NewBackup backup)
+    {
+        try
+        {
+            DeleteObjects(backup.Prefix, backup.BackupId, CancellationToken.None);
+        }
+        catch (Exception ex) when (ex is BackupException or IOException or HttpRequestException)
+        {
+            // Left as an incomplete backup with its in-flight record: the next backup of the volume removes it.
+        }
+    }
+
+    public IReadOnlyList<BackupInfo> RemoveLeftoversOf(IVolumeLock volumeLock, Action<BackupInfo, Exception>? failed, CancellationToken cancellationToken)
+    {
+        if (!volumeLock.IsStillHeld)
+        {
+            throw new InvalidOperationException($"Removing leftovers of volume {volumeLock.VolumeId} needs that volume's lock in '{Location}', held by the caller.");
+        }
+
+        var removed = new List<BackupInfo>();
+        // Only BlockBackup's own (an in-flight record names them): Cinder's are left to the explicit cleanup.
+        foreach (var leftover in List(includeIncomplete: true, cancellationToken).Where(b => b.VolumeId == volumeLock.VolumeId && b.Status is BackupStatus.Incomplete or BackupStatus.Creating && b.WrittenBy == "BlockBackup"))
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            try
+            {
+                DeleteObjects(leftover.Prefix, leftover.Id, cancellationToken);
+                removed.Add(leftover);
+            }
+            catch (Exception ex) when (ex is BackupException or IOException or HttpRequestException)
+            {
+                failed?.Invoke(leftover, ex);
+            }
+        }
+
+        // In-flight records whose backup never stored an object (killed at the first step).
+        foreach (var (backupId, volumeId) in InFlightRecords(cancellationToken).Where(r => r.Value == volumeLock.VolumeId && removed.All(b => b.Id != r.Key)))
+        {
+            if (!Enumerate(_keyPrefix + "volume_" + ObjectNaming.FormatId(volumeId) + "/", cancellationToken).Any(o => o.Name.Contains("_backup_" + ObjectNaming.FormatId(backupId), StringComparison.Ordinal)))
+            {
+                TryDelete(InFlightKey(backupId));
+            }
+        }
+
+        return removed;
+    }
+
+    /// <summary>Metadata first (so an interrupted deletion leaves an incomplete backup, never a listed one with missing objects), then the rest of the prefix.</summary>
+    private void DeleteObjects(string prefix, Guid backupId, CancellationToken cancellationToken)
+    {
+        Store.DeleteAsync(ObjectNaming.MetadataName(prefix), cancellationToken).GetAwaiter().GetResult();
+        foreach (var o in Enumerate(prefix, cancellationToken).ToList())
+        {
+            // Only this backup's names: another backup's prefix could extend this one only by digits, never match these suffixes.
+            var rest = o.Name[prefix.Length..];
+            if (rest == ObjectNaming.Sha256FileSuffix || rest == ObjectNaming.MetadataSuffix || (rest.Length >= 6 && rest[0] == '-' && rest[1..].All(char.IsAsciiDigit)))
+            {
+                Store.DeleteAsync(o.Name, cancellationToken).GetAwaiter().GetResult();
+            }
+        }
+
+        TryDelete(InFlightKey(backupId));
+    }
+
+    private BackupInfo FromMetadata(string prefix, Group g, long metadataSize)
+    {
+        var key = ObjectNaming.MetadataName(prefix);
+        try
+        {
+            var metadata = MetadataSerializer.Read(Store.GetAsync(key).GetAwaiter().GetResult(), metadataSize, DisplayName(key), prefix);
+            return ToInfo(prefix, metadata, g.DataBytes) with { CreatedUtc = CinderTime.TryParseUtc(metadata.CreatedAt) ?? g.Started };
+        }
+        catch (BackupException ex) when (ex.ErrorId != "ObjectNotFound")
+        {
+            // Damaged metadata: listed (on request) with the reason, never restorable, never cleaned up silently.
+            return Incomplete(prefix, g.VolumeId, g.BackupId, g.Started, locked: false, ours: false) with { Status = BackupStatus.Damaged, Problem = ex.Message };
+        }
+    }
+
+    private BackupInfo ToInfo(string prefix, BackupMetadata metadata, long storedBytes)
+    {
+        var extra = metadata.Extra;
+        var compressions = metadata.Objects.Select(o => CompressionNames.ToMetadataName(o.Compression)).Distinct().ToList();
+        return new BackupInfo
+        {
+            Id = metadata.BackupId,
+            VolumeId = metadata.VolumeId,
+            Name = metadata.Name,
+            Description = metadata.Description,
+            CreatedUtc = DateTime.UnixEpoch,
+            ParentId = metadata.ParentId,
+            Status = BackupStatus.Available,
+            VolumeSize = extra?.VolumeSize ?? (metadata.ParentId is null ? metadata.Objects.Select(o => o.End).DefaultIfEmpty(0).Max() : 0),
+            StoredBytes = extra?.StoredBytes ?? storedBytes,
+            ObjectCount = metadata.Objects.Count,
+            Compression = extra?.Compression ?? (compressions.Count == 1 ? compressions[0] : compressions.Count == 0 ? "none" : "mixed"),
+            Consistency = extra?.Consistency,
+            Source = extra?.Source,
+            WrittenBy = extra is null ? "Cinder" : "BlockBackup",
+            Repository = Location,
+            Container = Container,
+            Prefix = prefix,
+        };
+    }
+
+    private BackupInfo Incomplete(string prefix, Guid volumeId, Guid backupId, DateTime started, bool locked, bool ours) => new()
+    {
+        Id = backupId,
+        VolumeId = volumeId,
+        CreatedUtc = started,
+        Status = locked ? BackupStatus.Creating : BackupStatus.Incomplete,
+        WrittenBy = ours ? "BlockBackup" : "Cinder",
+        Repository = Location,
+        Container = Container,
+        Prefix = prefix,
+    };
+
+    private Dictionary<Guid, Guid> InFlightRecords(CancellationToken cancellationToken)
+    {
+        var records = new Dictionary<Guid, Guid>();
+        foreach (var o in Enumerate(_keyPrefix + InternalDirectory + "inflight/", cancellationToken))
+        {
+            try
+            {
+                using var stream = Store.GetAsync(o.Name, 0, Math.Min(o.Size, 64 << 10), cancellationToken).GetAwaiter().GetResult();
+                using var reader = new StreamReader(stream, Encoding.UTF8);
+                var json = JObject.Parse(reader.ReadToEnd());
+                if (Guid.TryParse((string?)json["backup_id"], out var backupId) && Guid.TryParse((string?)json["volume_id"], out var volumeId))
+                {
+                    records[backupId] = volumeId;
+                }
+            }
+            catch (Exception ex) when (ex is BackupException or Newtonsoft.Json.JsonException or IOException)
+            {
+                // Unreadable or gone meanwhile: it proves nothing, so it owns nothing.
+            }
+        }
+
+        return records;
+    }
+
+    private IEnumerable<ObjectInfo> Enumerate(string prefix, CancellationToken cancellationToken)
+    {
+        var enumerator = Store.ListAsync(prefix, cancellationToken).GetAsyncEnumerator(cancellationToken);
+        try
+        {
+            while (enumerator.MoveNextAsync().AsTask().GetAwaiter().GetResult())
+            {
+                yield return enumerator.Current;
+            }
+        }
+        finally
+        {
+            enumerator.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        }
+    }
+
+    private void TryDelete(string key)
+    {
+        try
+        {
+            Store.DeleteAsync(key).GetAwaiter().GetResult();
+        }
+        catch (Exception ex) when (ex is BackupException or IOException or HttpRequestException)
+        {
+            // Bookkeeping only; a stale record is removed with its volume's next leftovers.
+        }
+    }
+
+    private string InFlightKey(Guid backupId) => $"{_keyPrefix}{InternalDirectory}inflight/{ObjectNaming.FormatId(backupId)}.json";
+
+    private string LockPrefix(Guid volumeId) => $"{_keyPrefix}{InternalDirectory}locks/volume-{ObjectNaming.FormatId(volumeId)}/";
+
+    private sealed class Group(Guid volumeId, Guid backupId, DateTime started)
+    {
+        public Guid VolumeId { get; } = volumeId;
+        public Guid BackupId { get; } = backupId;
+        public DateTime Started { get; } = started;
+        public long? MetadataSize { get; set; }
+        public long DataBytes { get; set; }
+    }
+}
