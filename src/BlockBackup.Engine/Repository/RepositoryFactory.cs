@@ -1,21 +1,28 @@
 using BlockBackup.Engine.Errors;
+using BlockBackup.Engine.ObjectStores;
 using BlockBackup.Engine.Rbd;
 
 namespace BlockBackup.Engine.Repository;
 
-/// <summary>A repository location as users write it: a path (local, NFS, \\server\share) or rbd:&lt;pool&gt;[/&lt;namespace&gt;].</summary>
+/// <summary>
+/// A repository location as users write it: a path (local, NFS, \\server\share), rbd:&lt;pool&gt;[/&lt;namespace&gt;],
+/// s3://bucket[/prefix] or swift://container[/prefix]; for the object stores with the
+/// connection (endpoint, credentials) that a registered repository or the environment supplies.
+/// </summary>
 public sealed record RepositoryLocation(RepositoryKind Kind, string Value)
 {
+    /// <summary>How to reach an S3/Swift repository; null means "from the environment" (see <see cref="ObjectStoreConnection.FromEnvironment"/>).</summary>
+    public ObjectStoreConnection? Connection { get; init; }
+
     /// <summary>
     /// Parses a location; paths are resolved by <paramref name="resolvePath"/> (the caller's
-    /// current location, PSDrives). Object-store URLs are recognised and refused clearly until
-    /// those repositories exist, rather than being taken for relative paths.
+    /// current location, PSDrives).
     /// </summary>
     public static RepositoryLocation Parse(string text, Func<string, string> resolvePath)
     {
         if (string.IsNullOrWhiteSpace(text))
         {
-            throw new BackupException(BackupErrorKind.InvalidArgument, "InvalidRepository", "The repository location is empty: give a directory or rbd:<pool>.", text);
+            throw new BackupException(BackupErrorKind.InvalidArgument, "InvalidRepository", "The repository location is empty: give a directory, rbd:<pool>, s3://bucket or swift://container.", text);
         }
 
         if (RbdBackupPool.IsRbdRepository(text))
@@ -26,12 +33,117 @@ public sealed record RepositoryLocation(RepositoryKind Kind, string Value)
         var scheme = text.IndexOf("://", StringComparison.Ordinal);
         if (scheme > 0 && text[..scheme].All(char.IsAsciiLetterOrDigit))
         {
-            throw new BackupException(BackupErrorKind.NotSupported, "RepositoryKindNotSupported",
-                $"'{text}': {text[..scheme]}:// repositories are not supported by this version; use a directory (local or NFS) or rbd:<pool>.", text);
+            var kind = text[..scheme].ToLowerInvariant() switch
+            {
+                "s3" => RepositoryKind.S3,
+                "swift" => RepositoryKind.Swift,
+                _ => throw new BackupException(BackupErrorKind.NotSupported, "RepositoryKindNotSupported",
+                    $"'{text}': {text[..scheme]}:// repositories are not supported; use a directory (local or NFS), rbd:<pool>, s3://bucket[/prefix] or swift://container[/prefix].", text),
+            };
+            ObjectStoreTarget.Parse(text); // a precise error for a bad bucket or prefix, before any connection
+            return new(kind, text);
         }
 
         return new(RepositoryKind.File, resolvePath(text));
     }
+}
+
+/// <summary>The bucket/container and key prefix of an s3:// or swift:// location.</summary>
+public sealed record ObjectStoreTarget(RepositoryKind Kind, string Container, string KeyPrefix)
+{
+    public static ObjectStoreTarget Parse(string uri)
+    {
+        var scheme = uri.IndexOf("://", StringComparison.Ordinal);
+        var kind = uri[..scheme].Equals("s3", StringComparison.OrdinalIgnoreCase) ? RepositoryKind.S3 : RepositoryKind.Swift;
+        var rest = uri[(scheme + 3)..].TrimEnd('/');
+        var slash = rest.IndexOf('/');
+        var container = slash < 0 ? rest : rest[..slash];
+        var prefix = slash < 0 ? string.Empty : rest[(slash + 1)..];
+        var validContainer = container.Length is > 0 and <= 255 && container.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.');
+        if (!validContainer || (prefix.Length > 0 && ObjectNames.IsInvalid(prefix)))
+        {
+            throw new BackupException(BackupErrorKind.InvalidArgument, "InvalidRepository",
+                $"'{uri}' is not a valid {uri[..scheme]} repository: write {uri[..scheme]}://<{(kind == RepositoryKind.S3 ? "bucket" : "container")}>[/<prefix>] (letters, digits, '-', '_', '.'; the prefix '/'-separated without '.' or '..' parts).", uri);
+        }
+
+        return new(kind, container, prefix.Length == 0 ? string.Empty : prefix + "/");
+    }
+}
+
+/// <summary>
+/// The endpoint and credentials of an object store. The secret is never shown
+/// (<see cref="ToString"/> masks it). S3: <see cref="Endpoint"/> is the service URL and
+/// <see cref="UserName"/> the access key id; Swift: <see cref="Endpoint"/> is the auth URL (v1
+/// <c>…/auth/1.0</c> or Keystone <c>…/v3</c>) and <see cref="UserName"/> the Swift user.
+/// </summary>
+public sealed record ObjectStoreConnection(string Endpoint, string UserName, string Secret)
+{
+    public string? Region { get; init; }
+
+    /// <summary>Cinder's storage_availability_zone in new backups' names (default nova).</summary>
+    public string? AvailabilityZone { get; init; }
+
+    /// <summary>Keystone v3 only.</summary>
+    public string? ProjectName { get; init; }
+
+    public string? UserDomain { get; init; }
+
+    public string? ProjectDomain { get; init; }
+
+    public override string ToString() => $"{Endpoint} as {UserName}";
+
+    /// <summary>
+    /// The connection the environment describes, as the standard clients read it. S3:
+    /// AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_REGION or AWS_DEFAULT_REGION. Swift (python-swiftclient's names): ST_AUTH, ST_USER,
+    /// ST_KEY for auth v1, else OS_AUTH_URL, OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME,
+    /// OS_USER_DOMAIN_NAME, OS_PROJECT_DOMAIN_NAME, OS_REGION_NAME for Keystone.
+    /// </summary>
+    public static ObjectStoreConnection FromEnvironment(RepositoryKind kind, string location)
+    {
+        static string? Env(string name) => Environment.GetEnvironmentVariable(name) is { Length: > 0 } v ? v : null;
+        if (kind == RepositoryKind.S3)
+        {
+            var endpoint = Env("AWS_ENDPOINT_URL_S3") ?? Env("AWS_ENDPOINT_URL");
+            var key = Env("AWS_ACCESS_KEY_ID");
+            var secret = Env("AWS_SECRET_ACCESS_KEY");
+            if (endpoint is null || key is null || secret is null)
+            {
+                throw Missing(location, "AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3), AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", endpoint, key, secret);
+            }
+
+            return new(endpoint, key, secret) { Region = Env("AWS_REGION") ?? Env("AWS_DEFAULT_REGION") };
+        }
+
+        if (Env("ST_AUTH") is { } v1)
+        {
+            var user = Env("ST_USER");
+            var key = Env("ST_KEY");
+            if (user is null || key is null)
+            {
+                throw Missing(location, "ST_AUTH, ST_USER and ST_KEY", v1, user, key);
+            }
+
+            return new(v1, user, key);
+        }
+
+        var auth = Env("OS_AUTH_URL");
+        var name = Env("OS_USERNAME");
+        var password = Env("OS_PASSWORD");
+        if (auth is null || name is null || password is null)
+        {
+            throw Missing(location, "ST_AUTH, ST_USER and ST_KEY (auth v1) or OS_AUTH_URL, OS_USERNAME, OS_PASSWORD and OS_PROJECT_NAME (Keystone)", auth, name, password);
+        }
+
+        return new(auth, name, password)
+        {
+            ProjectName = Env("OS_PROJECT_NAME"), UserDomain = Env("OS_USER_DOMAIN_NAME"), ProjectDomain = Env("OS_PROJECT_DOMAIN_NAME"), Region = Env("OS_REGION_NAME"),
+        };
+    }
+
+    private static BackupException Missing(string location, string variables, params string?[] values) =>
+        new(BackupErrorKind.InvalidArgument, "ObjectStoreConnectionMissing",
+            $"'{location}' needs an endpoint and credentials: register it (Register-BackupRepository -Name <name> -Uri {location} -Endpoint <url> -Credential <credential>) and use -Repository <name>, or set {variables} ({values.Count(v => v is null)} of them missing).", location);
 }
 
 /// <summary>Opens any repository kind from its location, the one place that knows the kinds.</summary>
@@ -43,6 +155,23 @@ public static class RepositoryFactory
     public static IBackupRepository Open(RepositoryLocation location, Func<RbdClient> ceph, bool create = false) => location.Kind switch
     {
         RepositoryKind.RbdPool => RbdBackupPool.Open(ceph(), location.Value),
+        RepositoryKind.S3 or RepositoryKind.Swift => OpenObjectStore(location),
         _ => BackupRepository.Open(location.Value, create),
     };
+
+    private static ObjectStoreRepository OpenObjectStore(RepositoryLocation location)
+    {
+        var target = ObjectStoreTarget.Parse(location.Value);
+        var connection = location.Connection ?? ObjectStoreConnection.FromEnvironment(location.Kind, location.Value);
+        IObjectStore store = location.Kind == RepositoryKind.S3
+            ? S3StoreLoader.Create(new S3StoreOptions(connection.Endpoint, target.Container, connection.UserName, connection.Secret, connection.Region ?? "us-east-1"))
+            : new SwiftObjectStore(new SwiftStoreOptions(connection.Endpoint, connection.UserName, connection.Secret, target.Container)
+            {
+                ProjectName = connection.ProjectName,
+                UserDomain = connection.UserDomain ?? "Default",
+                ProjectDomain = connection.ProjectDomain ?? "Default",
+                Region = connection.Region,
+            });
+        return new ObjectStoreRepository(store, location.Kind, target.Container, target.KeyPrefix, connection.AvailabilityZone);
+    }
 }
