@@ -17,6 +17,7 @@ public class CmdletContractTests(ModuleFixture module) : IClassFixture<ModuleFix
         "Get-BackupChain",
         "Get-BackupPolicy",
         "Get-BackupPolicyStatus",
+        "Get-BackupRepository",
         "Get-BackupSchedule",
         "Get-VolumeBackup",
         "Import-VolumeBackupRecord",
@@ -24,12 +25,14 @@ public class CmdletContractTests(ModuleFixture module) : IClassFixture<ModuleFix
         "Limit-VolumeBackup",
         "New-BackupPolicy",
         "New-VolumeBackup",
+        "Register-BackupRepository",
         "Register-BackupSchedule",
         "Remove-BackupPolicy",
         "Remove-VolumeBackup",
         "Restore-VolumeBackup",
         "Set-BackupPolicy",
         "Test-VolumeBackup",
+        "Unregister-BackupRepository",
         "Unregister-BackupSchedule",
     ];
 

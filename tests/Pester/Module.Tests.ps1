@@ -15,6 +15,7 @@ BeforeDiscovery {
         'Get-BackupChain',
         'Get-BackupPolicy',
         'Get-BackupPolicyStatus',
+        'Get-BackupRepository',
         'Get-BackupSchedule',
         'Get-VolumeBackup',
         'Import-VolumeBackupRecord',
@@ -22,12 +23,14 @@ BeforeDiscovery {
         'Limit-VolumeBackup',
         'New-BackupPolicy',
         'New-VolumeBackup',
+        'Register-BackupRepository',
         'Register-BackupSchedule',
         'Remove-BackupPolicy',
         'Remove-VolumeBackup',
         'Restore-VolumeBackup',
         'Set-BackupPolicy',
         'Test-VolumeBackup',
+        'Unregister-BackupRepository',
         'Unregister-BackupSchedule') | Sort-Object
 }
 

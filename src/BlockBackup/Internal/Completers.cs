@@ -71,3 +71,34 @@ public sealed class BackupNameCompleter : IArgumentCompleter
             .Select(name => new CompletionResult(CompletionSource.Quote(name), name, CompletionResultType.ParameterValue, name));
     }
 }
+
+/// <summary>Completes the names of the repositories registered on this node (Register-BackupRepository), showing each one's location.</summary>
+public sealed class RegisteredRepositoryNameCompleter : IArgumentCompleter
+{
+    public IEnumerable<CompletionResult> CompleteArgument(string commandName, string parameterName, string wordToComplete, CommandAst commandAst, IDictionary fakeBoundParameters)
+    {
+        var word = (wordToComplete ?? string.Empty).Trim('\'', '"');
+        var pattern = WildcardPattern.Get(word + "*", WildcardOptions.IgnoreCase);
+        try
+        {
+            var registry = new Engine.Configuration.RepositoryRegistry();
+            return registry.Names().Where(pattern.IsMatch).Select(name => new CompletionResult(name, name, CompletionResultType.ParameterValue, Describe(registry, name))).ToList();
+        }
+        catch (Exception)
+        {
+            return [];
+        }
+    }
+
+    private static string Describe(Engine.Configuration.RepositoryRegistry registry, string name)
+    {
+        try
+        {
+            return registry.TryGet(name) is { } repository ? $"{name}: {repository.Uri}{(repository.Endpoint is null ? "" : $" at {repository.Endpoint}")}" : name;
+        }
+        catch (Engine.Errors.BackupException)
+        {
+            return $"{name} (invalid registration)";
+        }
+    }
+}

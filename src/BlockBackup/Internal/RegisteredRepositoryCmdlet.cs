@@ -1,0 +1,28 @@
+using System.Management.Automation;
+using BlockBackup.Engine.Configuration;
+using BlockBackup.Engine.Errors;
+
+namespace BlockBackup.Commands;
+
+/// <summary>Base of the registered-repository cmdlets: the node's registry (BLOCKBACKUP_CONFIG_DIR or the platform default).</summary>
+public abstract class RegisteredRepositoryCmdlet : EngineCmdlet
+{
+    protected static RepositoryRegistry Registry() => new(NodeConfiguration.Directory());
+
+    /// <summary>The registered names matching <paramref name="pattern"/> (wildcards); a name without wildcards that matches none is a non-terminating RepositoryNotRegistered.</summary>
+    protected IEnumerable<string> Matching(RepositoryRegistry registry, string pattern)
+    {
+        var wildcard = WildcardPattern.Get(pattern, WildcardOptions.IgnoreCase);
+        var names = registry.Names().Where(wildcard.IsMatch).ToList();
+        if (names.Count == 0 && !WildcardPattern.ContainsWildcardCharacters(pattern))
+        {
+            WriteError(ToErrorRecord(NotRegistered(registry, pattern)));
+        }
+
+        return names;
+    }
+
+    protected static BackupException NotRegistered(RepositoryRegistry registry, string name) =>
+        new(BackupErrorKind.NotFound, "RepositoryNotRegistered",
+            $"No repository '{name}' is registered in '{registry.RepositoriesDirectory}'; Get-BackupRepository lists them, Register-BackupRepository adds one.", name);
+}
