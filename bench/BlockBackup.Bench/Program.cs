@@ -93,7 +93,8 @@ internal static class Cli
 
     private static int Backup(string[] a)
     {
-        var repo = BackupRepository.Open(a[2], create: true);
+        using var opened = Open(a[2], create: true);
+        var repo = opened.Repository;
         var request = new BackupRequest
         {
             SourcePath = a[1],
@@ -101,7 +102,7 @@ internal static class Cli
             Name = Option(a, "--name"),
             Compression = CompressionNames.Parse(Option(a, "--compression") ?? "zlib", "--compression"),
             CompressionLevel = Option(a, "--level") is { } l ? int.Parse(l, CultureInfo.InvariantCulture) : null,
-            ObjectSize = Option(a, "--object-size") is { } s ? ParseSize(s) : BackupRequest.DefaultObjectSize,
+            ObjectSize = Option(a, "--object-size") is { } s ? ParseSize(s) : repo.DefaultObjectSize,
             Force = Flag(a, "--force"),
             UseSnapshot = !Flag(a, "--no-snapshot"),
             Log = message => Console.Error.WriteLine("verbose: " + message),
@@ -114,7 +115,8 @@ internal static class Cli
 
     private static int Restore(string[] a)
     {
-        var repo = BackupRepository.Open(a[1], create: false);
+        using var opened = Open(a[1], create: false);
+        var repo = opened.Repository;
         var r = RestoreOperation.Run(repo, new RestoreRequest { BackupId = Guid.Parse(a[2]), TargetPath = a[3], Overwrite = Flag(a, "--force") });
         Console.WriteLine($"restored {r.Backup.Id} to {r.TargetPath}: {r.Decision}; wrote {r.BytesWritten}, zero {r.ZeroBytes}, verified {r.BlocksVerified} blocks in {r.Duration.TotalSeconds:F2}s");
         PrintResult("restore", r.Duration, r.VolumeSize, $"chain={r.ChainLength}");
@@ -123,7 +125,8 @@ internal static class Cli
 
     private static int Verify(string[] a)
     {
-        var repo = BackupRepository.Open(a[1], create: false);
+        using var opened = Open(a[1], create: false);
+        var repo = opened.Repository;
         var r = VerifyOperation.Run(repo, Guid.Parse(a[2]), Flag(a, "--chain"));
         Console.WriteLine(r);
         foreach (var issue in r.Issues)
@@ -137,7 +140,8 @@ internal static class Cli
 
     private static int List(string[] a)
     {
-        var repo = BackupRepository.Open(a[1], create: false);
+        using var opened = Open(a[1], create: false);
+        var repo = opened.Repository;
         var clock = Stopwatch.StartNew();
         var all = repo.List(includeIncomplete: true);
         foreach (var b in all)
@@ -151,7 +155,8 @@ internal static class Cli
 
     private static int Delete(string[] a)
     {
-        var repo = BackupRepository.Open(a[1], create: false);
+        using var opened = Open(a[1], create: false);
+        var repo = opened.Repository;
         foreach (var b in repo.Remove(Guid.Parse(a[2]), Flag(a, "--dependents")))
         {
             Console.WriteLine($"deleted {b.Id}");
@@ -162,13 +167,27 @@ internal static class Cli
 
     private static int Cleanup(string[] a)
     {
-        var repo = BackupRepository.Open(a[1], create: false);
-        foreach (var b in repo.RemoveIncomplete())
+        using var opened = Open(a[1], create: false);
+        var repo = opened.Repository;
+        foreach (var b in repo.RemoveIncomplete(TimeSpan.Zero))
         {
             Console.WriteLine($"removed incomplete {b.Id} ({b.Container})");
         }
 
         return 0;
+    }
+
+    /// <summary>
+    /// Any chunked repository: a directory, s3://bucket[/prefix] or swift://container[/prefix]
+    /// (connections from the environment: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY; ST_AUTH, ST_USER, ST_KEY), or a registered repository's name.
+    /// </summary>
+    internal static OpenedRepository Open(string location, bool create) =>
+        new((IChunkedRepository)RepositoryFactory.Open(RepositoryLocation.Parse(location, Path.GetFullPath), () => throw new InvalidOperationException("bbk does not open rbd: pools here"), create));
+
+    internal sealed record OpenedRepository(IChunkedRepository Repository) : IDisposable
+    {
+        public void Dispose() => (Repository as IDisposable)?.Dispose();
     }
 
     /// <summary>Prints each phase change with the time since start (bbk backup --trace).</summary>

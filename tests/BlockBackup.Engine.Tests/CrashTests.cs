@@ -42,7 +42,7 @@ public class CrashTests
         Assert.True(VerifyOperation.Run(s.Repository, earlier.Id, includeChain: true).IsValid);
 
         // The dead child's lock is recovered; cleanup removes exactly the leftover.
-        var removed = s.Repository.RemoveIncomplete();
+        var removed = s.Repository.RemoveIncomplete(Repository.IncompleteBackups.DefaultMinimumAge);
         Assert.Equal([leftover.Id], removed.Select(b => b.Id));
         Assert.False(Directory.Exists(Path.Combine(s.RepoPath, leftover.Container)));
         Assert.Equal(before, s.Snapshot());

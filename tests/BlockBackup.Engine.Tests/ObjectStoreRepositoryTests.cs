@@ -225,6 +225,24 @@ public abstract class ObjectStoreRepositoryContract : IDisposable
     }
 
     [Fact]
+    public void RemovalRefusesBackupsARestoreIsReadingAndAKilledReadersClaimExpires()
+    {
+        var volume = _scratch.MixedVolume("vol.img", 1 << 20, seed: 75);
+        var backup = Backup(volume).Backup;
+        using (Repository.BeginRead(backup.VolumeId, [backup.Id], "restore", CancellationToken.None))
+        {
+            var error = Assert.Throws<BackupException>(() => Repository.Remove(backup.Id, includeDependents: false));
+            Assert.Equal("BackupInUse", error.ErrorId);
+            Assert.Contains("restore by process", error.Message, StringComparison.Ordinal);
+        }
+
+        var expired = Encoding.UTF8.GetBytes($"{{\"token\":\"x\",\"operation\":\"restore\",\"host\":\"gone\",\"pid\":1,\"acquired\":\"2020-01-01T00:00:00Z\",\"expires\":\"2020-01-01T00:02:00Z\",\"backups\":[\"{backup.Id:D}\"]}}");
+        Put($".blockbackup/readers/volume-{backup.VolumeId:D}/0000000000000000001-dead", expired);
+        Assert.Equal([backup.Id], Repository.Remove(backup.Id, includeDependents: false).Select(b => b.Id));
+        Assert.Empty(Names(".blockbackup/readers/"));
+    }
+
+    [Fact]
     public void TheExportedRecordNamesTheBucketAndPrefixForCindersDriver()
     {
         var volume = _scratch.MixedVolume("vol.img", 1 << 20, seed: 71);

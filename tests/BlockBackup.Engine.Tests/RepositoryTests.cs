@@ -96,7 +96,7 @@ public class RepositoryTests
         Assert.Equal(BackupStatus.Damaged, damaged.Status);
         Assert.Contains("symbolic link", damaged.Problem, StringComparison.Ordinal);
 
-        Assert.Empty(s.Repository.RemoveIncomplete());
+        Assert.Empty(s.Repository.RemoveIncomplete(Repository.IncompleteBackups.DefaultMinimumAge));
         Assert.Equal("ContainerIsSymbolicLink", Assert.Throws<BackupException>(() => s.Repository.Remove(leftoverId, includeDependents: false)).ErrorId);
         Assert.True(File.Exists(Path.Combine(outside, prefix + "-00001")));
         Assert.True(File.Exists(Path.Combine(outside, ".tmp-keep")));

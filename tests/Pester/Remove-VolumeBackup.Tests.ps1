@@ -70,6 +70,15 @@ Describe 'Remove-VolumeBackup' {
         $prefix = "volume_$($full.VolumeId)_20260101000000_backup_abcdabcd-0000-0000-0000-000000000000"
         Set-Content -LiteralPath (Join-Path $leftover "$prefix-00001") -Value 'partial'
         (Get-VolumeBackup -Repository $repo -IncludeIncomplete | Where-Object Status -EQ 'Incomplete').Count | Should -Be 1
+
+        # Not BlockBackup's and fresh: perhaps Cinder is writing it now, so it is kept (with a warning saying how to override).
+        $kept = Remove-VolumeBackup -Repository $repo -Incomplete -Confirm:$false -PassThru -WarningVariable warnings -WarningAction SilentlyContinue
+        $kept | Should -BeNullOrEmpty
+        "$warnings" | Should -BeLike '*Cinder may be writing them right now*-MinimumAge 0*'
+        Test-Path $leftover | Should -BeTrue
+
+        # Once older than the minimum age (a day by default) it goes.
+        (Get-Item -LiteralPath $leftover).LastWriteTimeUtc = [datetime]::UtcNow.AddDays(-2)
         $removed = Remove-VolumeBackup -Repository $repo -Incomplete -Confirm:$false -PassThru
         $removed.Container | Should -Be ([System.IO.Path]::Combine('ab', 'cd', 'abcdabcd-0000-0000-0000-000000000000'))
         Test-Path $leftover | Should -BeFalse

@@ -44,6 +44,8 @@ public static class RestoreOperation
         var targetPath = Path.GetFullPath(request.TargetPath);
         var targetState = RestoreTarget.Inspect(targetPath);
         RestoreTarget.RefuseToOverwrite(targetPath, targetState, request.Overwrite);
+        // Removal refuses these backups while we read them (a killed restore's claim expires).
+        using var reading = repository.BeginRead(chain.Target.VolumeId, chain.Backups.Select(b => b.Id).ToList(), "restore", cancellationToken);
         var layers = chain.Backups.Select(repository.ReadMetadata).ToList();
         var requested = layers[^1];
         progress?.Report(new OperationProgress(OperationPhase.Preparing, 0, chain.VolumeSize, $"Reading the hash list of backup {chain.BackupId}"));

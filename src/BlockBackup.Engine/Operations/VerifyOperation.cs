@@ -79,6 +79,7 @@ public static class VerifyOperation
         }
 
         var scope = chain?.Backups ?? [backup];
+        using var reading = repository.BeginRead(backup.VolumeId, scope.Select(b => b.Id).ToList(), "verification", cancellationToken);
         var total = scope.Sum(b => b.VolumeSize);
         var throttle = new ProgressThrottle(progress, OperationPhase.Verifying, Math.Max(1, total), $"Verifying {backupId}");
         var objects = 0;

@@ -43,7 +43,7 @@ public sealed partial class RbdBackupPool : Repository.IBackupRepository
     // A pool backup exists only once its snapshot does: nothing is ever listed as, or left, incomplete.
     IReadOnlyList<BackupInfo> Repository.IBackupRepository.List(bool includeIncomplete, CancellationToken cancellationToken) => List();
 
-    IReadOnlyList<BackupInfo> Repository.IBackupRepository.RemoveIncomplete(CancellationToken cancellationToken) => [];
+    IReadOnlyList<BackupInfo> Repository.IBackupRepository.RemoveIncomplete(TimeSpan minimumAge, CancellationToken cancellationToken) => [];
 
     public BackupChain GetChain(Guid backupId) => BackupGraph.Chain(List(), backupId, Repository);
 

@@ -37,6 +37,11 @@ public sealed class BackupRepository : IChunkedRepository
 
     public string DisplayName(string key) => Path.Combine(Root, key.Replace('/', Path.DirectorySeparatorChar));
 
+    public ReadLease BeginRead(Guid volumeId, IReadOnlyCollection<Guid> backupIds, string operation, CancellationToken cancellationToken) =>
+        ReadLease.Acquire(Store, ReadersPrefix(volumeId), operation, backupIds, cancellationToken);
+
+    internal static string ReadersPrefix(Guid volumeId) => $".blockbackup/readers/volume-{ObjectNaming.FormatId(volumeId)}/";
+
     public IVolumeLock AcquireLock(Guid volumeId, string operation, CancellationToken cancellationToken, IProgress<OperationProgress>? progress = null) =>
         RepositoryLock.Acquire(Root, volumeId, operation, LockTimeout, cancellationToken, progress);
 
@@ -261,6 +266,7 @@ public sealed class BackupRepository : IChunkedRepository
         }
 
         var order = dependents.Reverse().Append(target).ToList();
+        RemovalGuard.RefuseWhileRead(Store, ReadersPrefix(target.VolumeId), backupId, order, cancellationToken);
         foreach (var backup in order)
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -316,10 +322,12 @@ public sealed class BackupRepository : IChunkedRepository
         ?? throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"No backup with id {backupId} in repository '{Root}' (or it is still being written).", backupId);
 
     /// <summary>Removes backups left incomplete by a crash, kill or failed delete. Returns what was removed.</summary>
-    public IReadOnlyList<BackupInfo> RemoveIncomplete(CancellationToken cancellationToken = default)
+    public IReadOnlyList<BackupInfo> RemoveIncomplete(TimeSpan minimumAge, CancellationToken cancellationToken = default)
     {
         var removed = new List<BackupInfo>();
-        foreach (var leftover in List(includeIncomplete: true).Where(b => b.Status == BackupStatus.Incomplete))
+        var now = DateTime.UtcNow;
+        // The age of a leftover is its container's last change: Cinder writing into it keeps it young.
+        foreach (var leftover in List(includeIncomplete: true, cancellationToken).Where(b => IncompleteBackups.MayRemove(b, minimumAge, now)))
         {
             cancellationToken.ThrowIfCancellationRequested();
             using var volumeLock = RepositoryLock.Acquire(Root, leftover.VolumeId, "cleanup", LockTimeout, cancellationToken);

@@ -32,8 +32,13 @@ public interface IBackupRepository
     /// <summary>Deletes a backup (dependents first, newest first, when asked); returns what was deleted, in order.</summary>
     IReadOnlyList<BackupInfo> Remove(Guid backupId, bool includeDependents, CancellationToken cancellationToken = default);
 
-    /// <summary>Deletes what interrupted backups left behind; returns it.</summary>
-    IReadOnlyList<BackupInfo> RemoveIncomplete(CancellationToken cancellationToken = default);
+    /// <summary>
+    /// Deletes what interrupted backups left behind; returns it. A leftover BlockBackup provably
+    /// owns (it recorded the backup before writing anything, and nobody holds the volume's lock)
+    /// goes at once; any other (Cinder's, which takes no lock) only once older than
+    /// <paramref name="minimumAge"/>, since it may be a backup being written right now.
+    /// </summary>
+    IReadOnlyList<BackupInfo> RemoveIncomplete(TimeSpan minimumAge, CancellationToken cancellationToken = default);
 
     /// <summary>Reads a backup's data (and its chain's) back and checks it as far as the format allows.</summary>
     VerificationResult Verify(Guid backupId, bool includeChain, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default);
@@ -53,6 +58,17 @@ public enum RepositoryKind
     S3,
     /// <summary>A Swift container in Cinder's swift driver layout (swift://container[/prefix]).</summary>
     Swift,
+}
+
+/// <summary>Defaults shared by the repository kinds.</summary>
+public static class IncompleteBackups
+{
+    /// <summary>How old a leftover BlockBackup did not write must be before cleanup removes it: longer than any backup runs.</summary>
+    public static readonly TimeSpan DefaultMinimumAge = TimeSpan.FromDays(1);
+
+    /// <summary>Whether cleanup may remove this incomplete backup now.</summary>
+    public static bool MayRemove(BackupInfo leftover, TimeSpan minimumAge, DateTime utcNow) =>
+        leftover.Status == BackupStatus.Incomplete && (leftover.WrittenBy == "BlockBackup" || utcNow - leftover.CreatedUtc >= minimumAge);
 }
 
 /// <summary>Operations every kind shares, written once over the interface.</summary>

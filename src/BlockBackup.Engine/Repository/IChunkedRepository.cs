@@ -27,6 +27,12 @@ public interface IChunkedRepository : IBackupRepository
     /// <summary>Locks a volume in this repository for a backup or a deletion (one writer per volume).</summary>
     IVolumeLock AcquireLock(Guid volumeId, string operation, CancellationToken cancellationToken, IProgress<OperationProgress>? progress = null);
 
+    /// <summary>
+    /// Claims backups for reading (a restore, a verification): removal refuses them while the
+    /// claim lives, rather than deleting objects under a running restore.
+    /// </summary>
+    ReadLease BeginRead(Guid volumeId, IReadOnlyCollection<Guid> backupIds, string operation, CancellationToken cancellationToken);
+
     /// <summary>The newest available backup of a volume (Cinder's rule for choosing a parent).</summary>
     BackupInfo? FindLatest(Guid volumeId);
 

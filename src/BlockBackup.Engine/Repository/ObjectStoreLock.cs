@@ -39,7 +39,7 @@ public sealed class ObjectStoreLock : IVolumeLock
 
     public Guid VolumeId { get; }
 
-    public bool IsStillHeld => Volatile.Read(ref _disposed) == 0 && ReadClaim(_store, _key, CancellationToken.None) is { } claim && claim.Token == _token;
+    public bool IsStillHeld => Volatile.Read(ref _disposed) == 0 && LeaseClaims.Read(_store, _key, CancellationToken.None) is { } claim && claim.Token == _token;
 
     /// <summary>Takes the lock under <paramref name="prefix"/>, waiting up to <paramref name="timeout"/> for a live holder.</summary>
     public static ObjectStoreLock Acquire(IObjectStore store, string prefix, Guid volumeId, string operation, TimeSpan timeout, string display,
@@ -52,8 +52,8 @@ public sealed class ObjectStoreLock : IVolumeLock
         while (true)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            PutClaim(store, key, token, operation, cancellationToken);
-            var holder = LiveClaims(store, prefix, cancellationToken).FirstOrDefault(c => c.Key != key);
+            LeaseClaims.Put(store, key, token, operation, [], cancellationToken);
+            var holder = LeaseClaims.Live(store, prefix, cancellationToken).FirstOrDefault(c => c.Key != key);
             if (holder.Claim is null)
             {
                 return new ObjectStoreLock(store, key, token, volumeId, operation);
@@ -80,7 +80,7 @@ public sealed class ObjectStoreLock : IVolumeLock
 
     /// <summary>Whether a live claim exists under the prefix (a backup of the volume is running).</summary>
     public static bool IsHeld(IObjectStore store, string prefix, CancellationToken cancellationToken) =>
-        LiveClaims(store, prefix, cancellationToken).Any();
+        LeaseClaims.Live(store, prefix, cancellationToken).Any();
 
     public void Dispose()
     {
@@ -109,7 +109,7 @@ public sealed class ObjectStoreLock : IVolumeLock
 
         try
         {
-            PutClaim(_store, _key, _token, _operation, CancellationToken.None);
+            LeaseClaims.Put(_store, _key, _token, _operation, [], CancellationToken.None);
         }
         catch (Exception ex) when (ex is BackupException or IOException or HttpRequestException)
         {
@@ -117,85 +117,4 @@ public sealed class ObjectStoreLock : IVolumeLock
         }
     }
 
-    private sealed record Claim(string Token, string Operation, string Host, int Pid, DateTime Acquired, DateTime Expires);
-
-    private static void PutClaim(IObjectStore store, string key, string token, string operation, CancellationToken cancellationToken)
-    {
-        var now = DateTime.UtcNow;
-        var json = new JObject
-        {
-            ["token"] = token,
-            ["operation"] = operation,
-            ["host"] = Environment.MachineName,
-            ["pid"] = Environment.ProcessId,
-            ["acquired"] = now.ToString("O", CultureInfo.InvariantCulture),
-            ["expires"] = (now + LeaseDuration).ToString("O", CultureInfo.InvariantCulture),
-        };
-        var bytes = Encoding.UTF8.GetBytes(json.ToString(Newtonsoft.Json.Formatting.None));
-        store.PutAsync(key, new MemoryStream(bytes), bytes.Length, PutOptions.Default, cancellationToken).GetAwaiter().GetResult();
-    }
-
-    /// <summary>Live claims in name order; stale and unreadable ones are deleted on the way (a killed holder's lease ran out).</summary>
-    private static List<(string Key, Claim Claim)> LiveClaims(IObjectStore store, string prefix, CancellationToken cancellationToken)
-    {
-        var live = new List<(string, Claim)>();
-        var keys = new List<string>();
-        var enumerator = store.ListAsync(prefix, cancellationToken).GetAsyncEnumerator(cancellationToken);
-        try
-        {
-            while (enumerator.MoveNextAsync().AsTask().GetAwaiter().GetResult())
-            {
-                keys.Add(enumerator.Current.Name);
-            }
-        }
-        finally
-        {
-            enumerator.DisposeAsync().AsTask().GetAwaiter().GetResult();
-        }
-
-        foreach (var key in keys)
-        {
-            var claim = ReadClaim(store, key, cancellationToken);
-            if (claim is null || claim.Expires < DateTime.UtcNow)
-            {
-                try
-                {
-                    store.DeleteAsync(key, cancellationToken).GetAwaiter().GetResult();
-                }
-                catch (BackupException)
-                {
-                    // Another contender deleted it first.
-                }
-
-                continue;
-            }
-
-            live.Add((key, claim));
-        }
-
-        return live;
-    }
-
-    private static Claim? ReadClaim(IObjectStore store, string key, CancellationToken cancellationToken)
-    {
-        try
-        {
-            using var stream = store.GetAsync(key, 0, 64 << 10, cancellationToken).GetAwaiter().GetResult();
-            using var reader = new StreamReader(stream, Encoding.UTF8);
-            var json = JObject.Parse(reader.ReadToEnd());
-            return new Claim((string?)json["token"] ?? string.Empty, (string?)json["operation"] ?? "an operation", (string?)json["host"] ?? "an unknown host",
-                (int?)json["pid"] ?? 0,
-                DateTime.Parse((string?)json["acquired"] ?? string.Empty, CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind),
-                DateTime.Parse((string?)json["expires"] ?? string.Empty, CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind));
-        }
-        catch (BackupException ex) when (ex.Kind == BackupErrorKind.NotFound)
-        {
-            return null;
-        }
-        catch (Exception ex) when (ex is Newtonsoft.Json.JsonException or FormatException or InvalidCastException or OverflowException)
-        {
-            // A half-written or hostile claim: treated as gone (and deleted), never as a holder forever.
-            return null;
-        }
-    }
 }

@@ -18,7 +18,7 @@ namespace BlockBackup.Engine.Repository;
 /// name no backup prefix starts with. Everything is derived from the objects: no listing cache,
 /// so whatever decides a deletion or a restore comes from the metadata itself.
 /// </summary>
-public sealed class ObjectStoreRepository : IChunkedRepository
+public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
 {
     /// <summary>Cinder's backup_s3_object_size / backup_swift_object_size default (50 MiB).</summary>
     public const long CinderObjectSize = 52428800;
@@ -80,12 +80,8 @@ public sealed class ObjectStoreRepository : IChunkedRepository
 
     public IReadOnlyList<string> BackupServices { get; }
 
-    /// <summary>
-    /// Leftovers of backups BlockBackup did not write (Cinder's, or another tool's) are removed
-    /// by <see cref="RemoveIncomplete"/> only once this old (by the time in their prefix): a
-    /// backup without metadata may be one Cinder is writing right now, and Cinder takes no lock.
-    /// </summary>
-    public TimeSpan ForeignIncompleteMinimumAge { get; set; } = TimeSpan.FromHours(24);
+    /// <summary>Closes the store's connections (its HTTP client).</summary>
+    public void Dispose() => (Store as IDisposable)?.Dispose();
 
     /// <summary>Metadata names in Cinder's object-store records are the full object names.</summary>
     public string ObjectKey(string container, string objectName) => objectName;
@@ -240,6 +236,7 @@ public sealed class ObjectStoreRepository : IChunkedRepository
         }
 
         var order = dependents.Reverse().Append(target).ToList();
+        RemovalGuard.RefuseWhileRead(Store, $"{_keyPrefix}{InternalDirectory}readers/volume-{ObjectNaming.FormatId(target.VolumeId)}/", backupId, order, cancellationToken);
         foreach (var backup in order)
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -249,17 +246,14 @@ public sealed class ObjectStoreRepository : IChunkedRepository
         return order;
     }
 
-    public IReadOnlyList<BackupInfo> RemoveIncomplete(CancellationToken cancellationToken = default)
+    /// <summary>Removes leftovers (the age of one BlockBackup did not write is the time in its prefix: when it started).</summary>
+    public IReadOnlyList<BackupInfo> RemoveIncomplete(TimeSpan minimumAge, CancellationToken cancellationToken = default)
     {
         var removed = new List<BackupInfo>();
         var now = DateTime.UtcNow;
-        foreach (var leftover in List(includeIncomplete: true, cancellationToken).Where(b => b.Status == BackupStatus.Incomplete))
+        foreach (var leftover in List(includeIncomplete: true, cancellationToken).Where(b => IncompleteBackups.MayRemove(b, minimumAge, now)))
         {
             cancellationToken.ThrowIfCancellationRequested();
-            if (leftover.WrittenBy != "BlockBackup" && now - leftover.CreatedUtc < ForeignIncompleteMinimumAge)
-            {
-                continue; // perhaps being written by Cinder right now: it takes no lock
-            }
 
             using var volumeLock = AcquireLock(leftover.VolumeId, "cleanup", cancellationToken);
             if (Store.StatAsync(ObjectNaming.MetadataName(leftover.Prefix), cancellationToken).GetAwaiter().GetResult() is not null)
@@ -273,6 +267,9 @@ public sealed class ObjectStoreRepository : IChunkedRepository
 
         return removed;
     }
+
+    public ReadLease BeginRead(Guid volumeId, IReadOnlyCollection<Guid> backupIds, string operation, CancellationToken cancellationToken) =>
+        ReadLease.Acquire(Store, $"{_keyPrefix}{InternalDirectory}readers/volume-{ObjectNaming.FormatId(volumeId)}/", operation, backupIds, cancellationToken);
 
     public IVolumeLock AcquireLock(Guid volumeId, string operation, CancellationToken cancellationToken, IProgress<OperationProgress>? progress = null) =>
         ObjectStoreLock.Acquire(Store, LockPrefix(volumeId), volumeId, operation, LockTimeout, DisplayName(LockPrefix(volumeId)), cancellationToken, progress);

@@ -14,15 +14,25 @@ public sealed record RepositoryLocation(RepositoryKind Kind, string Value)
     /// <summary>How to reach an S3/Swift repository; null means "from the environment" (see <see cref="ObjectStoreConnection.FromEnvironment"/>).</summary>
     public ObjectStoreConnection? Connection { get; init; }
 
+    /// <summary>The registered repository this location came from, if it was given by name.</summary>
+    public string? RegisteredName { get; init; }
+
     /// <summary>
     /// Parses a location; paths are resolved by <paramref name="resolvePath"/> (the caller's
-    /// current location, PSDrives).
+    /// current location, PSDrives). A registered repository's name (Register-BackupRepository)
+    /// stands for its location and connection, and wins over a relative directory of the same
+    /// name (write ./name for the directory).
     /// </summary>
-    public static RepositoryLocation Parse(string text, Func<string, string> resolvePath)
+    public static RepositoryLocation Parse(string text, Func<string, string> resolvePath, Configuration.RepositoryRegistry? registry = null)
     {
         if (string.IsNullOrWhiteSpace(text))
         {
-            throw new BackupException(BackupErrorKind.InvalidArgument, "InvalidRepository", "The repository location is empty: give a directory, rbd:<pool>, s3://bucket or swift://container.", text);
+            throw new BackupException(BackupErrorKind.InvalidArgument, "InvalidRepository", "The repository location is empty: give a directory, rbd:<pool>, s3://bucket, swift://container or a registered repository's name.", text);
+        }
+
+        if (Configuration.RepositoryRegistry.IsValidName(text) && (registry ?? new Configuration.RepositoryRegistry()).TryGet(text) is { } registered)
+        {
+            return FromRegistration(registered, registry ?? new Configuration.RepositoryRegistry(), resolvePath);
         }
 
         if (RbdBackupPool.IsRbdRepository(text))
@@ -45,6 +55,28 @@ public sealed record RepositoryLocation(RepositoryKind Kind, string Value)
         }
 
         return new(RepositoryKind.File, resolvePath(text));
+    }
+
+    private static RepositoryLocation FromRegistration(Configuration.RegisteredRepository registered, Configuration.RepositoryRegistry registry, Func<string, string> resolvePath)
+    {
+        var location = Configuration.RepositoryRegistry.IsValidName(registered.Uri) ? new(RepositoryKind.File, resolvePath(registered.Uri)) : Parse(registered.Uri, resolvePath, registry);
+        if (location.Kind is not (RepositoryKind.S3 or RepositoryKind.Swift))
+        {
+            return location with { RegisteredName = registered.Name };
+        }
+
+        var secret = registry.GetSecret(registered)
+            ?? throw new BackupException(BackupErrorKind.InvalidArgument, "RepositorySecretMissing",
+                $"Registered repository '{registered.Name}' has no credential; register it again with -Credential or -SecretEnvironmentVariable.", registered.Name);
+        return location with
+        {
+            RegisteredName = registered.Name,
+            Connection = new ObjectStoreConnection(registered.Endpoint ?? string.Empty, registered.UserName ?? string.Empty, secret)
+            {
+                Region = registered.Region, AvailabilityZone = registered.AvailabilityZone,
+                ProjectName = registered.ProjectName, UserDomain = registered.UserDomain, ProjectDomain = registered.ProjectDomain,
+            },
+        };
     }
 }
 

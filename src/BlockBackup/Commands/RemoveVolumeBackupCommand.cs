@@ -38,6 +38,14 @@ public sealed class RemoveVolumeBackupCommand : RepositoryCmdlet
     [Parameter(Mandatory = true, ParameterSetName = IncompleteSet)]
     public SwitchParameter Incomplete { get; set; }
 
+    /// <summary>
+    /// With -Incomplete: how old a leftover that BlockBackup did not write (Cinder's) must be
+    /// before it is removed, since it may be a backup being written right now. BlockBackup's own
+    /// leftovers, whose backup provably stopped, go at once.
+    /// </summary>
+    [Parameter(ParameterSetName = IncompleteSet)]
+    public TimeSpan MinimumAge { get; set; } = IncompleteBackups.DefaultMinimumAge;
+
     /// <summary>Emit the removed backups.</summary>
     [Parameter]
     public SwitchParameter PassThru { get; set; }
@@ -109,10 +117,18 @@ public sealed class RemoveVolumeBackupCommand : RepositoryCmdlet
     private void RemoveLeftovers()
     {
         var repository = OpenRepository(Repository);
-        var leftovers = repository.List(includeIncomplete: true, StopToken).Where(b => b.Status == BackupStatus.Incomplete).ToList();
+        var now = DateTime.UtcNow;
+        var incomplete = repository.List(includeIncomplete: true, StopToken).Where(b => b.Status == BackupStatus.Incomplete).ToList();
+        var leftovers = incomplete.Where(b => IncompleteBackups.MayRemove(b, MinimumAge, now)).ToList();
+        var young = incomplete.Except(leftovers).ToList();
+        if (young.Count > 0)
+        {
+            WriteWarning($"Kept {young.Count} incomplete backup(s) that BlockBackup did not write and that are younger than {MinimumAge} ({string.Join(", ", young.Select(b => b.Id))}): Cinder may be writing them right now. Pass -MinimumAge 0 to remove them anyway.");
+        }
+
         if (leftovers.Count == 0)
         {
-            WriteVerbose($"No incomplete backups in '{repository.Location}'.");
+            WriteVerbose($"No incomplete backups to remove in '{repository.Location}'.");
             return;
         }
 
@@ -121,7 +137,7 @@ public sealed class RemoveVolumeBackupCommand : RepositoryCmdlet
             return;
         }
 
-        foreach (var b in repository.RemoveIncomplete(StopToken))
+        foreach (var b in repository.RemoveIncomplete(MinimumAge, StopToken))
         {
             WriteVerbose($"Removed incomplete backup {b.Id} ({b.Container}).");
             if (PassThru)

@@ -79,6 +79,11 @@ public abstract class RepositoryCmdlet : EngineCmdlet
     {
         if (disposing)
         {
+            foreach (var repository in opened.Values)
+            {
+                (repository as IDisposable)?.Dispose();
+            }
+
             opened.Clear();
             rbdClient?.Dispose();
             rbdClient = null;

@@ -1,0 +1,201 @@
+using System.Globalization;
+using System.Text;
+using BlockBackup.Engine.Errors;
+using BlockBackup.Engine.ObjectStores;
+using Newtonsoft.Json.Linq;
+
+namespace BlockBackup.Engine.Repository;
+
+/// <summary>One process's claim under a lease prefix: who, for what, until when, and (for readers) which backups.</summary>
+internal sealed record LeaseClaim(string Token, string Operation, string Host, int Pid, DateTime Acquired, DateTime Expires, IReadOnlyList<Guid> Backups)
+{
+    public string Describe() => $"{Operation} by process {Pid} on {Host}, since {Acquired:u}";
+}
+
+/// <summary>
+/// Leases kept as small objects in a repository's store: written by their holder, renewed while
+/// it lives, and ignored (then deleted) once expired, so a killed holder never blocks anyone for
+/// longer than <see cref="Duration"/>. The exclusive volume lock on object storage
+/// (<see cref="ObjectStoreLock"/>) and the shared read leases of restores (<see cref="ReadLease"/>) use them.
+/// </summary>
+internal static class LeaseClaims
+{
+    public static TimeSpan Duration => ObjectStoreLock.LeaseDuration;
+
+    public static void Put(IObjectStore store, string key, string token, string operation, IReadOnlyCollection<Guid> backups, CancellationToken cancellationToken)
+    {
+        var now = DateTime.UtcNow;
+        var json = new JObject
+        {
+            ["token"] = token,
+            ["operation"] = operation,
+            ["host"] = Environment.MachineName,
+            ["pid"] = Environment.ProcessId,
+            ["acquired"] = now.ToString("O", CultureInfo.InvariantCulture),
+            ["expires"] = (now + Duration).ToString("O", CultureInfo.InvariantCulture),
+            ["backups"] = new JArray(backups.Select(b => b.ToString("D"))),
+        };
+        var bytes = Encoding.UTF8.GetBytes(json.ToString(Newtonsoft.Json.Formatting.None));
+        store.PutAsync(key, new MemoryStream(bytes), bytes.Length, PutOptions.Default, cancellationToken).GetAwaiter().GetResult();
+    }
+
+    /// <summary>Live claims in name order; expired and unreadable ones are deleted on the way (their holder is gone).</summary>
+    public static List<(string Key, LeaseClaim Claim)> Live(IObjectStore store, string prefix, CancellationToken cancellationToken)
+    {
+        var keys = new List<string>();
+        var enumerator = store.ListAsync(prefix, cancellationToken).GetAsyncEnumerator(cancellationToken);
+        try
+        {
+            while (enumerator.MoveNextAsync().AsTask().GetAwaiter().GetResult())
+            {
+                keys.Add(enumerator.Current.Name);
+            }
+        }
+        finally
+        {
+            enumerator.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        }
+
+        var live = new List<(string, LeaseClaim)>();
+        foreach (var key in keys)
+        {
+            var claim = Read(store, key, cancellationToken);
+            if (claim is null || claim.Expires < DateTime.UtcNow)
+            {
+                try
+                {
+                    store.DeleteAsync(key, cancellationToken).GetAwaiter().GetResult();
+                }
+                catch (BackupException)
+                {
+                    // Another contender deleted it first.
+                }
+
+                continue;
+            }
+
+            live.Add((key, claim));
+        }
+
+        return live;
+    }
+
+    public static LeaseClaim? Read(IObjectStore store, string key, CancellationToken cancellationToken)
+    {
+        try
+        {
+            using var stream = store.GetAsync(key, 0, 64 << 10, cancellationToken).GetAwaiter().GetResult();
+            using var reader = new StreamReader(stream, Encoding.UTF8);
+            var json = JObject.Parse(reader.ReadToEnd());
+            var backups = json["backups"] is JArray list ? list.Select(b => Guid.TryParse((string?)b, out var id) ? id : Guid.Empty).Where(id => id != Guid.Empty).ToList() : [];
+            return new LeaseClaim((string?)json["token"] ?? string.Empty, (string?)json["operation"] ?? "an operation", (string?)json["host"] ?? "an unknown host",
+                (int?)json["pid"] ?? 0,
+                DateTime.Parse((string?)json["acquired"] ?? string.Empty, CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind),
+                DateTime.Parse((string?)json["expires"] ?? string.Empty, CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind),
+                backups);
+        }
+        catch (BackupException ex) when (ex.Kind == BackupErrorKind.NotFound)
+        {
+            return null;
+        }
+        catch (Exception ex) when (ex is Newtonsoft.Json.JsonException or FormatException or InvalidCastException or OverflowException or ArgumentException)
+        {
+            // A damaged or hostile claim: treated as gone (and deleted), never as a holder forever.
+            return null;
+        }
+    }
+}
+
+/// <summary>
+/// A restore's or verification's shared claim on the backups it reads: removal refuses those
+/// backups while the claim lives (and a killed reader's claim expires). Best effort on a
+/// read-only repository: reading must still work where nothing can be written.
+/// </summary>
+public sealed class ReadLease : IDisposable
+{
+    private readonly IObjectStore? _store;
+    private readonly string _key = string.Empty;
+    private readonly Timer? _renewal;
+    private int _disposed;
+
+    private ReadLease(IObjectStore store, string key, string token, string operation, IReadOnlyCollection<Guid> backups)
+    {
+        _store = store;
+        _key = key;
+        _renewal = new Timer(_ => Renew(token, operation, backups), null, ObjectStoreLock.RenewInterval, ObjectStoreLock.RenewInterval);
+    }
+
+    private ReadLease()
+    {
+    }
+
+    /// <summary>Claims <paramref name="backups"/> under <paramref name="prefix"/> for <paramref name="operation"/>.</summary>
+    public static ReadLease Acquire(IObjectStore store, string prefix, string operation, IReadOnlyCollection<Guid> backups, CancellationToken cancellationToken)
+    {
+        var token = Guid.NewGuid().ToString("N");
+        var key = $"{prefix}{DateTime.UtcNow.Ticks:D19}-{token}";
+        try
+        {
+            LeaseClaims.Put(store, key, token, operation, backups, cancellationToken);
+            return new ReadLease(store, key, token, operation, backups);
+        }
+        catch (Exception ex) when (ex is BackupException or IOException or UnauthorizedAccessException)
+        {
+            return new ReadLease(); // a read-only repository: read without a claim
+        }
+    }
+
+    /// <summary>The live read claims on any of <paramref name="backups"/> (what a removal must not delete now).</summary>
+    public static IReadOnlyList<string> Holders(IObjectStore store, string prefix, IReadOnlyCollection<Guid> backups, CancellationToken cancellationToken) =>
+        LeaseClaims.Live(store, prefix, cancellationToken).Where(c => c.Claim.Backups.Any(backups.Contains)).Select(c => c.Claim.Describe()).ToList();
+
+    public void Dispose()
+    {
+        if (_store is null || Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        _renewal?.Dispose();
+        try
+        {
+            _store.DeleteAsync(_key, CancellationToken.None).GetAwaiter().GetResult();
+        }
+        catch (Exception ex) when (ex is BackupException or IOException or UnauthorizedAccessException or HttpRequestException)
+        {
+            // It expires by itself.
+        }
+    }
+
+    private void Renew(string token, string operation, IReadOnlyCollection<Guid> backups)
+    {
+        if (Volatile.Read(ref _disposed) != 0 || _store is null)
+        {
+            return;
+        }
+
+        try
+        {
+            LeaseClaims.Put(_store, _key, token, operation, backups, CancellationToken.None);
+        }
+        catch (Exception ex) when (ex is BackupException or IOException or UnauthorizedAccessException or HttpRequestException)
+        {
+            // Retried at the next interval; the lease is several intervals long.
+        }
+    }
+}
+
+/// <summary>Removal's side of the read leases.</summary>
+internal static class RemovalGuard
+{
+    /// <summary>Refuses to remove <paramref name="order"/> while a restore or verification reads any of it.</summary>
+    public static void RefuseWhileRead(IObjectStore store, string readersPrefix, Guid backupId, IReadOnlyList<BackupInfo> order, CancellationToken cancellationToken)
+    {
+        var readers = ReadLease.Holders(store, readersPrefix, order.Select(b => b.Id).ToList(), cancellationToken);
+        if (readers.Count > 0)
+        {
+            throw new BackupException(BackupErrorKind.ResourceBusy, "BackupInUse",
+                $"Backup {backupId}{(order.Count > 1 ? " (or a dependent being removed with it)" : string.Empty)} is being read: {string.Join("; ", readers)}. Nothing was removed; try again when that has finished.", backupId);
+        }
+    }
+}

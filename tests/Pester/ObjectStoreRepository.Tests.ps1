@@ -1,0 +1,126 @@
+#Requires -Version 7.4
+#Requires -Modules @{ ModuleName = 'Pester'; ModuleVersion = '5.0.0' }
+
+# S3 and Swift repositories through the cmdlets, on the real RADOS Gateway that .ci/run starts
+# (tests/ceph/rgw-start.sh): registered repositories, every cmdlet, Cinder's layout, faults.
+
+BeforeAll {
+    . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
+}
+
+AfterAll {
+    Remove-Module BlockBackup -ErrorAction SilentlyContinue
+}
+
+$rgwMissing = -not ($env:BLOCKBACKUP_S3_ENDPOINT -and $env:BLOCKBACKUP_S3_ACCESS_KEY -and $env:BLOCKBACKUP_S3_SECRET_KEY -and
+    $env:BLOCKBACKUP_SWIFT_AUTH_URL -and $env:BLOCKBACKUP_SWIFT_USER -and $env:BLOCKBACKUP_SWIFT_KEY)
+
+Describe 'Object-storage repositories (<Kind>)' -Skip:$rgwMissing -ForEach @(
+    @{ Kind = 's3' }
+    @{ Kind = 'swift' }
+) {
+    BeforeAll {
+        $script:savedConfig = $env:BLOCKBACKUP_CONFIG_DIR
+        $env:BLOCKBACKUP_CONFIG_DIR = Join-Path $TestDrive "config-$Kind"
+        $script:bucket = "pester-$Kind-$(([guid]::NewGuid().ToString('N')).Substring(0, 10))"
+        $script:name = "offsite-$Kind"
+        if ($Kind -eq 's3') {
+            $secret = ConvertTo-SecureString $env:BLOCKBACKUP_S3_SECRET_KEY -AsPlainText -Force
+            $credential = [pscredential]::new($env:BLOCKBACKUP_S3_ACCESS_KEY, $secret)
+            Register-BackupRepository -Name $name -Uri "s3://$bucket" -Endpoint $env:BLOCKBACKUP_S3_ENDPOINT -Credential $credential
+        }
+        else {
+            $secret = ConvertTo-SecureString $env:BLOCKBACKUP_SWIFT_KEY -AsPlainText -Force
+            $credential = [pscredential]::new($env:BLOCKBACKUP_SWIFT_USER, $secret)
+            Register-BackupRepository -Name $name -Uri "swift://$bucket" -Endpoint $env:BLOCKBACKUP_SWIFT_AUTH_URL -Credential $credential -WarningAction SilentlyContinue
+        }
+
+        $script:volume = Join-Path $TestDrive "$Kind-disk.img"
+        New-TestVolume -Path $volume -MiB 6 -Seed 61
+        $script:fullSha = Get-Sha $volume
+        $script:full = New-VolumeBackup -Path $volume -Repository $name -Name "full-$Kind" -ObjectSize 1MB
+        Edit-TestVolume -Path $volume -Seed 62
+        $script:incrSha = Get-Sha $volume
+        $script:incr = New-VolumeBackup -Path $volume -Repository $name -Incremental -Name "incr-$Kind" -ObjectSize 1MB
+    }
+
+    AfterAll {
+        Get-VolumeBackup -Repository $name -ErrorAction SilentlyContinue | Sort-Object CreatedUtc -Descending |
+            Remove-VolumeBackup -IncludeDependents -Confirm:$false -ErrorAction SilentlyContinue
+        $env:BLOCKBACKUP_CONFIG_DIR = $savedConfig
+    }
+
+    It 'backs up into Cinder''s object layout under the registered name' {
+        $full.Repository | Should -Be "${Kind}://$bucket"
+        $full.Container | Should -Be $bucket
+        $full.Prefix | Should -Match "^volume_$($full.VolumeId)/\d{14}/az_nova_backup_$($full.Id)$"
+        $incr.ParentId | Should -Be $full.Id
+        $incr.StoredBytes | Should -BeLessThan ($full.StoredBytes / 2)
+    }
+
+    It 'lists, chains, restores (full and chain) and verifies' {
+        (Get-VolumeBackup -Repository $name).Id | Should -Be @($full.Id, $incr.Id)
+        (Get-BackupChain -Repository $name -BackupId $incr.Id).Id | Should -Be @($full.Id, $incr.Id)
+        $out = Join-Path $TestDrive "$Kind-full.img"
+        Restore-VolumeBackup -Repository $name -BackupId $full.Id -TargetPath $out | Out-Null
+        Get-Sha $out | Should -Be $fullSha
+        $out2 = Join-Path $TestDrive "$Kind-incr.img"
+        $result = Restore-VolumeBackup -Repository $name -BackupId $incr.Id -TargetPath $out2
+        $result.Path | Should -Be 'Chain'
+        Get-Sha $out2 | Should -Be $incrSha
+        (Test-VolumeBackup -Repository $name -BackupId $incr.Id -IncludeChain).IsValid | Should -BeTrue
+    }
+
+    It 'works by URL too, with the connection from the environment' {
+        $saved = @{}
+        $vars = if ($Kind -eq 's3') {
+            @{ AWS_ENDPOINT_URL = $env:BLOCKBACKUP_S3_ENDPOINT; AWS_ACCESS_KEY_ID = $env:BLOCKBACKUP_S3_ACCESS_KEY; AWS_SECRET_ACCESS_KEY = $env:BLOCKBACKUP_S3_SECRET_KEY }
+        } else {
+            @{ ST_AUTH = $env:BLOCKBACKUP_SWIFT_AUTH_URL; ST_USER = $env:BLOCKBACKUP_SWIFT_USER; ST_KEY = $env:BLOCKBACKUP_SWIFT_KEY }
+        }
+        foreach ($k in $vars.Keys) { $saved[$k] = [Environment]::GetEnvironmentVariable($k); [Environment]::SetEnvironmentVariable($k, $vars[$k]) }
+        try {
+            (Get-VolumeBackup -Repository "${Kind}://$bucket").Id | Should -Be @($full.Id, $incr.Id)
+        }
+        finally {
+            foreach ($k in $vars.Keys) { [Environment]::SetEnvironmentVariable($k, $saved[$k]) }
+        }
+    }
+
+    It 'says what is missing for an unregistered URL without connection settings' {
+        $err = { Get-VolumeBackup -Repository "${Kind}://$bucket" -ErrorAction Stop } | Should -Throw -PassThru
+        $err.FullyQualifiedErrorId | Should -BeLike 'ObjectStoreConnectionMissing*'
+        $err.Exception.Message | Should -BeLike '*Register-BackupRepository*'
+    }
+
+    It 'exports the record Cinder''s <Kind> service imports' {
+        $record = Export-VolumeBackupRecord -Repository $name -BackupId $incr.Id
+        $record.BackupService | Should -Be $(if ($Kind -eq 's3') { 'cinder.backup.drivers.s3.S3BackupDriver' } else { 'cinder.backup.drivers.swift.SwiftBackupDriver' })
+        $row = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($record.BackupUrl)) | ConvertFrom-Json
+        $row.container | Should -Be $bucket
+        $row.service_metadata | Should -Be $incr.Prefix
+        $row.parent_id | Should -Be $full.Id
+    }
+
+    It 'refuses to remove a parent, then removes chain-aware and applies retention' {
+        { Remove-VolumeBackup -Repository $name -BackupId $full.Id -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId 'BackupHasDependents*'
+        Edit-TestVolume -Path $volume -Seed 63
+        $third = New-VolumeBackup -Path $volume -Repository $name -Name "full2-$Kind" -ObjectSize 1MB
+        $decisions = @(Limit-VolumeBackup -Repository $name -KeepLast 1 -Confirm:$false)
+        @($decisions | Where-Object Action -NE Keep).BackupId | Sort-Object | Should -Be (@($full.Id, $incr.Id) | Sort-Object)
+        (Get-VolumeBackup -Repository $name).Id | Should -Be @($third.Id)
+        $out = Join-Path $TestDrive "$Kind-third.img"
+        Restore-VolumeBackup -Repository $name -BackupId $third.Id -TargetPath $out | Out-Null
+        Get-Sha $out | Should -Be (Get-Sha $volume)
+    }
+
+    It 'fails clearly on wrong credentials and leaves the backups alone' {
+        $bad = [pscredential]::new($(if ($Kind -eq 's3') { $env:BLOCKBACKUP_S3_ACCESS_KEY } else { $env:BLOCKBACKUP_SWIFT_USER }), (ConvertTo-SecureString 'wrong-secret' -AsPlainText -Force))
+        $endpoint = if ($Kind -eq 's3') { $env:BLOCKBACKUP_S3_ENDPOINT } else { $env:BLOCKBACKUP_SWIFT_AUTH_URL }
+        Register-BackupRepository -Name "bad-$Kind" -Uri "${Kind}://$bucket" -Endpoint $endpoint -Credential $bad -WarningAction SilentlyContinue
+        $err = { Get-VolumeBackup -Repository "bad-$Kind" -ErrorAction Stop } | Should -Throw -PassThru
+        $err.FullyQualifiedErrorId | Should -BeLike 'ObjectStoreAuthenticationFailed*'
+        $err.Exception.Message | Should -Not -BeLike '*wrong-secret*'
+        @(Get-VolumeBackup -Repository $name).Count | Should -Be 1
+    }
+}
