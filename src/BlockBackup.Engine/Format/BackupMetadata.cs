@@ -3,10 +3,76 @@ using Newtonsoft.Json.Linq;
 
 namespace BlockBackup.Engine.Format;
 
-/// <summary>One data object of a backup: where its uncompressed bytes belong in the volume.</summary>
-public sealed record ObjectDescriptor(string Name, long Offset, long Length, CompressionAlgorithm Compression, string Md5)
+/// <summary>
+/// One data object of a backup: where its uncompressed bytes belong in the volume. A 4 TiB
+/// backup lists half a million of them, so each is kept compact (about 64 bytes rather than
+/// 400): the name as its shared prefix plus its number, the MD5 as 16 bytes; the strings are
+/// made again when asked for.
+/// </summary>
+public sealed record ObjectDescriptor
 {
+    private readonly string _head;     // the name up to "-NNNNN" (shared between a backup's objects), or the whole name
+    private readonly int _number = -1; // -1: _head is the whole name
+    private readonly byte _digits;
+    private readonly UInt128 _md5;
+    private readonly string? _md5Text; // only for a value that is not 32 lowercase hex digits
+
+    public ObjectDescriptor(string name, long offset, long length, CompressionAlgorithm compression, string md5)
+    {
+        (_head, _number, _digits) = Split(name);
+        Offset = offset;
+        Length = length;
+        Compression = compression;
+        if (md5.Length == 32 && md5.All(c => char.IsAsciiDigit(c) || c is >= 'a' and <= 'f'))
+        {
+            _md5 = UInt128.Parse(md5, System.Globalization.NumberStyles.AllowHexSpecifier, System.Globalization.CultureInfo.InvariantCulture);
+        }
+        else
+        {
+            _md5Text = md5;
+        }
+    }
+
+    public string Name => _number < 0 ? _head : string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{_head}-{_number.ToString("D" + _digits, System.Globalization.CultureInfo.InvariantCulture)}");
+
+    public long Offset { get; }
+
+    public long Length { get; }
+
+    public CompressionAlgorithm Compression { get; }
+
+    /// <summary>The MD5 of the uncompressed bytes, lowercase hex (Cinder's field).</summary>
+    public string Md5 => _md5Text ?? _md5.ToString("x32", System.Globalization.CultureInfo.InvariantCulture);
+
     public long End => Offset + Length;
+
+    /// <summary>The name's identity without building it (duplicate checks over half a million names).</summary>
+    internal (string Head, int Number) NameKey => (_head, _number);
+
+    /// <summary>The <see cref="NameKey"/> an object named <paramref name="name"/> has.</summary>
+    internal static (string Head, int Number) KeyOf(string name)
+    {
+        var (head, number, _) = Split(name);
+        return (head, number);
+    }
+
+    /// <summary>"prefix-00042" → (interned "prefix", 42, 5) when formatting gives the name back exactly; else the whole name.</summary>
+    private static (string Head, int Number, byte Digits) Split(string name)
+    {
+        var dash = name.LastIndexOf('-');
+        var digits = name.Length - dash - 1;
+        if (dash > 0 && digits is >= 5 and <= 9 && name.AsSpan(dash + 1).IndexOfAnyExcept("0123456789") < 0
+            && int.TryParse(name.AsSpan(dash + 1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var number)
+            && (digits == 5 || name[dash + 1] != '0'))
+        {
+            // Interned: every object of a backup shares one copy of its prefix.
+            return (string.Intern(name[..dash]), number, (byte)Math.Max(5, digits));
+        }
+
+        return (name, -1, 0);
+    }
+
+    public override string ToString() => $"{Name} [{Offset}, {End}) {Compression} md5 {Md5}";
 }
 
 /// <summary>

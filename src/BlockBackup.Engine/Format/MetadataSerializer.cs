@@ -38,6 +38,7 @@ public static class MetadataSerializer
     public static BackupMetadata Read(Stream stream, long length, string path, string expectedPrefix)
     {
         JObject root;
+        ObjectListParser? objects;
         using (stream)
         {
             try
@@ -49,7 +50,7 @@ public static class MetadataSerializer
 
                 using var text = new StreamReader(stream, new UTF8Encoding(false, true));
                 using var reader = new JsonTextReader(text) { MaxDepth = 16, DateParseHandling = DateParseHandling.None, FloatParseHandling = FloatParseHandling.Decimal };
-                root = JObject.Load(reader);
+                (root, objects) = ReadStreaming(reader, path, expectedPrefix);
                 if (reader.Read())
                 {
                     throw Invalid(path, "unexpected content after the JSON object");
@@ -65,10 +66,94 @@ public static class MetadataSerializer
             }
         }
 
-        return Parse(root, path, expectedPrefix);
+        return Parse(root, objects, path, expectedPrefix);
+    }
+
+    /// <summary>
+    /// The top level as a document tree, except the object list, which is parsed one entry at a
+    /// time: a 4 TiB backup's half a million entries never exist as a tree.
+    /// </summary>
+    private static (JObject Root, ObjectListParser? Objects) ReadStreaming(JsonTextReader reader, string path, string expectedPrefix)
+    {
+        if (!reader.Read() || reader.TokenType != JsonToken.StartObject)
+        {
+            throw Invalid(path, "the file does not hold a JSON object");
+        }
+
+        var root = new JObject();
+        ObjectListParser? objects = null;
+        while (true)
+        {
+            if (!reader.Read())
+            {
+                throw Invalid(path, "the JSON is truncated");
+            }
+
+            if (reader.TokenType == JsonToken.EndObject)
+            {
+                return (root, objects);
+            }
+
+            var key = (string)reader.Value!;
+            if (!reader.Read())
+            {
+                throw Invalid(path, "the JSON is truncated");
+            }
+
+            if (key != "objects")
+            {
+                root[key] = JToken.ReadFrom(reader);
+                continue;
+            }
+
+            if (objects is not null)
+            {
+                throw Invalid(path, "'objects' appears twice");
+            }
+
+            objects = new ObjectListParser(path, expectedPrefix);
+            if (reader.TokenType != JsonToken.StartArray)
+            {
+                objects.NotAList();
+                JToken.ReadFrom(reader);
+                continue;
+            }
+
+            for (var i = 0; reader.Read() && reader.TokenType != JsonToken.EndArray; i++)
+            {
+                objects.Add(JToken.ReadFrom(reader), i);
+            }
+
+            if (reader.TokenType != JsonToken.EndArray)
+            {
+                throw Invalid(path, "the JSON is truncated");
+            }
+        }
     }
 
     internal static BackupMetadata Parse(JObject root, string path, string expectedPrefix)
+    {
+        ObjectListParser? objects = null;
+        if (root["objects"] is { } token)
+        {
+            objects = new ObjectListParser(path, expectedPrefix);
+            if (token is JArray list)
+            {
+                for (var i = 0; i < list.Count; i++)
+                {
+                    objects.Add(list[i], i);
+                }
+            }
+            else
+            {
+                objects.NotAList();
+            }
+        }
+
+        return Parse(root, objects, path, expectedPrefix);
+    }
+
+    private static BackupMetadata Parse(JObject root, ObjectListParser? objectList, string path, string expectedPrefix)
     {
         var version = RequiredString(root, "version", path);
         if (version != BackupMetadata.SupportedVersion)
@@ -84,62 +169,9 @@ public static class MetadataSerializer
             throw Invalid(path, $"backup_id {backupId} / volume_id {volumeId} do not match the file name prefix '{expectedPrefix}'");
         }
 
-        var objectsToken = root["objects"] as JArray ?? throw Invalid(path, "'objects' is missing or not a list");
-        var objects = new List<ObjectDescriptor>(objectsToken.Count);
-        var names = new HashSet<string>(StringComparer.Ordinal);
-        for (var i = 0; i < objectsToken.Count; i++)
-        {
-            var entry = objectsToken[i] as JObject;
-            if (entry is null || entry.Count != 1)
-            {
-                throw Invalid(path, $"objects[{i}] is not a one-key map of object name to descriptor");
-            }
-
-            var property = entry.Properties().First();
-            var name = property.Name;
-            if (!ObjectNaming.IsSafeObjectName(name, expectedPrefix))
-            {
-                throw Invalid(path, $"objects[{i}] has an unsafe or foreign object name '{Printable(name)}' (it must start with '{expectedPrefix}' and continue with a plain name)");
-            }
-
-            if (!names.Add(name))
-            {
-                throw Invalid(path, $"object '{name}' is listed twice");
-            }
-
-            if (property.Value is not JObject d)
-            {
-                throw Invalid(path, $"object '{name}' has no descriptor map");
-            }
-
-            var offset = RequiredLong(d, "offset", path, name);
-            var length = RequiredLong(d, "length", path, name);
-            if (offset < 0)
-            {
-                throw Invalid(path, $"object '{name}' has a negative offset {offset}");
-            }
-
-            if (length <= 0)
-            {
-                throw Invalid(path, $"object '{name}' has a non-positive length {length}");
-            }
-
-            if (offset > long.MaxValue - length)
-            {
-                throw Invalid(path, $"object '{name}' offset {offset} + length {length} overflows");
-            }
-
-            var compressionName = RequiredString(d, "compression", path, name);
-            var compression = CompressionNames.Parse(compressionName, $"Metadata '{path}', object '{name}'");
-            var md5 = RequiredString(d, "md5", path, name);
-            if (!IsHex(md5, 32))
-            {
-                throw Invalid(path, $"object '{name}' has an invalid md5 '{Printable(md5)}'");
-            }
-
-            objects.Add(new ObjectDescriptor(name, offset, length, compression, md5.ToLowerInvariant()));
-        }
-
+        // The list was parsed as it was read; its first problem is reported only now, so that a
+        // wrong version or id is named first, as before anything else.
+        var objects = (objectList ?? throw Invalid(path, "'objects' is missing or not a list")).Result();
         var sorted = objects.OrderBy(o => o.Offset).ToList();
         for (var i = 1; i < sorted.Count; i++)
         {
@@ -237,6 +269,10 @@ public static class MetadataSerializer
     /// Writes the metadata with sorted keys and 2-space indentation, as Python's
     /// <c>json.dumps(sort_keys=True, indent=2)</c> does.
     /// </summary>
+    /// <summary>
+    /// Writes the metadata as Cinder does (json.dumps(sort_keys=True, indent=2)), streaming the
+    /// object list: half a million objects never become a document tree in memory.
+    /// </summary>
     public static void Write(Stream stream, BackupMetadata metadata)
     {
         var root = new JObject
@@ -245,16 +281,6 @@ public static class MetadataSerializer
             ["backup_id"] = ObjectNaming.FormatId(metadata.BackupId),
             ["backup_name"] = metadata.Name,
             ["created_at"] = metadata.CreatedAt,
-            ["objects"] = new JArray(metadata.Objects.Select(o => new JObject
-            {
-                [o.Name] = new JObject
-                {
-                    ["compression"] = CompressionNames.ToMetadataName(o.Compression),
-                    ["length"] = o.Length,
-                    ["md5"] = o.Md5,
-                    ["offset"] = o.Offset,
-                },
-            })),
             ["parent_id"] = metadata.ParentId is { } p ? ObjectNaming.FormatId(p) : null,
             ["version"] = BackupMetadata.SupportedVersion,
             ["volume_id"] = ObjectNaming.FormatId(metadata.VolumeId),
@@ -289,11 +315,14 @@ public static class MetadataSerializer
             root["extra_metadata"] = extra;
         }
 
-        WriteSorted(stream, root);
+        WriteSorted(stream, root, metadata.Objects);
     }
 
     /// <summary>Serialises a JSON object with recursively sorted keys, Python-style.</summary>
-    internal static void WriteSorted(Stream stream, JObject root)
+    internal static void WriteSorted(Stream stream, JObject root) => WriteSorted(stream, root, null);
+
+    /// <summary>Writes <paramref name="root"/> with sorted keys; <paramref name="objects"/>, when given, as its "objects" list, streamed in its sorted place.</summary>
+    private static void WriteSorted(Stream stream, JObject root, IReadOnlyList<ObjectDescriptor>? objects)
     {
         using var text = new StreamWriter(stream, new UTF8Encoding(false), 1 << 16, leaveOpen: true);
         using var writer = new JsonTextWriter(text)
@@ -303,7 +332,46 @@ public static class MetadataSerializer
             IndentChar = ' ',
             StringEscapeHandling = StringEscapeHandling.EscapeNonAscii,
         };
-        Sort(root).WriteTo(writer);
+        var keys = root.Properties().Select(p => p.Name).ToList();
+        if (objects is not null)
+        {
+            keys.Add("objects");
+        }
+
+        writer.WriteStartObject();
+        foreach (var key in keys.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal))
+        {
+            writer.WritePropertyName(key);
+            if (objects is not null && key == "objects")
+            {
+                writer.WriteStartArray();
+                foreach (var o in objects)
+                {
+                    // Keys in sorted order: compression, length, md5, offset.
+                    writer.WriteStartObject();
+                    writer.WritePropertyName(o.Name);
+                    writer.WriteStartObject();
+                    writer.WritePropertyName("compression");
+                    writer.WriteValue(CompressionNames.ToMetadataName(o.Compression));
+                    writer.WritePropertyName("length");
+                    writer.WriteValue(o.Length);
+                    writer.WritePropertyName("md5");
+                    writer.WriteValue(o.Md5);
+                    writer.WritePropertyName("offset");
+                    writer.WriteValue(o.Offset);
+                    writer.WriteEndObject();
+                    writer.WriteEndObject();
+                }
+
+                writer.WriteEndArray();
+            }
+            else
+            {
+                Sort(root[key]!).WriteTo(writer);
+            }
+        }
+
+        writer.WriteEndObject();
         writer.Flush();
     }
 
@@ -379,4 +447,90 @@ public static class MetadataSerializer
     }
 
     private static string Where(string? where) => where is null ? string.Empty : $"{where}: ";
+
+    /// <summary>
+    /// Validates object-list entries one at a time (name, offset, length, compression, md5,
+    /// duplicates) into compact descriptors, keeping the first problem for <see cref="Result"/>.
+    /// </summary>
+    private sealed class ObjectListParser(string path, string expectedPrefix)
+    {
+        private readonly List<ObjectDescriptor> _objects = new();
+        private readonly HashSet<(string, int)> _names = new();
+        private BackupException? _problem;
+
+        public void NotAList() => _problem ??= Invalid(path, "'objects' is missing or not a list");
+
+        public void Add(JToken token, int i)
+        {
+            if (_problem is not null)
+            {
+                return;
+            }
+
+            try
+            {
+                _objects.Add(Parse(token, i));
+            }
+            catch (BackupException ex)
+            {
+                _problem = ex;
+            }
+        }
+
+        public List<ObjectDescriptor> Result() => _problem is null ? _objects : throw _problem;
+
+        private ObjectDescriptor Parse(JToken token, int i)
+        {
+            var entry = token as JObject;
+            if (entry is null || entry.Count != 1)
+            {
+                throw Invalid(path, $"objects[{i}] is not a one-key map of object name to descriptor");
+            }
+
+            var property = entry.Properties().First();
+            var name = property.Name;
+            if (!ObjectNaming.IsSafeObjectName(name, expectedPrefix))
+            {
+                throw Invalid(path, $"objects[{i}] has an unsafe or foreign object name '{Printable(name)}' (it must start with '{expectedPrefix}' and continue with a plain name)");
+            }
+
+            if (property.Value is not JObject d)
+            {
+                throw Invalid(path, $"object '{name}' has no descriptor map");
+            }
+
+            var offset = RequiredLong(d, "offset", path, name);
+            var length = RequiredLong(d, "length", path, name);
+            if (offset < 0)
+            {
+                throw Invalid(path, $"object '{name}' has a negative offset {offset}");
+            }
+
+            if (length <= 0)
+            {
+                throw Invalid(path, $"object '{name}' has a non-positive length {length}");
+            }
+
+            if (offset > long.MaxValue - length)
+            {
+                throw Invalid(path, $"object '{name}' offset {offset} + length {length} overflows");
+            }
+
+            var compressionName = RequiredString(d, "compression", path, name);
+            var compression = CompressionNames.Parse(compressionName, $"Metadata '{path}', object '{name}'");
+            var md5 = RequiredString(d, "md5", path, name);
+            if (!IsHex(md5, 32))
+            {
+                throw Invalid(path, $"object '{name}' has an invalid md5 '{Printable(md5)}'");
+            }
+
+            var descriptor = new ObjectDescriptor(name, offset, length, compression, md5.ToLowerInvariant());
+            if (!_names.Add(descriptor.NameKey))
+            {
+                throw Invalid(path, $"object '{name}' is listed twice");
+            }
+
+            return descriptor;
+        }
+    }
 }

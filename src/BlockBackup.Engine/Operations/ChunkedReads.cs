@@ -29,16 +29,20 @@ internal static class ChunkedReads
         return Sha256File.Read(stream, info.Size, display, backup.Id, metadata.Extra?.Sha256FileSha256, WorkDirectory.Path, cancellationToken);
     }
 
-    /// <summary>The store names of every object the backup has in its repository (one listing, not one request per object).</summary>
-    public static HashSet<string> ListObjects(IChunkedRepository repository, BackupInfo backup, CancellationToken cancellationToken)
+    /// <summary>
+    /// The objects carrying the backup's prefix in its repository, by one listing rather than one
+    /// request per object: as compact name keys (<see cref="ObjectDescriptor.NameKey"/>), since a
+    /// 4 TiB backup has half a million of them, plus the few names that are not data objects.
+    /// </summary>
+    public static ObjectSet ListObjects(IChunkedRepository repository, BackupInfo backup, CancellationToken cancellationToken)
     {
-        var names = new HashSet<string>(StringComparer.Ordinal);
+        var set = new ObjectSet(repository.ObjectKey(backup.Container, string.Empty));
         var enumerator = repository.Store.ListAsync(repository.ObjectKey(backup.Container, backup.Prefix), cancellationToken).GetAsyncEnumerator(cancellationToken);
         try
         {
             while (enumerator.MoveNextAsync().AsTask().GetAwaiter().GetResult())
             {
-                names.Add(enumerator.Current.Name);
+                set.Add(enumerator.Current.Name);
             }
         }
         finally
@@ -46,6 +50,45 @@ internal static class ChunkedReads
             enumerator.DisposeAsync().AsTask().GetAwaiter().GetResult();
         }
 
-        return names;
+        return set;
+    }
+
+    /// <summary>The objects of one backup's container that a listing found.</summary>
+    internal sealed class ObjectSet(string containerKey)
+    {
+        private readonly HashSet<(string, int)> _objects = new();
+        private readonly List<string> _others = new();
+
+        public void Add(string key)
+        {
+            var name = key[containerKey.Length..];
+            var k = ObjectDescriptor.KeyOf(name);
+            if (k.Number >= 0)
+            {
+                _objects.Add(k);
+            }
+            else
+            {
+                _others.Add(name);
+            }
+        }
+
+        public bool Contains(ObjectDescriptor o) => o.NameKey.Number >= 0 ? _objects.Contains(o.NameKey) : _others.Contains(o.Name, StringComparer.Ordinal);
+
+        /// <summary>Names found that are not among <paramref name="listed"/> (nor the side files).</summary>
+        public IEnumerable<string> NotIn(IReadOnlyList<ObjectDescriptor> listed, string prefix)
+        {
+            var known = listed.Select(o => o.NameKey).ToHashSet();
+            foreach (var (head, number) in _objects.Where(k => !known.Contains(k)))
+            {
+                yield return head + "-" + number.ToString("D5", System.Globalization.CultureInfo.InvariantCulture); // D5 gives back every name the key was made from
+            }
+
+            var knownOthers = listed.Where(o => o.NameKey.Number < 0).Select(o => o.Name).Append(ObjectNaming.MetadataName(prefix)).Append(ObjectNaming.Sha256FileName(prefix)).ToHashSet(StringComparer.Ordinal);
+            foreach (var name in _others.Where(n => !knownOthers.Contains(n)))
+            {
+                yield return name;
+            }
+        }
     }
 }

@@ -61,16 +61,7 @@ public static class RestoreOperation
         }
 
         var plan = RestorePlan.Create(repository, chain, layers, blockSize, size);
-        // One listing per backup, not one request per object, finds any missing object before a byte is written.
-        var present = chain.Backups.SelectMany(b => ChunkedReads.ListObjects(repository, b, cancellationToken)).ToHashSet(StringComparer.Ordinal);
-        foreach (var task in plan.Tasks)
-        {
-            if (!present.Contains(task.Key))
-            {
-                throw new BackupException(BackupErrorKind.InvalidData, "ObjectMissing",
-                    $"Backup {task.BackupId}: object '{task.Object.Name}' (volume offset {task.Object.Offset}) is missing: there is no '{repository.DisplayName(task.Key)}'. Nothing was written.", task.Object.Name);
-            }
-        }
+        RefuseMissingObjects(repository, chain, plan, cancellationToken);
 
         VerifyGapsAreZero(plan, hashes, blockSize, chain.BackupId);
         cancellationToken.ThrowIfCancellationRequested();
@@ -78,7 +69,7 @@ public static class RestoreOperation
         using var target = RestoreTarget.Open(targetPath, size, request.Overwrite, targetState);
         try
         {
-            return Write(repository.Store, chain, plan, hashes, target, size, blockSize, request, progress, clock, cancellationToken);
+            return Write(repository.Store, t => repository.ObjectKey(t.Container, t.Object.Name), chain, plan, hashes, target, size, blockSize, request, progress, clock, cancellationToken);
         }
         catch (BackupException ex) when (target.WritesInPlace)
         {
@@ -90,10 +81,25 @@ public static class RestoreOperation
         }
     }
 
+    /// <summary>One listing per backup, not one request per object, finds any missing object before a byte is written.</summary>
+    private static void RefuseMissingObjects(IChunkedRepository repository, BackupChain chain, RestorePlan plan, CancellationToken cancellationToken)
+    {
+        foreach (var backup in chain.Backups)
+        {
+            var present = ChunkedReads.ListObjects(repository, backup, cancellationToken);
+            foreach (var task in plan.Tasks.Where(t => t.BackupId == backup.Id && !present.Contains(t.Object)))
+            {
+                var key = repository.ObjectKey(task.Container, task.Object.Name);
+                throw new BackupException(BackupErrorKind.InvalidData, "ObjectMissing",
+                    $"Backup {task.BackupId}: object '{task.Object.Name}' (volume offset {task.Object.Offset}) is missing: there is no '{repository.DisplayName(key)}'. Nothing was written.", task.Object.Name);
+            }
+        }
+    }
+
     private static string PartialTarget(RestoreTarget target) =>
         $" The target '{target.Path}' was written in place and is now PARTIAL (neither its old content nor the backup); run the same restore again with -Force to restore it completely.";
 
-    private static RestoreResult Write(ObjectStores.IObjectStore store, BackupChain chain, RestorePlan plan, BlockHashList hashes, RestoreTarget target, long size, int blockSize,
+    private static RestoreResult Write(ObjectStores.IObjectStore store, Func<RestoreTask, string> keyOf, BackupChain chain, RestorePlan plan, BlockHashList hashes, RestoreTarget target, long size, int blockSize,
         RestoreRequest request, IProgress<OperationProgress>? progress, Stopwatch clock, CancellationToken cancellationToken)
     {
         var throttle = new ProgressThrottle(progress, OperationPhase.Restoring, size, $"Restoring {chain.BackupId} to {target.Path}");
@@ -116,7 +122,7 @@ public static class RestoreOperation
             var ordered = Partitioner.Create(plan.Tasks, EnumerablePartitionerOptions.NoBuffering);
             Parallel.ForEach(ordered, options, () => new Worker(pieceSize, blockSize), (task, _, worker) =>
             {
-                worker.Restore(store, task, target, hashes, size, throttle, cancellationToken);
+                worker.Restore(store, keyOf, task, target, hashes, size, throttle, cancellationToken);
                 return worker;
             }, worker =>
             {
@@ -189,10 +195,10 @@ public static class RestoreOperation
         public long Verified { get; private set; }
 
         [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
-        public void Restore(ObjectStores.IObjectStore store, RestoreTask task, RestoreTarget target, BlockHashList hashes, long volumeSize, ProgressThrottle throttle, CancellationToken cancel)
+        public void Restore(ObjectStores.IObjectStore store, Func<RestoreTask, string> keyOf, RestoreTask task, RestoreTarget target, BlockHashList hashes, long volumeSize, ProgressThrottle throttle, CancellationToken cancel)
         {
             var o = task.Object;
-            using var file = store.GetAsync(task.Key, 0, null, cancel).GetAwaiter().GetResult();
+            using var file = store.GetAsync(keyOf(task), 0, null, cancel).GetAwaiter().GetResult();
             using var data = ObjectDecoder.Open(file, o.Compression, o.Name);
             long position = o.Offset; // volume offset of the next decompressed byte
             try

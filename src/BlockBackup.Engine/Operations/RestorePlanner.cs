@@ -5,7 +5,8 @@ using BlockBackup.Engine.Repository;
 namespace BlockBackup.Engine.Operations;
 
 /// <summary>One object and the parts of it the restore needs (the rest is overwritten by newer backups).</summary>
-internal sealed record RestoreTask(string Key, ObjectDescriptor Object, Guid BackupId, IReadOnlyList<ByteRange> Needed);
+// Container, not the object's key: one string shared by a backup's tasks (a 4 TiB restore has half a million).
+internal sealed record RestoreTask(string Container, ObjectDescriptor Object, Guid BackupId, IReadOnlyList<ByteRange> Needed);
 
 /// <summary>
 /// Decides, before anything is written, where every byte of the restored volume comes from: the
@@ -45,7 +46,7 @@ internal sealed class RestorePlan
                 var needed = Ranges.Subtract([new ByteRange(o.Offset, o.End)], covered);
                 if (needed.Count > 0)
                 {
-                    tasks.Add(new RestoreTask(repository.ObjectKey(backup.Container, o.Name), o, backup.Id, needed));
+                    tasks.Add(new RestoreTask(backup.Container, o, backup.Id, needed));
                 }
             }
 

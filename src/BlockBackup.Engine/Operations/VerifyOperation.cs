@@ -103,8 +103,7 @@ public static class VerifyOperation
                 var selected = onlyObjects is null ? meta.Objects : meta.Objects.Where(o => onlyObjects.Contains(o.Name)).ToList();
                 Parallel.ForEach(Partitioner.Create(selected, EnumerablePartitionerOptions.NoBuffering), options, o =>
                 {
-                    var key = repository.ObjectKey(b.Container, o.Name);
-                    CheckObject(repository.Store, b, key, present.Contains(key), o, hashes, blockSize, issues, throttle, cancellationToken);
+                    CheckObject(repository.Store, b, repository.ObjectKey(b.Container, o.Name), present.Contains(o), o, hashes, blockSize, issues, throttle, cancellationToken);
                     Interlocked.Increment(ref objects);
                     Interlocked.Add(ref bytes, o.Length);
                 });
@@ -172,17 +171,13 @@ public static class VerifyOperation
     }
 
     /// <summary>Cinder aborts a restore when the objects carrying the prefix differ from the metadata's list.</summary>
-    private static void CheckObjectSet(IChunkedRepository repository, BackupInfo b, BackupMetadata meta, HashSet<string> present, ConcurrentBag<VerificationIssue> issues)
+    private static void CheckObjectSet(IChunkedRepository repository, BackupInfo b, BackupMetadata meta, ChunkedReads.ObjectSet present, ConcurrentBag<VerificationIssue> issues)
     {
-        var listed = meta.Objects.Select(o => repository.ObjectKey(b.Container, o.Name))
-            .Append(repository.ObjectKey(b.Container, ObjectNaming.MetadataName(b.Prefix)))
-            .Append(repository.ObjectKey(b.Container, ObjectNaming.Sha256FileName(b.Prefix)))
-            .ToHashSet(StringComparer.Ordinal);
-        foreach (var key in present.Where(k => !listed.Contains(k)).Order(StringComparer.Ordinal))
+        foreach (var name in present.NotIn(meta.Objects, b.Prefix).Order(StringComparer.Ordinal))
         {
-            var name = key[(key.LastIndexOf('/') + 1)..];
-            issues.Add(new VerificationIssue(b.Id, name, null, VerificationProblem.UnexpectedObject,
-                $"'{repository.DisplayName(key)}' carries the backup's prefix but is not in its metadata; Cinder would refuse to restore this backup. Remove it."));
+            var leaf = name[(name.LastIndexOf('/') + 1)..];
+            issues.Add(new VerificationIssue(b.Id, leaf, null, VerificationProblem.UnexpectedObject,
+                $"'{repository.DisplayName(repository.ObjectKey(b.Container, name))}' carries the backup's prefix but is not in its metadata; Cinder would refuse to restore this backup. Remove it."));
         }
     }
 
