@@ -38,6 +38,7 @@ public sealed class S3ObjectStore : IObjectStore, IDisposable
     private readonly S3StoreOptions options;
     private readonly AmazonS3Client client;
     private readonly string prefix;
+    private volatile bool bucketKnown;
 
     public S3ObjectStore(S3StoreOptions options)
     {
@@ -112,10 +113,7 @@ public sealed class S3ObjectStore : IObjectStore, IDisposable
         }
 
         var md5 = options.ContentMd5 ?? await ObjectStoreContent.Md5OfSeekableAsync(content, start, length, name, cancellationToken).ConfigureAwait(false);
-        if (!seekable)
-        {
-            await EnsureBucketAsync(cancellationToken).ConfigureAwait(false); // the body cannot be sent twice
-        }
+        await EnsureBucketAsync(cancellationToken).ConfigureAwait(false);
 
         await ExecuteAsync("PUT", name, write: true, canRetry: seekable, async token =>
         {
@@ -144,6 +142,7 @@ public sealed class S3ObjectStore : IObjectStore, IDisposable
                 }
                 catch (AmazonS3Exception ex) when (ex.ErrorCode == "NoSuchBucket" && !created && seekable)
                 {
+                    bucketKnown = false; // removed meanwhile: create it again and resend
                     await CreateBucketAsync(token).ConfigureAwait(false);
                 }
                 catch (AmazonS3Exception ex) when (options.CreateOnly && (ex.StatusCode == HttpStatusCode.PreconditionFailed || ex.ErrorCode == "PreconditionFailed"))
@@ -318,6 +317,7 @@ public sealed class S3ObjectStore : IObjectStore, IDisposable
         }
 
         var partCount = (int)((length + partSize - 1) / partSize);
+        await EnsureBucketAsync(cancellationToken).ConfigureAwait(false);
         var uploadId = await ExecuteAsync("starting the multipart upload of", name, write: true, canRetry: true, async token =>
         {
             for (var created = false; ; created = true)
@@ -488,8 +488,18 @@ public sealed class S3ObjectStore : IObjectStore, IDisposable
         }
     }
 
+    /// <summary>
+    /// Before the first write of this store, the bucket is checked (and created when missing), as
+    /// Cinder's driver does: RGW answers a PUT into a missing bucket before reading its body, and
+    /// the unread body then spoils the next request on that connection.
+    /// </summary>
     private async Task EnsureBucketAsync(CancellationToken cancellationToken)
     {
+        if (bucketKnown)
+        {
+            return;
+        }
+
         var exists = await ExecuteAsync("checking the bucket for", null, write: true, canRetry: true, async token =>
         {
             try
@@ -501,27 +511,40 @@ public sealed class S3ObjectStore : IObjectStore, IDisposable
             {
                 return false;
             }
+            catch (AmazonS3Exception ex) when (ex.ErrorCode == "AccessDenied")
+            {
+                return true; // a user limited to objects: the write itself tells
+            }
         }, cancellationToken).ConfigureAwait(false);
         if (!exists)
         {
             await CreateBucketAsync(cancellationToken).ConfigureAwait(false);
         }
+
+        bucketKnown = true;
     }
 
     private async Task CreateBucketAsync(CancellationToken cancellationToken)
     {
         await ExecuteAsync("creating the bucket for", null, write: true, canRetry: true, async token =>
         {
-            try
+            for (var retried = false; ; retried = true)
             {
-                await client.PutBucketAsync(new PutBucketRequest { BucketName = options.Bucket }, token).ConfigureAwait(false);
-            }
-            catch (AmazonS3Exception ex) when (ex.ErrorCode is "BucketAlreadyOwnedByYou")
-            {
-                // created meanwhile by another writer of ours
-            }
+                try
+                {
+                    await client.PutBucketAsync(new PutBucketRequest { BucketName = options.Bucket }, token).ConfigureAwait(false);
+                }
+                catch (AmazonS3Exception ex) when (ex.ErrorCode is "BucketAlreadyOwnedByYou")
+                {
+                    // created meanwhile by another writer of ours
+                }
+                catch (AmazonS3Exception ex) when (!retried && ex.StatusCode == HttpStatusCode.BadRequest && ex.ErrorCode is null or "" or "BadRequest")
+                {
+                    continue; // a bare 400: the connection carried an unread body (see EnsureBucketAsync); a new one is used
+                }
 
-            return true;
+                return true;
+            }
         }, cancellationToken).ConfigureAwait(false);
     }
 

@@ -128,6 +128,17 @@ public sealed class S3ObjectStoreTests(S3Buckets buckets) : IClassFixture<S3Buck
         await store.PutAsync("volume_1/_metadata", new MemoryStream(Hello), 5, new PutOptions(CreateOnly: true), CancellationToken.None);
         Assert.Equal(Hello, await ReadAll(store, "volume_1/_metadata"));
         Assert.Equal("ObjectNotFound", (await Assert.ThrowsAsync<BackupException>(() => store.GetAsync("volume_1/other"))).ErrorId);
+
+        // removed while the store is in use: the next write creates it again
+        using (var raw = S3Buckets.RawClient())
+        {
+            await raw.DeleteObjectAsync(bucket, "volume_1/_metadata");
+            await raw.DeleteBucketAsync(bucket);
+        }
+
+        await store.PutAsync("volume_1/again", new MemoryStream(Hello), 5, PutOptions.Default, CancellationToken.None);
+        Assert.Equal(Hello, await ReadAll(store, "volume_1/again"));
+        Assert.Equal(["volume_1/again"], (await store.ListAsync("").ToListAsync()).Select(o => o.Name));
     }
 
     [S3Fact]
@@ -166,6 +177,17 @@ public sealed class S3ObjectStoreTests(S3Buckets buckets) : IClassFixture<S3Buck
             store.PutAsync("n/z", new NonSeekableStream(new MemoryStream(data)), data.Length - 1, PutOptions.Default, CancellationToken.None))).ErrorId);
         Assert.Null(await store.StatAsync("n/y"));
         Assert.Null(await store.StatAsync("n/z"));
+
+        // larger than a part, with its MD5 given: streamed in one PUT (not retried), create-only atomic
+        using var proxy = new TestHttpServer(new Uri(ObjectStoreServers.S3Endpoint!), _ => null);
+        var streamed = Create(S3Buckets.Options(buckets.Bucket, "stream") with { Endpoint = proxy.Url.ToString(), PartSize = 5 << 20 });
+        var large = Random((6 << 20) + 5, 9);
+        await streamed.PutAsync("big", new NonSeekableStream(new MemoryStream(large)), large.Length, new PutOptions(CreateOnly: true, ContentMd5: MD5.HashData(large)), CancellationToken.None);
+        Assert.Equal(large, await ReadAll(streamed, "big"));
+        Assert.Equal("ObjectExists", (await Assert.ThrowsAsync<BackupException>(() =>
+            streamed.PutAsync("big", new NonSeekableStream(new MemoryStream(large)), large.Length, new PutOptions(CreateOnly: true, ContentMd5: MD5.HashData(large)), CancellationToken.None))).ErrorId);
+        Assert.Equal(2, proxy.Count("PUT", t => t.EndsWith("/big", StringComparison.Ordinal)));
+        Assert.Equal(0, proxy.Count("POST"));
     }
 
     [S3Fact]

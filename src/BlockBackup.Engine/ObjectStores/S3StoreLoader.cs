@@ -33,7 +33,19 @@ public static class S3StoreLoader
     public static IObjectStore Create(S3StoreOptions options, string directory)
     {
         ArgumentNullException.ThrowIfNull(options);
-        var type = Loaded.GetOrAdd(Path.GetFullPath(directory), dir => new Lazy<Type>(() => Load(dir))).Value;
+        var dir = Path.GetFullPath(directory);
+        var lazy = Loaded.GetOrAdd(dir, d => new Lazy<Type>(() => Load(d)));
+        Type type;
+        try
+        {
+            type = lazy.Value;
+        }
+        catch (Exception)
+        {
+            Loaded.TryRemove(new KeyValuePair<string, Lazy<Type>>(dir, lazy)); // a later call (after a reinstall) tries again
+            throw;
+        }
+
         try
         {
             return (IObjectStore)Activator.CreateInstance(type, options)!;

@@ -407,7 +407,9 @@ public sealed class SwiftObjectStore : IObjectStore, IDisposable
         var current = await SessionAsync(null, cancellationToken).ConfigureAwait(false);
         for (var renewed = false; ; renewed = true)
         {
-            var response = await http.SendAsync(build(current), completion, cancellationToken).ConfigureAwait(false);
+            var request = build(current);
+            request.Headers.TryAddWithoutValidation("X-Auth-Token", current.Token);
+            var response = await http.SendAsync(request, completion, cancellationToken).ConfigureAwait(false);
             var status = (int)response.StatusCode;
             if (response.StatusCode == HttpStatusCode.Unauthorized)
             {
