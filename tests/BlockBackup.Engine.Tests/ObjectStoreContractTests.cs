@@ -7,7 +7,9 @@ namespace BlockBackup.Engine.Tests;
 
 /// <summary>
 /// The one contract every object store keeps (restic's backend test suite is the model): each
-/// store's test class derives from this and runs all of it.
+/// store's test class derives from this and runs all of it. A derived class whose store needs a
+/// service declares <c>public static string? SkipReason</c>: when it is not null (the service is not
+/// configured) every contract test of that class is skipped with it (see ContractFactAttribute).
 /// </summary>
 public abstract class ObjectStoreContract : IDisposable
 {
@@ -27,7 +29,7 @@ public abstract class ObjectStoreContract : IDisposable
     private async Task Put(string name, string text, bool createOnly = false) =>
         await Store.PutAsync(name, Bytes(text), Encoding.UTF8.GetByteCount(text), new PutOptions(createOnly), CancellationToken.None);
 
-    [Fact]
+    [ContractFact]
     public async Task AnObjectReadsBackWholeAndByRange()
     {
         await Put("volume_1/20260101000000/az_nova_backup_2-00001", "0123456789");
@@ -37,7 +39,7 @@ public abstract class ObjectStoreContract : IDisposable
         Assert.Equal(10, (await Store.StatAsync("volume_1/20260101000000/az_nova_backup_2-00001"))!.Size);
     }
 
-    [Fact]
+    [ContractFact]
     public async Task CreateOnlyNeverReplacesAndAPlainPutDoes()
     {
         await Put("a/_metadata", "first", createOnly: true);
@@ -48,7 +50,7 @@ public abstract class ObjectStoreContract : IDisposable
         Assert.Equal("third", await Read("a/_metadata"));
     }
 
-    [Fact]
+    [ContractFact]
     public async Task ContentShorterThanAnnouncedStoresNothing()
     {
         var ex = await Assert.ThrowsAsync<BackupException>(() => Store.PutAsync("b/x", Bytes("abc"), 10, PutOptions.Default, CancellationToken.None));
@@ -57,7 +59,7 @@ public abstract class ObjectStoreContract : IDisposable
         Assert.Empty(await Store.ListAsync("b/").ToListAsync());
     }
 
-    [Fact]
+    [ContractFact]
     public async Task ListingIsByPrefixInOrdinalOrder()
     {
         foreach (var name in new[] { "v/p-00002", "v/p-00001", "v/p_sha256file", "v/q-00001", "w/p-00001", "v/p/deeper" })
@@ -71,7 +73,7 @@ public abstract class ObjectStoreContract : IDisposable
         Assert.Equal(18, (await Store.ListAsync("v/p-").ToListAsync()).Sum(o => o.Size));   // two 9-byte objects
     }
 
-    [Fact]
+    [ContractFact]
     public async Task DeletingRemovesAndDeletingNothingIsFine()
     {
         await Put("c/x", "x");
@@ -83,7 +85,7 @@ public abstract class ObjectStoreContract : IDisposable
         Assert.Equal("ObjectNotFound", ex.ErrorId);
     }
 
-    [Theory]
+    [ContractTheory]
     [InlineData("../outside")]
     [InlineData("/absolute")]
     [InlineData("a/../../b")]
@@ -98,7 +100,7 @@ public abstract class ObjectStoreContract : IDisposable
         Assert.Equal("InvalidObjectName", (await Assert.ThrowsAsync<BackupException>(() => Store.DeleteAsync(name))).ErrorId);
     }
 
-    [Fact]
+    [ContractFact]
     public async Task ManyPutsAtOnceAllLand()
     {
         var names = Enumerable.Range(1, 64).Select(i => $"d/volume_x-{i:D5}").ToList();
