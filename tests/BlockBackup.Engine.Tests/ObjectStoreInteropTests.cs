@@ -6,32 +6,16 @@ using Xunit;
 
 namespace BlockBackup.Engine.Tests;
 
-/// <summary>
-/// The RADOS Gateway the tests use (tests/ceph/rgw-start.sh; .ci/run starts it and exports these).
-/// Tests that need it are skipped, with the reason, where it is not configured.
-/// </summary>
-internal static class RgwEnvironment
+/// <summary>Repositories on the test RADOS Gateway (<see cref="ObjectStoreServers"/>), opened as the cmdlets open them.</summary>
+internal static class RgwRepositories
 {
-    private static string? Env(string name) => Environment.GetEnvironmentVariable(name) is { Length: > 0 } v ? v : null;
-
-    public static string? S3Endpoint => Env("BLOCKBACKUP_S3_ENDPOINT");
-    public static string? S3AccessKey => Env("BLOCKBACKUP_S3_ACCESS_KEY");
-    public static string? S3SecretKey => Env("BLOCKBACKUP_S3_SECRET_KEY");
-    public static string? SwiftAuthUrl => Env("BLOCKBACKUP_SWIFT_AUTH_URL");
-    public static string? SwiftUser => Env("BLOCKBACKUP_SWIFT_USER");
-    public static string? SwiftKey => Env("BLOCKBACKUP_SWIFT_KEY");
-
-    public static bool Configured => S3Endpoint is not null && S3AccessKey is not null && S3SecretKey is not null && SwiftAuthUrl is not null && SwiftUser is not null && SwiftKey is not null;
-
-    public const string SkipReason = "No RADOS Gateway configured: start one with tests/ceph/rgw-start.sh and export BLOCKBACKUP_S3_ENDPOINT, BLOCKBACKUP_S3_ACCESS_KEY, BLOCKBACKUP_S3_SECRET_KEY, BLOCKBACKUP_SWIFT_AUTH_URL, BLOCKBACKUP_SWIFT_USER, BLOCKBACKUP_SWIFT_KEY (.ci/run does)";
-
     public static string NewContainer(string purpose) => $"bbtest-{purpose}-{Guid.NewGuid():N}"[..40];
 
     public static ObjectStoreRepository Open(RepositoryKind kind, string container)
     {
         var connection = kind == RepositoryKind.S3
-            ? new ObjectStoreConnection(S3Endpoint!, S3AccessKey!, S3SecretKey!)
-            : new ObjectStoreConnection(SwiftAuthUrl!, SwiftUser!, SwiftKey!);
+            ? new ObjectStoreConnection(ObjectStoreServers.S3Endpoint!, ObjectStoreServers.S3AccessKey!, ObjectStoreServers.S3SecretKey!)
+            : new ObjectStoreConnection(ObjectStoreServers.SwiftAuthUrl!, ObjectStoreServers.SwiftUser!, ObjectStoreServers.SwiftKey!);
         var scheme = kind == RepositoryKind.S3 ? "s3" : "swift";
         return (ObjectStoreRepository)RepositoryFactory.Open(new RepositoryLocation(kind, $"{scheme}://{container}") { Connection = connection }, () => throw new InvalidOperationException());
     }
@@ -42,9 +26,9 @@ public sealed class CinderObjectStoreFactAttribute : FactAttribute
 {
     public CinderObjectStoreFactAttribute()
     {
-        if (!RgwEnvironment.Configured)
+        if ((ObjectStoreServers.S3SkipReason ?? ObjectStoreServers.SwiftSkipReason) is { } reason)
         {
-            Skip = RgwEnvironment.SkipReason;
+            Skip = reason;
         }
         else if (!CinderObjectStoreDriver.Available)
         {
@@ -73,12 +57,12 @@ internal static class CinderObjectStoreDriver
             psi.ArgumentList.Add(a);
         }
 
-        psi.Environment["RGW_ENDPOINT"] = RgwEnvironment.S3Endpoint;
-        psi.Environment["S3_ACCESS_KEY"] = RgwEnvironment.S3AccessKey;
-        psi.Environment["S3_SECRET_KEY"] = RgwEnvironment.S3SecretKey;
-        psi.Environment["SWIFT_AUTH_URL"] = RgwEnvironment.SwiftAuthUrl;
-        psi.Environment["SWIFT_USER"] = RgwEnvironment.SwiftUser;
-        psi.Environment["SWIFT_KEY"] = RgwEnvironment.SwiftKey;
+        psi.Environment["RGW_ENDPOINT"] = ObjectStoreServers.S3Endpoint;
+        psi.Environment["S3_ACCESS_KEY"] = ObjectStoreServers.S3AccessKey;
+        psi.Environment["S3_SECRET_KEY"] = ObjectStoreServers.S3SecretKey;
+        psi.Environment["SWIFT_AUTH_URL"] = ObjectStoreServers.SwiftAuthUrl;
+        psi.Environment["SWIFT_USER"] = ObjectStoreServers.SwiftUser;
+        psi.Environment["SWIFT_KEY"] = ObjectStoreServers.SwiftKey;
         using var p = Process.Start(psi)!;
         var stderr = p.StandardError.ReadToEndAsync();
         var stdout = p.StandardOutput.ReadToEnd();
@@ -123,8 +107,8 @@ public class ObjectStoreInteropTests
     private static void CinderRestoresBlockBackup(RepositoryKind kind)
     {
         using var s = new Scratch();
-        var container = RgwEnvironment.NewContainer("to-cinder");
-        using var repository = RgwEnvironment.Open(kind, container);
+        var container = RgwRepositories.NewContainer("to-cinder");
+        using var repository = RgwRepositories.Open(kind, container);
         var volume = s.MixedVolume("vol.img", (9 << 20) + 12288, seed: 81);
         var volumeId = Guid.NewGuid();
         BackupInfo? last = null;
@@ -159,7 +143,7 @@ public class ObjectStoreInteropTests
     private static void BlockBackupRestoresCinder(RepositoryKind kind)
     {
         using var s = new Scratch();
-        var container = RgwEnvironment.NewContainer("from-cinder");
+        var container = RgwRepositories.NewContainer("from-cinder");
         var db = s.PathOf("cinder-db");
         var volume = s.MixedVolume("vol.img", (7 << 20) + 4096 * 3, seed: 91);
         var volumeId = Guid.NewGuid();
@@ -179,7 +163,7 @@ public class ObjectStoreInteropTests
             parent = id;
         }
 
-        using var repository = RgwEnvironment.Open(kind, container);
+        using var repository = RgwRepositories.Open(kind, container);
         Assert.Equal(states.Select(x => x.Id), repository.List().Select(b => b.Id));
         Assert.All(repository.List(), b => Assert.Equal("Cinder", b.WrittenBy));
         for (var i = 0; i < states.Count; i++)

@@ -12,8 +12,9 @@ namespace BlockBackup.Engine.Tests;
 
 /// <summary>
 /// The chunked format in Cinder's s3/swift layout over an object store: the same pipelines as the
-/// file repository, end to end. Each store's test class derives from this (in-memory and a
-/// directory here; S3 and Swift on the real RGW in their own classes).
+/// file repository, end to end. Each store's test class derives from this: in memory, on a
+/// directory, and S3 and Swift on the real RGW (a fresh bucket/container per test; skipped, with
+/// the reason, where no gateway is configured).
 /// </summary>
 public abstract class ObjectStoreRepositoryContract : IDisposable
 {
@@ -54,7 +55,7 @@ public abstract class ObjectStoreRepositoryContract : IDisposable
     private List<string> Names(string prefix = "") =>
         Store.ListAsync(prefix).ToBlockingEnumerable().Select(o => o.Name).ToList();
 
-    [Fact]
+    [ContractFact]
     public void FullAndIncrementalRestoreByteIdenticallyInCindersLayout()
     {
         var volume = _scratch.MixedVolume("vol.img", (5 << 20) + 4096, seed: 11);
@@ -94,7 +95,7 @@ public abstract class ObjectStoreRepositoryContract : IDisposable
         Assert.Equal(2, Repository.GetChain(incremental.Backup.Id).Length);
     }
 
-    [Fact]
+    [ContractFact]
     public void AReplacedObjectIsCaughtByVerifyAndRefusedByRestore()
     {
         var volume = _scratch.MixedVolume("vol.img", 3 << 20, seed: 21);
@@ -111,7 +112,7 @@ public abstract class ObjectStoreRepositoryContract : IDisposable
         Assert.Contains(victim.Name, error.Message, StringComparison.Ordinal);
     }
 
-    [Fact]
+    [ContractFact]
     public void AMissingObjectIsReportedBeforeAnythingIsWritten()
     {
         var volume = _scratch.MixedVolume("vol.img", 3 << 20, seed: 31);
@@ -125,7 +126,7 @@ public abstract class ObjectStoreRepositoryContract : IDisposable
         Assert.Contains(Repository.Verify(backup.Id, includeChain: false).Issues, i => i.Problem == VerificationProblem.ObjectMissing);
     }
 
-    [Fact]
+    [ContractFact]
     public void AnInterruptedBackupNeverListsAndTheNextBackupRemovesItsLeftovers()
     {
         var volume = _scratch.MixedVolume("vol.img", 4 << 20, seed: 41);
@@ -162,7 +163,7 @@ public abstract class ObjectStoreRepositoryContract : IDisposable
         Assert.Equal([first.Id, next.Id], Repository.List(includeIncomplete: true).Select(b => b.Id));
     }
 
-    [Fact]
+    [ContractFact]
     public void RemovalIsChainAwareAndLeavesOtherBackupsAlone()
     {
         var volume = _scratch.MixedVolume("vol.img", 2 << 20, seed: 51);
@@ -180,7 +181,7 @@ public abstract class ObjectStoreRepositoryContract : IDisposable
         Assert.Equal([unrelated.Id], Repository.List(includeIncomplete: true).Select(b => b.Id));
     }
 
-    [Fact]
+    [ContractFact]
     public void DamagedMetadataListsAsDamagedAndBreaksNothingElse()
     {
         var volume = _scratch.MixedVolume("vol.img", 1 << 20, seed: 61);
@@ -199,7 +200,7 @@ public abstract class ObjectStoreRepositoryContract : IDisposable
         Assert.Equal(Scratch.Sha(volume), Scratch.Sha(_scratch.PathOf("out.img")));
     }
 
-    [Fact]
+    [ContractFact]
     public void ALiveLockMakesASecondWriterWaitThenFailClearlyAndAStaleOneIsTakenOver()
     {
         var volumeId = Guid.NewGuid();
@@ -224,7 +225,7 @@ public abstract class ObjectStoreRepositoryContract : IDisposable
         Assert.Empty(Names($".blockbackup/locks/volume-{volumeId:D}/"));
     }
 
-    [Fact]
+    [ContractFact]
     public void RemovalRefusesBackupsARestoreIsReadingAndAKilledReadersClaimExpires()
     {
         var volume = _scratch.MixedVolume("vol.img", 1 << 20, seed: 75);
@@ -242,7 +243,7 @@ public abstract class ObjectStoreRepositoryContract : IDisposable
         Assert.Empty(Names(".blockbackup/readers/"));
     }
 
-    [Fact]
+    [ContractFact]
     public void TheExportedRecordNamesTheBucketAndPrefixForCindersDriver()
     {
         var volume = _scratch.MixedVolume("vol.img", 1 << 20, seed: 71);
@@ -274,6 +275,38 @@ public sealed class PosixObjectStoreRepositoryTests : ObjectStoreRepositoryContr
     public override void Dispose()
     {
         _dir.Dispose();
+        base.Dispose();
+    }
+}
+
+public sealed class S3ObjectStoreRepositoryTests : ObjectStoreRepositoryContract
+{
+    private readonly IObjectStore? _store = SkipReason is null ? S3StoreLoader.Create(S3Buckets.Options(ObjectStoreServers.NewName("s3repo"))) : null;
+
+    public static string? SkipReason => ObjectStoreServers.S3SkipReason;
+
+    protected override IObjectStore Store => _store!;
+
+    public override void Dispose()
+    {
+        (_store as IDisposable)?.Dispose();
+        base.Dispose();
+    }
+}
+
+public sealed class SwiftObjectStoreRepositoryTests : ObjectStoreRepositoryContract
+{
+    private readonly SwiftObjectStore? _store = SkipReason is null ? new SwiftObjectStore(SwiftContainers.Options(ObjectStoreServers.NewName("swrepo"), null)) : null;
+
+    public static string? SkipReason => ObjectStoreServers.SwiftSkipReason;
+
+    protected override IObjectStore Store => _store!;
+
+    protected override RepositoryKind Kind => RepositoryKind.Swift;
+
+    public override void Dispose()
+    {
+        _store?.Dispose();
         base.Dispose();
     }
 }
