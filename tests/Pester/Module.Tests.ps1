@@ -130,6 +130,27 @@ Describe 'The README, as written' {
         $sum.Output | Should -Match 'Count\s*:\s*1'
     }
 
+    It 'has an object-storage block that works as written against a real S3/Swift endpoint' -Skip:(-not ($env:BLOCKBACKUP_S3_ENDPOINT -and $env:BLOCKBACKUP_SWIFT_AUTH_URL)) {
+        $block = $blocks | Where-Object { $_ -match 'Register-BackupRepository -Name offsite ' } | Select-Object -First 1
+        $block | Should -Not -BeNullOrEmpty
+        $bucket = "readme-$(([guid]::NewGuid().ToString('N')).Substring(0, 12))"
+        # As written, pointed at the test gateway: its endpoints, a fresh bucket, and the credential
+        # Get-Credential would prompt for.
+        $code = $block.Replace('https://s3.example.com', $env:BLOCKBACKUP_S3_ENDPOINT).
+            Replace('https://rgw.example.com/auth/1.0', $env:BLOCKBACKUP_SWIFT_AUTH_URL).
+            Replace('s3://volumebackups', "s3://$bucket").Replace('swift://volumebackups', "swift://$bucket").
+            Replace('AKIAIOSFODNN7EXAMPLE', $env:BLOCKBACKUP_S3_ACCESS_KEY)
+        $credentials = "function Get-Credential { if (`$script:asked++) { [pscredential]::new('$($env:BLOCKBACKUP_SWIFT_USER)', (ConvertTo-SecureString '$($env:BLOCKBACKUP_SWIFT_KEY)' -AsPlainText -Force)) } else { [pscredential]::new('$($env:BLOCKBACKUP_S3_ACCESS_KEY)', (ConvertTo-SecureString '$($env:BLOCKBACKUP_S3_SECRET_KEY)' -AsPlainText -Force)) } }`n`$script:asked = 0`n"
+        New-TestVolume -Path (Join-Path $work 'disk.img') -MiB 3 -Seed 44
+        Remove-Item -LiteralPath (Join-Path $work 'restored.img') -ErrorAction SilentlyContinue
+        $config = Join-Path $TestDrive 'readme-objstore-config'
+        $result = Invoke-ReadmeBlock ("Import-Module '$ModuleManifest'`n" + $credentials + $code) @{ BLOCKBACKUP_CONFIG_DIR = $config; OFFSITE_S3_SECRET = $env:BLOCKBACKUP_S3_SECRET_KEY }
+        $result.ExitCode | Should -Be 0 -Because $result.Output
+        $result.Output | Should -Match 'cinder.backup.drivers.s3.S3BackupDriver'
+        Get-Sha (Join-Path $work 'restored.img') | Should -Be (Get-Sha (Join-Path $work 'disk.img'))
+        (Get-ChildItem -LiteralPath (Join-Path $config 'repositories') -Filter *.json).BaseName | Sort-Object | Should -Be @('offsite', 'swift-offsite')
+    }
+
     It 'has a policy-based nightly setup that works as written' -Skip:(-not $IsLinux) {
         $block = $blocks | Where-Object { $_ -match 'New-BackupPolicy' } | Select-Object -First 1
         $block | Should -Not -BeNullOrEmpty

@@ -71,8 +71,17 @@ Describe 'Object-storage repositories (<Kind>)' -Skip:$rgwMissing -ForEach @(
         (Test-VolumeBackup -Repository $name -BackupId $incr.Id -IncludeChain).IsValid | Should -BeTrue
     }
 
+    It 'takes a backup piped from the registered repository (its URL names the registration)' {
+        $out = Join-Path $TestDrive "$Kind-piped.img"
+        Get-VolumeBackup -Repository $name | Select-Object -First 1 | Restore-VolumeBackup -TargetPath $out | Out-Null
+        Get-Sha $out | Should -Be $fullSha
+        (Get-VolumeBackup -Repository "${Kind}://$bucket").Id | Should -Be @($full.Id, $incr.Id)
+    }
+
     It 'works by URL too, with the connection from the environment' {
         $saved = @{}
+        $savedConfig = $env:BLOCKBACKUP_CONFIG_DIR
+        $env:BLOCKBACKUP_CONFIG_DIR = Join-Path $TestDrive "no-registrations-$Kind"   # nothing registered: the environment alone
         $vars = if ($Kind -eq 's3') {
             @{ AWS_ENDPOINT_URL = $env:BLOCKBACKUP_S3_ENDPOINT; AWS_ACCESS_KEY_ID = $env:BLOCKBACKUP_S3_ACCESS_KEY; AWS_SECRET_ACCESS_KEY = $env:BLOCKBACKUP_S3_SECRET_KEY }
         } else {
@@ -84,11 +93,12 @@ Describe 'Object-storage repositories (<Kind>)' -Skip:$rgwMissing -ForEach @(
         }
         finally {
             foreach ($k in $vars.Keys) { [Environment]::SetEnvironmentVariable($k, $saved[$k]) }
+            $env:BLOCKBACKUP_CONFIG_DIR = $savedConfig
         }
     }
 
     It 'says what is missing for an unregistered URL without connection settings' {
-        $err = { Get-VolumeBackup -Repository "${Kind}://$bucket" -ErrorAction Stop } | Should -Throw -PassThru
+        $err = { Get-VolumeBackup -Repository "${Kind}://other-$bucket" -ErrorAction Stop } | Should -Throw -PassThru
         $err.FullyQualifiedErrorId | Should -BeLike 'ObjectStoreConnectionMissing*'
         $err.Exception.Message | Should -BeLike '*Register-BackupRepository*'
     }

@@ -23,16 +23,19 @@ public sealed record RepositoryLocation(RepositoryKind Kind, string Value)
     /// stands for its location and connection, and wins over a relative directory of the same
     /// name (write ./name for the directory).
     /// </summary>
-    public static RepositoryLocation Parse(string text, Func<string, string> resolvePath, Configuration.RepositoryRegistry? registry = null)
+    public static RepositoryLocation Parse(string text, Func<string, string> resolvePath, Configuration.RepositoryRegistry? registry = null) =>
+        Parse(text, resolvePath, registry ?? new Configuration.RepositoryRegistry(), useRegistrations: true);
+
+    private static RepositoryLocation Parse(string text, Func<string, string> resolvePath, Configuration.RepositoryRegistry registry, bool useRegistrations)
     {
         if (string.IsNullOrWhiteSpace(text))
         {
             throw new BackupException(BackupErrorKind.InvalidArgument, "InvalidRepository", "The repository location is empty: give a directory, rbd:<pool>, s3://bucket, swift://container or a registered repository's name.", text);
         }
 
-        if (Configuration.RepositoryRegistry.IsValidName(text) && (registry ?? new Configuration.RepositoryRegistry()).TryGet(text) is { } registered)
+        if (useRegistrations && Configuration.RepositoryRegistry.IsValidName(text) && registry.TryGet(text) is { } registered)
         {
-            return FromRegistration(registered, registry ?? new Configuration.RepositoryRegistry(), resolvePath);
+            return FromRegistration(registered, registry, resolvePath);
         }
 
         if (RbdBackupPool.IsRbdRepository(text))
@@ -50,16 +53,53 @@ public sealed record RepositoryLocation(RepositoryKind Kind, string Value)
                 _ => throw new BackupException(BackupErrorKind.NotSupported, "RepositoryKindNotSupported",
                     $"'{text}': {text[..scheme]}:// repositories are not supported; use a directory (local or NFS), rbd:<pool>, s3://bucket[/prefix] or swift://container[/prefix].", text),
             };
-            ObjectStoreTarget.Parse(text); // a precise error for a bad bucket or prefix, before any connection
+            var target = ObjectStoreTarget.Parse(text); // a precise error for a bad bucket or prefix, before any connection
+            // A URL that a registration names (a backup piped from a registered repository
+            // carries the URL) uses that registration's connection.
+            if (useRegistrations && RegistrationFor(registry, kind, target) is { } byUri)
+            {
+                return FromRegistration(byUri, registry, resolvePath);
+            }
+
             return new(kind, text);
         }
 
         return new(RepositoryKind.File, resolvePath(text));
     }
 
+    private static Configuration.RegisteredRepository? RegistrationFor(Configuration.RepositoryRegistry registry, RepositoryKind kind, ObjectStoreTarget target)
+    {
+        IReadOnlyList<Configuration.RegisteredRepository> all;
+        try
+        {
+            all = registry.List();
+        }
+        catch (BackupException)
+        {
+            return null; // a damaged registration elsewhere: this URL simply is not registered usably
+        }
+
+        return all.Where(r => r.Uri.Contains("://", StringComparison.Ordinal))
+            .Where(r =>
+            {
+                try
+                {
+                    return ObjectStoreTarget.Parse(r.Uri) == target && r.Uri.StartsWith(kind == RepositoryKind.S3 ? "s3:" : "swift:", StringComparison.OrdinalIgnoreCase);
+                }
+                catch (BackupException)
+                {
+                    return false;
+                }
+            })
+            .OrderBy(r => r.CredentialSource == Configuration.RepositoryCredentialSource.Stored ? 0 : 1)
+            .ThenBy(r => r.Name, StringComparer.OrdinalIgnoreCase)
+            .FirstOrDefault();
+    }
+
     private static RepositoryLocation FromRegistration(Configuration.RegisteredRepository registered, Configuration.RepositoryRegistry registry, Func<string, string> resolvePath)
     {
-        var location = Configuration.RepositoryRegistry.IsValidName(registered.Uri) ? new(RepositoryKind.File, resolvePath(registered.Uri)) : Parse(registered.Uri, resolvePath, registry);
+        // The registered location itself, never resolved through the registrations again.
+        var location = Parse(registered.Uri, resolvePath, registry, useRegistrations: false);
         if (location.Kind is not (RepositoryKind.S3 or RepositoryKind.Swift))
         {
             return location with { RegisteredName = registered.Name };
