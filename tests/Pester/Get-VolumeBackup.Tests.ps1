@@ -117,9 +117,17 @@ Describe 'Get-VolumeBackup and Get-BackupChain' {
         { Get-VolumeBackup -Repository $repo -CephConfig /etc/ceph/ceph.conf -ErrorAction Stop } | Should -Throw -ErrorId 'CephParameterNotApplicable*'
     }
 
-    It 'refuses object-store URLs clearly' {
-        { Get-VolumeBackup -Repository 's3://bucket/prefix' -ErrorAction Stop } | Should -Throw -ErrorId 'RepositoryKindNotSupported*'
+    It 'refuses unknown URL schemes clearly, and takes s3:// for a URL, not a relative path' {
+        { Get-VolumeBackup -Repository 'ftp://host/backups' -ErrorAction Stop } | Should -Throw -ErrorId 'RepositoryKindNotSupported*'
+        $saved = $env:BLOCKBACKUP_CONFIG_DIR
+        $env:BLOCKBACKUP_CONFIG_DIR = Join-Path $TestDrive 'no-registrations'
+        try {
+            $err = { Get-VolumeBackup -Repository 's3://bucket/prefix' -ErrorAction Stop } | Should -Throw -PassThru
+            $err.FullyQualifiedErrorId | Should -BeLike 'ObjectStoreConnectionMissing,*'
+        }
+        finally { $env:BLOCKBACKUP_CONFIG_DIR = $saved }
         Test-Path -LiteralPath 's3:' | Should -BeFalse
+        { Get-VolumeBackup -Repository 's3://bad bucket' -ErrorAction Stop } | Should -Throw -ErrorId 'InvalidRepository*'
     }
 
     It 'completes backup ids and names offline' {

@@ -188,7 +188,8 @@ Describe 'New-VolumeBackup' {
             $null = $ps.AddScript("Import-Module '$ModuleManifest'; New-VolumeBackup -Path '$big' -Repository '$repo' -Compression bz2 -NoSnapshot")
             $async = $ps.BeginInvoke()
             $deadline = [DateTime]::UtcNow.AddSeconds(30)
-            while (-not (Get-ChildItem -LiteralPath $repo -Recurse -Force -Filter '.tmp-*' -ErrorAction SilentlyContinue) -and [DateTime]::UtcNow -lt $deadline) {
+            # Until the backup stores (or is storing) its first objects.
+            while (-not (Get-ChildItem -LiteralPath $repo -Recurse -Force -File -ErrorAction SilentlyContinue | Where-Object Name -Match '^(\.tmp-|volume_.*-\d{5})') -and [DateTime]::UtcNow -lt $deadline) {
                 Start-Sleep -Milliseconds 20
             }
             $clock = [System.Diagnostics.Stopwatch]::StartNew()

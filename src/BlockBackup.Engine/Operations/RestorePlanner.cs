@@ -17,12 +17,19 @@ internal sealed class RestorePlan
 {
     public required IReadOnlyList<RestoreTask> Tasks { get; init; }
     public required IReadOnlyList<ByteRange> Gaps { get; init; }
+
+    /// <summary>
+    /// Needed ranges of objects whose MD5 is that of zeros: they restore to zeros without being
+    /// read (a sparse 1 TiB volume is mostly such objects), once the hash list agrees.
+    /// </summary>
+    public required IReadOnlyList<(ByteRange Range, ObjectDescriptor Object, Guid BackupId)> ZeroObjects { get; init; }
     public required long VolumeSize { get; init; }
 
     public static RestorePlan Create(IChunkedRepository repository, BackupChain chain, IReadOnlyList<BackupMetadata> layers, int hashBlockSize, long size)
     {
         var covered = new List<ByteRange>();
         var tasks = new List<RestoreTask>();
+        var zeros = new List<(ByteRange, ObjectDescriptor, Guid)>();
         for (var i = layers.Count - 1; i >= 0; i--)
         {
             var backup = chain.Backups[i];
@@ -44,7 +51,11 @@ internal sealed class RestorePlan
             foreach (var o in objects)
             {
                 var needed = Ranges.Subtract([new ByteRange(o.Offset, o.End)], covered);
-                if (needed.Count > 0)
+                if (needed.Count > 0 && ZeroObject.Is(o))
+                {
+                    zeros.AddRange(needed.Select(r => (r, o, backup.Id)));
+                }
+                else if (needed.Count > 0)
                 {
                     tasks.Add(new RestoreTask(backup.Container, o, backup.Id, needed));
                 }
@@ -57,8 +68,18 @@ internal sealed class RestorePlan
         {
             Tasks = tasks.OrderBy(t => t.Needed[0].Start).ToList(),
             Gaps = Ranges.Subtract([new ByteRange(0, size)], covered),
+            ZeroObjects = zeros.OrderBy(z => z.Item1.Start).ToList(),
             VolumeSize = size,
         };
+    }
+
+    /// <summary>Objects whose MD5 (of the uncompressed bytes) is that of as many zeros.</summary>
+    private static class ZeroObject
+    {
+        private static readonly System.Collections.Concurrent.ConcurrentDictionary<long, string> Md5s = new();
+
+        public static bool Is(ObjectDescriptor o) => o.Length <= (256L << 20) &&
+            Md5s.GetOrAdd(o.Length, static n => Convert.ToHexString(System.Security.Cryptography.MD5.HashData(new byte[n])).ToLowerInvariant()) == o.Md5;
     }
 
     private static BackupException Invalid(BackupInfo backup, ObjectDescriptor o, string what) =>
