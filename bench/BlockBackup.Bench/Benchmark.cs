@@ -120,7 +120,7 @@ internal static partial class Benchmark
             $"listing {listed} backups: {cached.TotalMilliseconds:F0} ms with the listing cache, {uncached.TotalMilliseconds:F0} ms parsing every metadata file");
     }
 
-    private static Dictionary<string, string> Child(string[] args)
+    internal static Dictionary<string, string> Child(string[] args)
     {
         var self = Environment.ProcessPath!;
         var psi = new ProcessStartInfo(self) { RedirectStandardOutput = true, UseShellExecute = false };
@@ -147,7 +147,7 @@ internal static partial class Benchmark
         return Pair().Matches(line).ToDictionary(m => m.Groups[1].Value, m => m.Groups[2].Value);
     }
 
-    private static string Sha(string path)
+    internal static string Sha(string path)
     {
         using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20, FileOptions.SequentialScan);
         return Convert.ToHexString(SHA256.HashData(f));

@@ -26,6 +26,7 @@ internal static class Cli
         bbk bench-rbd [--conf CEPH_CONF] [--size 4G]         RBD full vs incremental, export-diff parsing (pools rbd, backups)
         bbk bench-retention [--backups 10000] [--volumes 20]  retention planning over a synthetic listing (chains, damaged)
         bbk bench-policy [--volumes 4] [--nights 10]           a policy run's overhead over the backups it makes
+        bbk bench-objstore [--kind s3|swift] [--size 512M] [--compression zlib] [--runs 1] [--no-cinder] [--keep]   BlockBackup vs Cinder's s3/swift driver on one store (BLOCKBACKUP_S3_* / BLOCKBACKUP_SWIFT_*)
         bbk bench-codec [--size 8M] [--codecs bz2,zlib,zstd] [--level N] [--dir DIR]   one object of repetitive text, random and JSON log per codec
         """;
 
@@ -48,6 +49,7 @@ internal static class Cli
                 "bench-retention" => RetentionBenchmark.Run(args),
                 "bench-policy" => PolicyBenchmark.Run(args),
                 "bench-codec" => CodecBenchmark.Run(args),
+                "bench-objstore" => ObjectStoreBenchmark.Run(args),
                 _ => Fail(Usage),
             };
         }

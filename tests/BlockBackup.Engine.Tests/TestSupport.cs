@@ -112,7 +112,10 @@ public sealed class Scratch : IDisposable
 internal static class Bbk
 {
     /// <summary>Starts the bbk command line (built beside the tests) as a child process.</summary>
-    public static Process Start(params string[] args)
+    public static Process Start(params string[] args) => Start(new Dictionary<string, string>(), args);
+
+    /// <summary>Starts bbk with <paramref name="environment"/> added to the child's environment only.</summary>
+    public static Process Start(IReadOnlyDictionary<string, string> environment, params string[] args)
     {
         var dll = Path.Combine(AppContext.BaseDirectory, "bbk.dll");
         var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
@@ -125,6 +128,11 @@ internal static class Bbk
         foreach (var a in args)
         {
             psi.ArgumentList.Add(a);
+        }
+
+        foreach (var (name, value) in environment)
+        {
+            psi.Environment[name] = value;
         }
 
         return Process.Start(psi)!;

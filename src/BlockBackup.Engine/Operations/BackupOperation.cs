@@ -241,8 +241,10 @@ public static class BackupOperation
 
         private sealed class Buffers(int objectSize, int blocks)
         {
-            public readonly byte[] Data = new byte[objectSize];
-            public readonly byte[] Encoded = new byte[objectSize];
+            // Uninitialized: pages the encoder never reaches (the tail past a compressed object's
+            // length) are never touched, so they cost no memory.
+            public readonly byte[] Data = GC.AllocateUninitializedArray<byte>(objectSize);
+            public readonly byte[] Encoded = GC.AllocateUninitializedArray<byte>(objectSize);
             public readonly byte[] Hashes = new byte[blocks * BlockHashList.HashSize];
             public readonly byte[] ParentHashes = new byte[blocks * BlockHashList.HashSize];
             public readonly bool[] Zero = new bool[blocks];

@@ -60,7 +60,7 @@ internal static class LeaseClaims
         foreach (var key in keys)
         {
             var claim = Read(store, key, cancellationToken);
-            if (claim is null || claim.Expires < DateTime.UtcNow)
+            if (claim is null || claim.Expires < DateTime.UtcNow || HolderIsGone(claim))
             {
                 try
                 {
@@ -78,6 +78,33 @@ internal static class LeaseClaims
         }
 
         return live;
+    }
+
+    /// <summary>
+    /// A claim made on this host by a process that no longer runs is provably stale (killed
+    /// holders need not cost anyone the lease's length). A reused PID only makes it look alive,
+    /// so the lease then runs out as for any other host.
+    /// </summary>
+    private static bool HolderIsGone(LeaseClaim claim)
+    {
+        if (!string.Equals(claim.Host, Environment.MachineName, StringComparison.OrdinalIgnoreCase) || claim.Pid <= 0 || claim.Pid == Environment.ProcessId)
+        {
+            return false;
+        }
+
+        try
+        {
+            using var process = System.Diagnostics.Process.GetProcessById(claim.Pid);
+            return process.HasExited;
+        }
+        catch (ArgumentException)
+        {
+            return true; // no such process
+        }
+        catch (InvalidOperationException)
+        {
+            return true;
+        }
     }
 
     public static LeaseClaim? Read(IObjectStore store, string key, CancellationToken cancellationToken)
