@@ -15,6 +15,17 @@ public sealed class CephFactAttribute : FactAttribute
     }
 }
 
+/// <summary>A test that needs the Ceph cluster and the RADOS Gateway (an RBD source backed up into S3).</summary>
+public sealed class CephAndS3FactAttribute : FactAttribute
+{
+    public CephAndS3FactAttribute()
+    {
+        Skip = Ceph.ConfPath is null
+            ? "no Ceph cluster configured: start one with tests/ceph/micro-cluster.sh and set BLOCKBACKUP_CEPH_CONF to its ceph.conf"
+            : ObjectStoreServers.S3SkipReason;
+    }
+}
+
 /// <summary>Unique test images in the cluster's 'rbd' pool, removed with their snapshots afterwards.</summary>
 public sealed class Ceph : IDisposable
 {

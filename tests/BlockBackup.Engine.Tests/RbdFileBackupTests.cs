@@ -4,14 +4,27 @@ using Xunit;
 
 namespace BlockBackup.Engine.Tests;
 
-/// <summary>RBD image → file repository (Cinder's chunked format), on the real test cluster.</summary>
+/// <summary>RBD image → chunked repository (Cinder's chunked format: a directory, or S3 on the test RGW), on the real test cluster.</summary>
 public class RbdFileBackupTests
 {
     [CephFact]
     public void IncrementalsReadOnlyWhatChangedAndChainsRestoreExactly()
     {
-        using var ceph = new Ceph();
         using var s = new Scratch();
+        Run(s.Repository, s);
+    }
+
+    [CephAndS3Fact]
+    public void IntoS3IncrementalsReadOnlyWhatChangedAndChainsRestoreExactly()
+    {
+        using var s = new Scratch();
+        using var repository = RgwRepositories.Open(Repository.RepositoryKind.S3, RgwRepositories.NewContainer("rbd"));
+        Run(repository, s);
+    }
+
+    private static void Run(Repository.IChunkedRepository repository, Scratch s)
+    {
+        using var ceph = new Ceph();
         const long size = (20 << 20) + (64 << 10); // not a multiple of the 4 MiB RBD object
         var image = ceph.NewImage(size: size);
         var content = new byte[size];
@@ -24,7 +37,7 @@ public class RbdFileBackupTests
             ceph.Write(image, offset, data, size);
         }
 
-        BackupResult Backup(bool incremental) => RbdFileBackupOperation.Run(s.Repository, ceph.Client, image,
+        BackupResult Backup(bool incremental) => RbdFileBackupOperation.Run(repository, ceph.Client, image,
             new BackupRequest { SourcePath = image.Spec, Incremental = incremental, ObjectSize = 8 << 20 });
 
         var full = Backup(incremental: false);
@@ -32,7 +45,7 @@ public class RbdFileBackupTests
         Assert.Equal(size, full.Backup.VolumeSize);
         // Allocated RBD objects only (whole 4 MiB objects 0, 1, 2, 4 and the 64 KiB tail), never object 3.
         Assert.Equal((16L << 20) + (64 << 10), full.BytesRead);
-        Assert.NotNull(s.Repository.ReadMetadata(full.Backup).Extra!.SourceSnapshot);
+        Assert.NotNull(repository.ReadMetadata(full.Backup).Extra!.SourceSnapshot);
         var states = new List<(Guid Id, byte[] Content)> { (full.Backup.Id, (byte[])content.Clone()) };
 
         // A small change in one 4 MiB object: only that object is read.
@@ -54,7 +67,7 @@ public class RbdFileBackupTests
         states.Add((zeroed.Backup.Id, (byte[])content.Clone()));
 
         // Without the parent's snapshot on the image: a full read, still stored as an incremental.
-        var parentSnapshot = s.Repository.ReadMetadata(zeroed.Backup).Extra!.SourceSnapshot!;
+        var parentSnapshot = repository.ReadMetadata(zeroed.Backup).Extra!.SourceSnapshot!;
         ceph.Client.RemoveSnapshot(image, parentSnapshot);
         change.AsSpan(0, 1000).Clear();
         change.AsSpan(0, 1000).CopyTo(content.AsSpan(13 << 20));
@@ -68,10 +81,10 @@ public class RbdFileBackupTests
         foreach (var (id, expected) in states)
         {
             var target = s.PathOf($"{id}.img");
-            s.Restore(id, target);
+            RestoreOperation.Run(repository, new RestoreRequest { BackupId = id, TargetPath = target });
             Assert.Equal(expected, File.ReadAllBytes(target));
         }
 
-        Assert.True(VerifyOperation.Run(s.Repository, states[^1].Id, includeChain: true).IsValid);
+        Assert.True(VerifyOperation.Run(repository, states[^1].Id, includeChain: true).IsValid);
     }
 }

@@ -110,6 +110,11 @@ Describe 'Object-storage repositories (<Kind>)' -Skip:$rgwMissing -ForEach @(
         $row.container | Should -Be $bucket
         $row.service_metadata | Should -Be $incr.Prefix
         $row.parent_id | Should -Be $full.Id
+        # And back: the record imports into the repository that holds the backup (Cinder's backup-import check).
+        ($record | Import-VolumeBackupRecord -Repository $name).Id | Should -Be $incr.Id
+        $posix = Export-VolumeBackupRecord -Repository $name -BackupId $incr.Id
+        { Import-VolumeBackupRecord -Repository $name -BackupService 'cinder.backup.drivers.posix.PosixBackupDriver' -BackupUrl $posix.BackupUrl -ErrorAction Stop } |
+            Should -Throw -ErrorId 'UnsupportedBackupService*'
     }
 
     It 'refuses to remove a parent, then removes chain-aware and applies retention' {

@@ -78,7 +78,7 @@ public sealed class CinderBackupRecord
     /// Decodes a record and finds its backup in the repository (the repository describes itself,
     /// so registering means checking that the backup's files are there and match the record).
     /// </summary>
-    public static BackupInfo Import(BackupRepository repository, string backupService, string backupUrl)
+    public static BackupInfo Import(Repository.IChunkedRepository repository, string backupService, string backupUrl)
     {
         JObject row;
         try
@@ -91,10 +91,15 @@ public sealed class CinderBackupRecord
                 "The backup_url is not base64-encoded JSON of a backup row (as `cinder backup-export` prints it).", backupUrl, ex);
         }
 
-        if (!backupService.Contains("posix", StringComparison.OrdinalIgnoreCase) && !backupService.Contains("nfs", StringComparison.OrdinalIgnoreCase))
+        var objectStore = repository.Kind is Repository.RepositoryKind.S3 or Repository.RepositoryKind.Swift;
+        var kindWord = repository.Kind switch { Repository.RepositoryKind.S3 => "s3", Repository.RepositoryKind.Swift => "swift", _ => "posix/NFS" };
+        var serviceMatches = objectStore
+            ? backupService.Contains(kindWord, StringComparison.OrdinalIgnoreCase)
+            : backupService.Contains("posix", StringComparison.OrdinalIgnoreCase) || backupService.Contains("nfs", StringComparison.OrdinalIgnoreCase);
+        if (!serviceMatches)
         {
             throw new BackupException(BackupErrorKind.NotSupported, "UnsupportedBackupService",
-                $"Backup service '{backupService}' is not a chunked posix/NFS driver; only those store backups in a repository this module reads.", backupService);
+                $"Backup service '{backupService}' does not write {kindWord} repositories like '{repository.Location}'; import it into a repository of its own kind ({string.Join(" or ", repository.BackupServices)} here).", backupService);
         }
 
         // Cinder's import requires these fields too.
@@ -113,23 +118,32 @@ public sealed class CinderBackupRecord
 
         var container = ((string)row["container"]!).Replace('\\', '/');
         var prefix = (string)row["service_metadata"]!;
-        if (container.Split('/').Any(part => part is ".." ) || Path.IsPathRooted(container) || !ObjectNaming.MetadataFileRegex().IsMatch(prefix + ObjectNaming.MetadataSuffix))
+        var safe = objectStore
+            ? !prefix.Split('/').Any(part => part is "" or "." or "..") && ObjectNaming.ObjectStoreNameRegex().IsMatch(prefix[(prefix.LastIndexOf("volume_", StringComparison.Ordinal) is var v and >= 0 ? v : 0)..] + ObjectNaming.MetadataSuffix)
+            : !container.Split('/').Any(part => part is "..") && !Path.IsPathRooted(container) && ObjectNaming.MetadataFileRegex().IsMatch(prefix + ObjectNaming.MetadataSuffix);
+        if (!safe)
         {
             throw new BackupException(BackupErrorKind.InvalidArgument, "InvalidBackupRecord",
-                $"The backup record's container '{container}' or object prefix '{prefix}' is not a safe posix/NFS location.", backupUrl);
+                $"The backup record's container '{container}' or object prefix '{prefix}' is not a safe {kindWord} location.", backupUrl);
+        }
+
+        if (repository is Repository.ObjectStoreRepository bucket && !string.Equals(bucket.Container, container, StringComparison.Ordinal))
+        {
+            throw new BackupException(BackupErrorKind.InvalidArgument, "BackupRecordMismatch",
+                $"The backup record names the {kindWord} container '{container}', but this repository is '{repository.Location}'; import it into {kindWord}://{container}.", backupUrl);
         }
 
         var backup = repository.List(includeIncomplete: true).FirstOrDefault(b => b.Id == id);
         if (backup is null)
         {
             throw new BackupException(BackupErrorKind.NotFound, "BackupFilesNotFound",
-                $"Backup {id} is not in repository '{repository.Root}': copy the container '{container}' (files starting with '{prefix}') from the source repository, then import again.", id);
+                $"Backup {id} is not in repository '{repository.Location}': copy {(objectStore ? $"the objects starting with '{prefix}'" : $"the container '{container}' (files starting with '{prefix}')")} from the source repository, then import again.", id);
         }
 
         if (backup.Prefix != prefix)
         {
             throw new BackupException(BackupErrorKind.InvalidData, "BackupRecordMismatch",
-                $"Backup {id} in '{repository.Root}' has object prefix '{backup.Prefix}', but the record says '{prefix}'.", id);
+                $"Backup {id} in '{repository.Location}' has object prefix '{backup.Prefix}', but the record says '{prefix}'.", id);
         }
 
         return repository.Get(id);

@@ -32,7 +32,7 @@ public sealed class ImportVolumeBackupRecordCommand : RepositoryCmdlet
     {
         ForItem(() =>
         {
-            if (OpenRepository(Repository) is not BackupRepository repository)
+            if (OpenRepository(Repository) is not IChunkedRepository repository)
             {
                 throw new BackupException(BackupErrorKind.NotSupported, "ImportNeedsFileRepository",
                     $"'{Repository}' is a Ceph backup pool, which describes itself: its backups are listed by Get-VolumeBackup without an import.", Repository);
