@@ -59,7 +59,8 @@ public interface IObjectStore
 /// <param name="Connections">How many requests the store serves well at once (the pipelines' concurrency bound).</param>
 /// <param name="HasAtomicCreateOnly">Whether <see cref="PutOptions.CreateOnly"/> is atomic (POSIX rename without replace, S3 If-None-Match).</param>
 /// <param name="Description">How the store is named in messages.</param>
-public sealed record ObjectStoreProperties(int Connections, bool HasAtomicCreateOnly, string Description);
+/// <param name="CheapStat">A stat costs a system call, not a request (POSIX): checking objects one by one beats holding a listing of half a million names.</param>
+public sealed record ObjectStoreProperties(int Connections, bool HasAtomicCreateOnly, string Description, bool CheapStat = false);
 
 /// <param name="CreateOnly">Fail with ObjectExists rather than replace an existing object (the commit point: a backup's metadata).</param>
 /// <param name="ContentMd5">The MD5 of the bytes sent, for stores that check it (S3 Content-MD5, Swift ETag); computed by the store when null.</param>

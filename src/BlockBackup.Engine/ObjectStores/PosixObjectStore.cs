@@ -17,7 +17,7 @@ public sealed class PosixObjectStore : IObjectStore
     public PosixObjectStore(string root)
     {
         Root = Path.GetFullPath(root);
-        Properties = new(Connections: Math.Max(2, Environment.ProcessorCount), HasAtomicCreateOnly: true, Description: $"'{Root}'");
+        Properties = new(Connections: Math.Max(2, Environment.ProcessorCount), HasAtomicCreateOnly: true, Description: $"'{Root}'", CheapStat: true);
     }
 
     public string Root { get; }

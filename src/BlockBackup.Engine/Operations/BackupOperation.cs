@@ -118,11 +118,9 @@ public static class BackupOperation
                 Tool = "BlockBackup " + typeof(BackupOperation).Assembly.GetName().Version?.ToString(3),
             },
         };
-        var document = new MemoryStream();
-        MetadataSerializer.Write(document, metadata);
+        // Streamed, not built in memory: half a million objects make ~100 MB of JSON.
         cancellationToken.ThrowIfCancellationRequested();
-        document.Position = 0;
-        store.PutAsync(repository.ObjectKey(b.Container, ObjectNaming.MetadataName(b.Prefix)), document, document.Length,
+        store.PutWrittenAsync(repository.ObjectKey(b.Container, ObjectNaming.MetadataName(b.Prefix)), s => MetadataSerializer.Write(s, metadata),
             new PutOptions(CreateOnly: true), cancellationToken).GetAwaiter().GetResult();
 
         // From here on the backup exists; whatever the repository does now is only a cache.

@@ -81,13 +81,27 @@ public static class RestoreOperation
         }
     }
 
-    /// <summary>One listing per backup, not one request per object, finds any missing object before a byte is written.</summary>
+    /// <summary>
+    /// Finds any missing object before a byte is written: one listing per backup on a remote store
+    /// (not one request per object), one stat per object on a file system (no listing of half a
+    /// million names held in memory).
+    /// </summary>
     private static void RefuseMissingObjects(IChunkedRepository repository, BackupChain chain, RestorePlan plan, CancellationToken cancellationToken)
     {
         foreach (var backup in chain.Backups)
         {
-            var present = ChunkedReads.ListObjects(repository, backup, cancellationToken);
-            foreach (var task in plan.Tasks.Where(t => t.BackupId == backup.Id && !present.Contains(t.Object)))
+            Func<ObjectDescriptor, bool> exists;
+            if (repository.Store.Properties.CheapStat)
+            {
+                exists = o => repository.Store.StatAsync(repository.ObjectKey(backup.Container, o.Name), cancellationToken).GetAwaiter().GetResult() is not null;
+            }
+            else
+            {
+                var present = ChunkedReads.ListObjects(repository, backup, cancellationToken);
+                exists = present.Contains;
+            }
+
+            foreach (var task in plan.Tasks.Where(t => t.BackupId == backup.Id && !exists(t.Object)))
             {
                 var key = repository.ObjectKey(task.Container, task.Object.Name);
                 throw new BackupException(BackupErrorKind.InvalidData, "ObjectMissing",
