@@ -227,6 +227,19 @@ public abstract class ObjectStoreRepositoryContract : IDisposable
     }
 
     [ContractFact]
+    public void AClaimFromAnotherMachineWithTheSameNameIsNotTakenForADeadProcess()
+    {
+        // Same host name and a PID that does not run here, but another boot or PID namespace (a
+        // cloned VM, a container): its PID means nothing here, so only its lease can expire it.
+        var volumeId = Guid.NewGuid();
+        Repository.LockTimeout = TimeSpan.FromSeconds(1);
+        var expires = DateTime.UtcNow.AddMinutes(2).ToString("O", System.Globalization.CultureInfo.InvariantCulture);
+        var claim = Encoding.UTF8.GetBytes($"{{\"token\":\"x\",\"operation\":\"backup\",\"host\":\"{Environment.MachineName}\",\"pid\":{int.MaxValue - 7},\"acquired\":\"2026-01-01T00:00:00Z\",\"expires\":\"{expires}\",\"process_space\":\"another-boot pid:[1]\"}}");
+        Put($".blockbackup/locks/volume-{volumeId:D}/0000000000000000001-clone", claim);
+        Assert.Equal("VolumeLocked", Assert.Throws<BackupException>(() => Repository.AcquireLock(volumeId, "backup", CancellationToken.None)).ErrorId);
+    }
+
+    [ContractFact]
     public void RemovalRefusesBackupsARestoreIsReadingAndAKilledReadersClaimExpires()
     {
         var volume = _scratch.MixedVolume("vol.img", 1 << 20, seed: 75);

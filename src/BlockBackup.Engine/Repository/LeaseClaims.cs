@@ -7,7 +7,7 @@ using Newtonsoft.Json.Linq;
 namespace BlockBackup.Engine.Repository;
 
 /// <summary>One process's claim under a lease prefix: who, for what, until when, and (for readers) which backups.</summary>
-internal sealed record LeaseClaim(string Token, string Operation, string Host, int Pid, DateTime Acquired, DateTime Expires, IReadOnlyList<Guid> Backups)
+internal sealed record LeaseClaim(string Token, string Operation, string Host, int Pid, DateTime Acquired, DateTime Expires, IReadOnlyList<Guid> Backups, string? Process = null)
 {
     public string Describe() => $"{Operation} by process {Pid} on {Host}, since {Acquired:u}";
 }
@@ -34,6 +34,7 @@ internal static class LeaseClaims
             ["acquired"] = now.ToString("O", CultureInfo.InvariantCulture),
             ["expires"] = (now + Duration).ToString("O", CultureInfo.InvariantCulture),
             ["backups"] = new JArray(backups.Select(b => b.ToString("D"))),
+            ["process_space"] = ProcessSpace.Current,
         };
         var bytes = Encoding.UTF8.GetBytes(json.ToString(Newtonsoft.Json.Formatting.None));
         store.PutAsync(key, new MemoryStream(bytes), bytes.Length, PutOptions.Default, cancellationToken).GetAwaiter().GetResult();
@@ -87,7 +88,10 @@ internal static class LeaseClaims
     /// </summary>
     private static bool HolderIsGone(LeaseClaim claim)
     {
-        if (!string.Equals(claim.Host, Environment.MachineName, StringComparison.OrdinalIgnoreCase) || claim.Pid <= 0 || claim.Pid == Environment.ProcessId)
+        // The same host name is not enough (cloned machines, containers): the claim must come from
+        // this boot of this kernel and this PID namespace, where its PID means the same process.
+        if (ProcessSpace.Current is null || claim.Process != ProcessSpace.Current || !string.Equals(claim.Host, Environment.MachineName, StringComparison.OrdinalIgnoreCase)
+            || claim.Pid <= 0 || claim.Pid == Environment.ProcessId)
         {
             return false;
         }
@@ -119,7 +123,8 @@ internal static class LeaseClaims
                 (int?)json["pid"] ?? 0,
                 DateTime.Parse((string?)json["acquired"] ?? string.Empty, CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind),
                 DateTime.Parse((string?)json["expires"] ?? string.Empty, CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind),
-                backups);
+                backups,
+                (string?)json["process_space"]);
         }
         catch (BackupException ex) when (ex.Kind == BackupErrorKind.NotFound)
         {
@@ -223,6 +228,36 @@ internal static class RemovalGuard
         {
             throw new BackupException(BackupErrorKind.ResourceBusy, "BackupInUse",
                 $"Backup {backupId}{(order.Count > 1 ? " (or a dependent being removed with it)" : string.Empty)} is being read: {string.Join("; ", readers)}. Nothing was removed; try again when that has finished.", backupId);
+        }
+    }
+}
+
+/// <summary>
+/// Where a PID names the same process as here: this boot of this kernel and this PID namespace
+/// (Linux boot id + /proc/self/ns/pid). A host name alone is not enough: cloned machines and
+/// containers share names, and a PID from one of them means nothing in another. Null where unknown
+/// (then a holder's liveness is judged by its lease or heartbeat alone).
+/// </summary>
+internal static class ProcessSpace
+{
+    public static readonly string? Current = Read();
+
+    private static string? Read()
+    {
+        try
+        {
+            if (!OperatingSystem.IsLinux())
+            {
+                return null;
+            }
+
+            var boot = File.ReadAllText("/proc/sys/kernel/random/boot_id").Trim();
+            var ns = new FileInfo("/proc/self/ns/pid").LinkTarget;
+            return boot.Length > 0 && ns is not null ? $"{boot} {ns}" : null;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return null;
         }
     }
 }

@@ -68,6 +68,7 @@ public sealed class RepositoryLock : IVolumeLock
             ["host"] = Environment.MachineName,
             ["pid"] = Environment.ProcessId,
             ["process_start"] = self.StartTime.ToUniversalTime().ToString("O", CultureInfo.InvariantCulture),
+            ["process_space"] = ProcessSpace.Current,
             ["operation"] = operation,
             ["acquired_at"] = DateTime.UtcNow.ToString("O", CultureInfo.InvariantCulture),
             ["token"] = token,
@@ -156,7 +157,11 @@ public sealed class RepositoryLock : IVolumeLock
             var pid = (int?)json["pid"];
             var operation = (string?)json["operation"];
             var start = (string?)json["process_start"];
-            if (host == Environment.MachineName && pid is not null)
+            // A PID is checked only where it means the same process (same host name, boot and PID
+            // namespace); elsewhere only a stopped heartbeat makes the lock stale.
+            // (Locks written before this field existed carry none: judged by host and PID as then.)
+            var space = (string?)json["process_space"];
+            if (host == Environment.MachineName && pid is not null && (space is null || space == ProcessSpace.Current))
             {
                 stale = !IsAlive(pid.Value, start);
             }
