@@ -149,22 +149,8 @@ public sealed class BackupRepository : IChunkedRepository
     /// </summary>
     public VerificationResult Verify(Guid backupId, bool includeChain, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
-        var matches = List(includeIncomplete: true, cancellationToken).Where(b => b.Id == backupId).ToList();
-        if (matches.Count > 0 && matches.All(b => b.Status == BackupStatus.Damaged))
-        {
-            var damaged = matches[0];
-            return new Operations.VerificationResult
-            {
-                Backup = damaged,
-                Verified = [backupId],
-                ObjectsChecked = 0,
-                BytesChecked = 0,
-                Issues = [new Operations.VerificationIssue(backupId, ObjectNaming.MetadataName(damaged.Prefix), null, Operations.VerificationProblem.MetadataInvalid, damaged.Problem ?? "the metadata fails validation")],
-                Duration = TimeSpan.Zero,
-            };
-        }
-
-        return Operations.VerifyOperation.Run(this, backupId, includeChain, progress, cancellationToken);
+        return RepositoryListing.DamagedVerification(backupId, List(includeIncomplete: true, cancellationToken))
+            ?? VerifyOperation.Run(this, backupId, includeChain, progress, cancellationToken);
     }
 
     public string ContainerPath(BackupInfo backup) => Path.Combine(Root, backup.Container);
@@ -181,48 +167,17 @@ public sealed class BackupRepository : IChunkedRepository
         var found = new List<BackupInfo>();
         Scan(Root, 0, found, cancellationToken);
 
-        // Cinder's metadata has no volume size; an incremental inherits its parent's (volumes never shrink).
-        var byId = found.Where(b => b.Status == BackupStatus.Available).GroupBy(b => b.Id).ToDictionary(g => g.Key, g => g.First());
-        for (var i = 0; i < found.Count; i++)
-        {
-            if (found[i].VolumeSize == 0 && found[i].ParentId is { } parentId)
-            {
-                var size = InheritedSize(parentId, byId, 0);
-                found[i] = found[i] with { VolumeSize = size };
-                byId[found[i].Id] = found[i];
-            }
-        }
-
+        RepositoryListing.InheritVolumeSizes(found);
         return found
             .Where(b => includeIncomplete || b.Status == BackupStatus.Available)
             .OrderBy(b => b.CreatedUtc).ThenBy(b => b.Prefix, StringComparer.Ordinal)
             .ToList();
     }
 
-    private static long InheritedSize(Guid id, Dictionary<Guid, BackupInfo> byId, int depth) =>
-        depth > 10000 || !byId.TryGetValue(id, out var b) ? 0
-        : b.VolumeSize != 0 || b.ParentId is null ? b.VolumeSize
-        : InheritedSize(b.ParentId.Value, byId, depth + 1);
-
     public BackupInfo Get(Guid backupId) => Get(backupId, List(includeIncomplete: true));
 
-    private BackupInfo Get(Guid backupId, IReadOnlyList<BackupInfo> all)
-    {
-        var matches = all.Where(b => b.Id == backupId).ToList();
-        if (matches.FirstOrDefault(b => b.Status == BackupStatus.Available) is { } available)
-        {
-            return available;
-        }
-
-        throw matches.FirstOrDefault() switch
-        {
-            { Status: BackupStatus.Damaged } d => new BackupException(BackupErrorKind.InvalidData, "BackupDamaged", d.Problem ?? $"Backup {backupId} is damaged.", backupId),
-            { Status: BackupStatus.Creating } => new BackupException(BackupErrorKind.ResourceBusy, "BackupInProgress", $"Backup {backupId} is still being written.", backupId),
-            { Status: BackupStatus.Incomplete } i => new BackupException(BackupErrorKind.InvalidData, "BackupIncomplete",
-                $"Backup {backupId} in '{i.Container}' is incomplete (its metadata was never written: the backup was interrupted). It cannot be restored; remove it with Remove-VolumeBackup -Incomplete.", backupId),
-            _ => new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"No backup with id {backupId} in repository '{Root}'.", backupId),
-        };
-    }
+    private BackupInfo Get(Guid backupId, IReadOnlyList<BackupInfo> all) =>
+        RepositoryListing.Available(backupId, all, Root, i => $"in '{i.Container}'");
 
     /// <summary>The newest available backup of a volume (Cinder's rule for choosing a parent).</summary>
     public BackupInfo? FindLatest(Guid volumeId) =>
@@ -257,15 +212,7 @@ public sealed class BackupRepository : IChunkedRepository
         var backups = List(includeIncomplete: true).Select(Authoritative).ToList();
         target = backups.FirstOrDefault(b => b.Id == backupId)
             ?? throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"Backup {backupId} was removed meanwhile.", backupId);
-        var dependents = GetDependents(backupId, recursive: true, backups);
-        if (dependents.Count > 0 && !includeDependents)
-        {
-            throw new BackupException(BackupErrorKind.InvalidOperation, "BackupHasDependents",
-                $"Backup {backupId} has {dependents.Count} dependent incremental backup(s) ({string.Join(", ", dependents.Select(d => d.Id))}); deleting it would make them unrestorable. Delete them first, or pass -IncludeDependents to delete them too.",
-                backupId);
-        }
-
-        var order = dependents.Reverse().Append(target).ToList();
+        var order = RepositoryListing.RemovalOrder(target, GetDependents(backupId, recursive: true, backups), includeDependents);
         RemovalGuard.RefuseWhileRead(Store, ReadersPrefix(target.VolumeId), backupId, order, cancellationToken);
         foreach (var backup in order)
         {

@@ -140,44 +140,17 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
             }
         }
 
-        // Cinder's metadata has no volume size; an incremental inherits its parent's (volumes never shrink).
-        var byId = found.Where(b => b.Status == BackupStatus.Available).GroupBy(b => b.Id).ToDictionary(x => x.Key, x => x.First());
-        for (var i = 0; i < found.Count; i++)
-        {
-            var size = found[i].VolumeSize;
-            var parent = found[i].ParentId;
-            for (var depth = 0; size == 0 && parent is { } p && depth < 10000 && byId.TryGetValue(p, out var up); depth++)
-            {
-                size = up.VolumeSize;
-                parent = up.ParentId;
-            }
-
-            found[i] = found[i] with { VolumeSize = size };
-        }
-
+        RepositoryListing.InheritVolumeSizes(found);
         return found
             .Where(b => includeIncomplete || b.Status == BackupStatus.Available)
             .OrderBy(b => b.CreatedUtc).ThenBy(b => b.Prefix, StringComparer.Ordinal)
             .ToList();
     }
 
-    public BackupInfo Get(Guid backupId)
-    {
-        var matches = List(includeIncomplete: true).Where(b => b.Id == backupId).ToList();
-        if (matches.FirstOrDefault(b => b.Status == BackupStatus.Available) is { } available)
-        {
-            return available;
-        }
+    public BackupInfo Get(Guid backupId) => Get(backupId, List(includeIncomplete: true));
 
-        throw matches.FirstOrDefault() switch
-        {
-            { Status: BackupStatus.Damaged } d => new BackupException(BackupErrorKind.InvalidData, "BackupDamaged", d.Problem ?? $"Backup {backupId} is damaged.", backupId),
-            { Status: BackupStatus.Creating } => new BackupException(BackupErrorKind.ResourceBusy, "BackupInProgress", $"Backup {backupId} is still being written.", backupId),
-            { Status: BackupStatus.Incomplete } i => new BackupException(BackupErrorKind.InvalidData, "BackupIncomplete",
-                $"Backup {backupId} ('{DisplayName(i.Prefix)}*') is incomplete (its metadata was never written: the backup was interrupted). It cannot be restored; remove it with Remove-VolumeBackup -Incomplete.", backupId),
-            _ => new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"No backup with id {backupId} in repository '{Location}'.", backupId),
-        };
-    }
+    private BackupInfo Get(Guid backupId, IReadOnlyList<BackupInfo> all) =>
+        RepositoryListing.Available(backupId, all, Location, i => $"('{DisplayName(i.Prefix)}*')");
 
     public BackupInfo? FindLatest(Guid volumeId) =>
         List().Where(b => b.VolumeId == volumeId).MaxBy(b => (b.CreatedUtc, b.Prefix));
@@ -185,7 +158,7 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
     public BackupChain GetChain(Guid backupId)
     {
         var all = List(includeIncomplete: true);
-        Get(backupId); // a precise error when the backup itself is missing, damaged or incomplete
+        Get(backupId, all); // a precise error when the backup itself is missing, damaged or incomplete
         return BackupGraph.Chain(all, backupId, Location);
     }
 
@@ -202,21 +175,8 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
 
     public VerificationResult Verify(Guid backupId, bool includeChain, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
-        var damaged = List(includeIncomplete: true, cancellationToken).Where(b => b.Id == backupId).ToList();
-        if (damaged.Count > 0 && damaged.All(b => b.Status == BackupStatus.Damaged))
-        {
-            return new VerificationResult
-            {
-                Backup = damaged[0],
-                Verified = [backupId],
-                ObjectsChecked = 0,
-                BytesChecked = 0,
-                Issues = [new VerificationIssue(backupId, ObjectNaming.MetadataName(damaged[0].Prefix), null, VerificationProblem.MetadataInvalid, damaged[0].Problem ?? "the metadata fails validation")],
-                Duration = TimeSpan.Zero,
-            };
-        }
-
-        return VerifyOperation.Run(this, backupId, includeChain, progress, cancellationToken);
+        return RepositoryListing.DamagedVerification(backupId, List(includeIncomplete: true, cancellationToken))
+            ?? VerifyOperation.Run(this, backupId, includeChain, progress, cancellationToken);
     }
 
     public IReadOnlyList<BackupInfo> Remove(Guid backupId, bool includeDependents, CancellationToken cancellationToken = default)
@@ -227,15 +187,7 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
         var backups = List(includeIncomplete: true, cancellationToken);
         target = backups.FirstOrDefault(b => b.Id == backupId)
             ?? throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"Backup {backupId} was removed meanwhile.", backupId);
-        var dependents = GetDependents(backupId, recursive: true, backups);
-        if (dependents.Count > 0 && !includeDependents)
-        {
-            throw new BackupException(BackupErrorKind.InvalidOperation, "BackupHasDependents",
-                $"Backup {backupId} has {dependents.Count} dependent incremental backup(s) ({string.Join(", ", dependents.Select(d => d.Id))}); deleting it would make them unrestorable. Delete them first, or pass -IncludeDependents to delete them too.",
-                backupId);
-        }
-
-        var order = dependents.Reverse().Append(target).ToList();
+        var order = RepositoryListing.RemovalOrder(target, GetDependents(backupId, recursive: true, backups), includeDependents);
         RemovalGuard.RefuseWhileRead(Store, $"{_keyPrefix}{InternalDirectory}readers/volume-{ObjectNaming.FormatId(target.VolumeId)}/", backupId, order, cancellationToken);
         foreach (var backup in order)
         {
