@@ -9,7 +9,10 @@ using BlockBackup.Engine.Repository;
 
 // bbk: the benchmark, plus a small command line over the engine that the benchmark and the
 // crash tests run as child processes (so each operation's CPU time and peak RSS are its own).
-return Cli.Run(args);
+using var allocations = AllocationSampler.FromEnvironment();
+var exitCode = Cli.Run(args);
+allocations?.Report();
+return exitCode;
 
 internal static class Cli
 {
@@ -29,6 +32,7 @@ internal static class Cli
         bbk bench-objstore [--kind s3|swift] [--size 512M] [--compression zlib] [--runs 1] [--no-cinder] [--keep]   BlockBackup vs Cinder's s3/swift driver on one store (BLOCKBACKUP_S3_* / BLOCKBACKUP_SWIFT_*)
         bbk bench-sparse [--sizes 1T,4T] [--data 64M] [--repository DIR|s3://…] [--keep]   peak RSS against volume size: sparse volumes, backup and restore
         bbk bench-codec [--size 8M] [--codecs bz2,zlib,zstd] [--level N] [--dir DIR]   one object of repetitive text, random and JSON log per codec
+        BBK_ALLOC=1 in the environment: allocations sampled by type and size, printed to stderr at exit
         """;
 
     public static int Run(string[] args)
@@ -59,6 +63,11 @@ internal static class Cli
         {
             Console.Error.WriteLine($"error {ex.ErrorId}: {ex.Message}");
             return 2;
+        }
+        catch (IndexOutOfRangeException)
+        {
+            // The commands index their positional arguments directly.
+            return Fail($"bbk {args[0]}: missing arguments.\n{Usage}");
         }
     }
 
@@ -211,7 +220,7 @@ internal static class Cli
         }
     }
 
-    /// <summary>One machine-readable line: elapsed, CPU seconds and peak RSS of this process.</summary>
+    /// <summary>One machine-readable line: elapsed, CPU seconds, peak RSS, managed bytes allocated and GC counts (gen0/1/2) of this process.</summary>
     private static void PrintResult(string op, TimeSpan elapsed, long bytes, string extra)
     {
         using var self = Process.GetCurrentProcess();
@@ -220,6 +229,6 @@ internal static class Cli
             : null;
         var rssMb = hwm is null ? self.PeakWorkingSet64 / 1048576.0 : long.Parse(hwm, CultureInfo.InvariantCulture) / 1024.0;
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"RESULT op={op} elapsed={elapsed.TotalSeconds:F3} bytes={bytes} cpu={self.TotalProcessorTime.TotalSeconds:F2} maxrss_mb={rssMb:F0} {extra}"));
+            $"RESULT op={op} elapsed={elapsed.TotalSeconds:F3} bytes={bytes} cpu={self.TotalProcessorTime.TotalSeconds:F2} maxrss_mb={rssMb:F0} alloc_mb={GC.GetTotalAllocatedBytes() / 1048576.0:F0} gc={GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)} {extra}"));
     }
 }

@@ -283,6 +283,32 @@ public sealed class S3ObjectStoreTests(S3Buckets buckets) : IClassFixture<S3Buck
     }
 
     [S3Fact]
+    public async Task ABodyThatBreaksOffIsResumedFromWhereItStopped()
+    {
+        var data = Random(300_000, 9);
+        var gets = 0;
+        // The first GET sends a third of the body and resets; the next ones reach the RGW.
+        using var proxy = new TestHttpServer(new Uri(ObjectStoreServers.S3Endpoint!), r =>
+            r.Method == "GET" && r.Path.EndsWith("/cut/x", StringComparison.Ordinal) && Interlocked.Increment(ref gets) == 1
+                ? new TestHttpServer.Response(200, "OK", new Dictionary<string, string> { ["Content-Type"] = "application/octet-stream" }, data, CutAfter: 100_000)
+                : null);
+        var store = Create(S3Buckets.Options(buckets.Bucket, "resume") with { Endpoint = proxy.Url.ToString() });
+        await store.PutAsync("cut/x", new MemoryStream(data), data.Length, PutOptions.Default, CancellationToken.None);
+        Assert.Equal(data, await ReadAll(store, "cut/x"));
+        Assert.Equal(2, proxy.Count("GET", t => t.Contains("/cut/x", StringComparison.Ordinal)));
+
+        // Always broken: a clear error after the resumption budget, not a raw IOException.
+        using var broken = new TestHttpServer(new Uri(ObjectStoreServers.S3Endpoint!), r =>
+            r.Method == "GET" && r.Path.EndsWith("/cut/x", StringComparison.Ordinal) ? new TestHttpServer.Response(200, "OK", new Dictionary<string, string>(), data, CutAfter: 1000) : null);
+        var failing = Create(S3Buckets.Options(buckets.Bucket, "resume") with { Endpoint = broken.Url.ToString() });
+        var ex = await Assert.ThrowsAsync<BackupException>(() => ReadAll(failing, "cut/x"));
+        Assert.Equal("ObjectStoreReadBroken", ex.ErrorId);
+        Assert.Contains("'cut/x'", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("resumed 3 times", ex.Message, StringComparison.Ordinal);
+        Assert.Equal(4, broken.Count("GET", t => t.Contains("/cut/x", StringComparison.Ordinal)));
+    }
+
+    [S3Fact]
     public async Task ACancelledCallStopsAtOnce()
     {
         var store = buckets.NewStore();

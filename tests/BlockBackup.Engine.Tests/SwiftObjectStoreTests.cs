@@ -183,6 +183,39 @@ public sealed class SwiftObjectStoreTests(SwiftContainers containers) : IClassFi
     }
 
     [SwiftFact]
+    public async Task ABodyThatBreaksOffIsResumedFromWhereItStopped()
+    {
+        var data = new byte[300_000];
+        new Random(9).NextBytes(data);
+        var gets = 0;
+        // The first GET of "cut" sends a third of the body and resets; the next ones reach the RGW.
+        var (proxy, store) = Proxied(containers.Container, "cut", r =>
+            r.Method == "GET" && IsObject(r, "cut") && Interlocked.Increment(ref gets) == 1
+                ? new TestHttpServer.Response(200, "OK", new Dictionary<string, string> { ["Content-Type"] = "application/octet-stream" }, data, CutAfter: 100_000)
+                : null);
+        using (proxy)
+        using (store)
+        {
+            await store.PutAsync("cut", new MemoryStream(data), data.Length, PutOptions.Default, CancellationToken.None);
+            Assert.Equal(data, await ReadAll(store, "cut"));
+            Assert.Equal(2, proxy.Count("GET", t => t.EndsWith("/cut", StringComparison.Ordinal)));
+        }
+
+        // A body that always breaks off: a clear error after the resumption budget, not a raw IOException.
+        var (broken, failing) = Proxied(containers.Container, "cut", r =>
+            r.Method == "GET" && IsObject(r, "cut") ? new TestHttpServer.Response(200, "OK", new Dictionary<string, string>(), data, CutAfter: 1000) : null);
+        using (broken)
+        using (failing)
+        {
+            var ex = await Assert.ThrowsAsync<BackupException>(() => ReadAll(failing, "cut"));
+            Assert.Equal("ObjectStoreReadBroken", ex.ErrorId);
+            Assert.Contains("'cut'", ex.Message, StringComparison.Ordinal);
+            Assert.Contains("resumed 3 times", ex.Message, StringComparison.Ordinal);
+            Assert.Equal(4, broken.Count("GET", t => t.EndsWith("/cut", StringComparison.Ordinal)));
+        }
+    }
+
+    [SwiftFact]
     public async Task ARefusedTokenIsRenewedOnceAndTheRequestSentAgain()
     {
         var refused = 0;

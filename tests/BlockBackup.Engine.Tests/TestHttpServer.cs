@@ -45,7 +45,8 @@ public sealed class TestHttpServer : IDisposable
     }
 
     /// <param name="Drop">Close the connection without answering (a reset, as the client sees it).</param>
-    public sealed record Response(int Status, string Reason = "", IReadOnlyDictionary<string, string>? Headers = null, byte[]? Body = null, bool Drop = false)
+    /// <param name="CutAfter">Announce the whole body but send only this many bytes of it, then reset the connection.</param>
+    public sealed record Response(int Status, string Reason = "", IReadOnlyDictionary<string, string>? Headers = null, byte[]? Body = null, bool Drop = false, int? CutAfter = null)
     {
         public static Response SlowDown() => new(503, "Slow Down", new Dictionary<string, string> { ["Content-Type"] = "application/xml" },
             Encoding.UTF8.GetBytes("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"));
@@ -149,6 +150,14 @@ public sealed class TestHttpServer : IDisposable
 
                     head.Append(CultureInfo.InvariantCulture, $"Content-Length: {payload.Length}\r\n\r\n");
                     await stream.WriteAsync(Encoding.ASCII.GetBytes(head.ToString()), stop.Token);
+                    if (answer.CutAfter is { } cut)
+                    {
+                        await stream.WriteAsync(payload.AsMemory(0, Math.Min(cut, payload.Length)), stop.Token);
+                        await stream.FlushAsync(stop.Token);
+                        client.Client.LingerState = new LingerOption(true, 0); // RST mid-body
+                        return;
+                    }
+
                     await stream.WriteAsync(payload, stop.Token);
                     continue;
                 }

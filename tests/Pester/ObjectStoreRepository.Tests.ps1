@@ -97,6 +97,31 @@ Describe 'Object-storage repositories (<Kind>)' -Skip:$rgwMissing -ForEach @(
         }
     }
 
+    It 'takes <Kind>:// alone as Cinder''s default container, volumebackups' {
+        $defaultName = "cinder-default-$Kind"
+        $endpoint = if ($Kind -eq 's3') { $env:BLOCKBACKUP_S3_ENDPOINT } else { $env:BLOCKBACKUP_SWIFT_AUTH_URL }
+        $credential = if ($Kind -eq 's3') {
+            [pscredential]::new($env:BLOCKBACKUP_S3_ACCESS_KEY, (ConvertTo-SecureString $env:BLOCKBACKUP_S3_SECRET_KEY -AsPlainText -Force))
+        } else {
+            [pscredential]::new($env:BLOCKBACKUP_SWIFT_USER, (ConvertTo-SecureString $env:BLOCKBACKUP_SWIFT_KEY -AsPlainText -Force))
+        }
+        Register-BackupRepository -Name $defaultName -Uri "${Kind}://" -Endpoint $endpoint -Credential $credential -WarningAction SilentlyContinue
+        $small = Join-Path $TestDrive "$Kind-default.img"
+        New-TestVolume -Path $small -MiB 1 -Seed 63
+        try {
+            $backup = New-VolumeBackup -Path $small -Repository $defaultName
+            $backup.Container | Should -Be 'volumebackups'
+            $backup.Repository | Should -Be "${Kind}://volumebackups"
+            $out = Join-Path $TestDrive "$Kind-default-out.img"
+            Restore-VolumeBackup -Repository $defaultName -BackupId $backup.Id -TargetPath $out | Out-Null
+            Get-Sha $out | Should -Be (Get-Sha $small)
+        }
+        finally {
+            if ($backup) { Remove-VolumeBackup -Repository $defaultName -BackupId $backup.Id -Confirm:$false }
+            Unregister-BackupRepository -Name $defaultName
+        }
+    }
+
     It 'says what is missing for an unregistered URL without connection settings' {
         $err = { Get-VolumeBackup -Repository "${Kind}://other-$bucket" -ErrorAction Stop } | Should -Throw -PassThru
         $err.FullyQualifiedErrorId | Should -BeLike 'ObjectStoreConnectionMissing*'

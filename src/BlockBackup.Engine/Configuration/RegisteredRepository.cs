@@ -241,6 +241,11 @@ public sealed partial record RegisteredRepository
         var slash = rest.IndexOf('/', StringComparison.Ordinal);
         var container = slash < 0 ? rest : rest[..slash];
         var example = $"{scheme}{what}[/prefix]";
+        if (rest.Length == 0)
+        {
+            return; // s3:// or swift:// alone: Cinder's default container (ObjectStoreTarget.CinderDefaultContainer)
+        }
+
         if (container.Length == 0)
         {
             throw Invalid("InvalidRepositoryUri", "Uri", $"'{Show(Uri)}' names no {what}; write {example}");

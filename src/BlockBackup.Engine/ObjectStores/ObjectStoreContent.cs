@@ -16,6 +16,12 @@ internal static class ObjectStoreContent
     /// </summary>
     public static async Task<byte[]> Md5OfSeekableAsync(Stream content, long start, long length, string name, CancellationToken cancellationToken)
     {
+        if (content is MemoryStream memory && memory.TryGetBuffer(out var whole) && start + length <= whole.Count)
+        {
+            // The backup pipeline hands its encoded object as a MemoryStream: digest it in place.
+            return MD5.HashData(whole.AsSpan((int)start, (int)length));
+        }
+
         using var md5 = IncrementalHash.CreateHash(HashAlgorithmName.MD5);
         var buffer = new byte[(int)Math.Min(1 << 20, Math.Max(1, length))];
         content.Position = start;
@@ -164,22 +170,52 @@ internal sealed class ContentWindow : Stream
 
 /// <summary>
 /// A response body handed to the caller: limited to the bytes asked for, with bytes skipped first
-/// when the server ignored the range, and disposing what owns the connection (the response) with it.
+/// when the server ignored the range, and disposing what owns the connection (the response) with
+/// it. A body that breaks off (connection reset, premature end: an IOException) is resumed with a
+/// ranged GET from the first byte not yet delivered, up to <see cref="MaxResumes"/> times, so a
+/// 50 MiB object read over a flaky link does not fail a whole restore; the pipelines verify every
+/// block they read, so bytes from a replaced object would not pass unnoticed.
 /// </summary>
 internal sealed class ResponseBodyStream : Stream
 {
-    private readonly Stream inner;
-    private readonly IDisposable? owner;
-    private long skip;
-    private long left;
+    /// <summary>Resumptions of one body; each reopening GET has the store's own retries besides.</summary>
+    internal const int MaxResumes = 3;
 
-    public ResponseBodyStream(Stream inner, IDisposable? owner, long skip = 0, long? length = null)
+    /// <summary>Opens the object again from an absolute offset for at most a length (null: to its end).</summary>
+    public delegate Task<Stream> Reopen(long offset, long? length, CancellationToken cancellationToken);
+
+    private Reopen? reopen;
+    private readonly long start;
+    private readonly long? length;
+    private readonly string store;
+    private readonly string name;
+    private Stream inner;
+    private IDisposable? owner;
+    private long skip;
+    private long delivered;
+    private int resumes;
+
+    /// <param name="inner">The body as the HTTP client reads it.</param>
+    /// <param name="owner">What holds the connection (the response), disposed with the body.</param>
+    /// <param name="skip">Bytes to drop first: the server answered 200 to a ranged request.</param>
+    /// <param name="length">The bytes asked for, or null for the rest of the object.</param>
+    /// <param name="start">The object offset this body was asked from (where a resumption counts from).</param>
+    /// <param name="reopen">How to GET the rest again; null: a broken body is an error at once.</param>
+    /// <param name="store">The store's description, for errors.</param>
+    /// <param name="name">The object's name, for errors.</param>
+    public ResponseBodyStream(Stream inner, IDisposable? owner, long skip = 0, long? length = null, long start = 0, Reopen? reopen = null, string store = "", string name = "")
     {
         this.inner = inner;
         this.owner = owner;
         this.skip = skip;
-        left = length ?? long.MaxValue;
+        this.length = length;
+        this.start = start;
+        this.reopen = reopen;
+        this.store = store;
+        this.name = name;
     }
+
+    private long Left => length is { } n ? n - delivered : long.MaxValue;
 
     public override bool CanRead => true;
     public override bool CanSeek => false;
@@ -191,26 +227,39 @@ internal sealed class ResponseBodyStream : Stream
 
     public override int Read(Span<byte> buffer)
     {
-        var scratch = new byte[Math.Min(1 << 16, Math.Max(1, buffer.Length))];
-        while (skip > 0)
+        while (true)
         {
-            var s = inner.Read(scratch, 0, (int)Math.Min(scratch.Length, skip));
-            if (s == 0)
+            try
             {
-                return 0;
+                if (skip > 0)
+                {
+                    var scratch = new byte[(int)Math.Min(1 << 16, skip)]; // rare: only when the server ignored a range
+                    while (skip > 0)
+                    {
+                        var s = inner.Read(scratch, 0, (int)Math.Min(scratch.Length, skip));
+                        if (s == 0)
+                        {
+                            return 0;
+                        }
+
+                        skip -= s;
+                    }
+                }
+
+                if (Left == 0 || buffer.Length == 0)
+                {
+                    return 0;
+                }
+
+                var n = inner.Read(buffer[..(int)Math.Min(buffer.Length, Left)]);
+                delivered += n;
+                return n;
             }
-
-            skip -= s;
+            catch (IOException ex)
+            {
+                ResumeAsync(ex, CancellationToken.None).GetAwaiter().GetResult();
+            }
         }
-
-        if (left == 0 || buffer.Length == 0)
-        {
-            return 0;
-        }
-
-        var n = inner.Read(buffer[..(int)Math.Min(buffer.Length, left)]);
-        left -= n;
-        return n;
     }
 
     public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
@@ -218,29 +267,68 @@ internal sealed class ResponseBodyStream : Stream
 
     public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
-        if (skip > 0)
+        while (true)
         {
-            var scratch = new byte[(int)Math.Min(1 << 16, skip)];
-            while (skip > 0)
+            try
             {
-                var s = await inner.ReadAsync(scratch.AsMemory(0, (int)Math.Min(scratch.Length, skip)), cancellationToken).ConfigureAwait(false);
-                if (s == 0)
+                if (skip > 0)
+                {
+                    var scratch = new byte[(int)Math.Min(1 << 16, skip)];
+                    while (skip > 0)
+                    {
+                        var s = await inner.ReadAsync(scratch.AsMemory(0, (int)Math.Min(scratch.Length, skip)), cancellationToken).ConfigureAwait(false);
+                        if (s == 0)
+                        {
+                            return 0;
+                        }
+
+                        skip -= s;
+                    }
+                }
+
+                if (Left == 0 || buffer.Length == 0)
                 {
                     return 0;
                 }
 
-                skip -= s;
+                var n = await inner.ReadAsync(buffer[..(int)Math.Min(buffer.Length, Left)], cancellationToken).ConfigureAwait(false);
+                delivered += n;
+                return n;
+            }
+            catch (IOException ex)
+            {
+                await ResumeAsync(ex, cancellationToken).ConfigureAwait(false);
             }
         }
+    }
 
-        if (left == 0 || buffer.Length == 0)
+    /// <summary>Replaces the broken body with a ranged GET from the first byte not delivered; throws a clear error past the budget.</summary>
+    private async Task ResumeAsync(IOException broken, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        if (reopen is null)
         {
-            return 0;
+            // A reopened body: the stream that reopened it counts and resumes.
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(broken);
         }
 
-        var n = await inner.ReadAsync(buffer[..(int)Math.Min(buffer.Length, left)], cancellationToken).ConfigureAwait(false);
-        left -= n;
-        return n;
+        if (++resumes > MaxResumes)
+        {
+            throw ObjectStoreErrors.ReadBroken(store, name, start + delivered, MaxResumes, broken);
+        }
+
+        inner.Dispose();
+        owner?.Dispose();
+        owner = null;
+        inner = Stream.Null;
+        skip = 0; // the new body skips for itself if that server ignores the range too
+        var rest = await reopen(start + delivered, Left == long.MaxValue ? null : Left, cancellationToken).ConfigureAwait(false);
+        if (rest is ResponseBodyStream body)
+        {
+            body.reopen = null;
+        }
+
+        inner = rest;
     }
 
     public override void Flush() { }

@@ -29,6 +29,10 @@ public static class ObjectStoreErrors
         new(write ? BackupErrorKind.WriteError : BackupErrorKind.ReadError, "ObjectStoreUnreachable",
             $"{store} could not be reached for {operation}{Of(name)} ({Attempts(attempts)}): {Describe(inner)}. Check the endpoint URL, the network and that the service is running, then run the command again.", name, inner);
 
+    public static BackupException ReadBroken(string store, string name, long at, int resumptions, Exception inner) =>
+        new(BackupErrorKind.ReadError, "ObjectStoreReadBroken",
+            $"Reading '{name}' from {store} broke off at byte {at}{(resumptions > 0 ? $" (resumed {resumptions} times)" : "")}: {Describe(inner)}. Check the network and the service, then run the command again.", name, inner);
+
     public static BackupException RequestFailed(string store, string operation, string? name, int status, string? code, int attempts, bool write, Exception? inner = null) =>
         new(write ? BackupErrorKind.WriteError : BackupErrorKind.ReadError, "ObjectStoreRequestFailed",
             $"{store} answered HTTP {status}{(string.IsNullOrEmpty(code) ? "" : " " + code)} to {operation}{Of(name)} ({Attempts(attempts)}). "

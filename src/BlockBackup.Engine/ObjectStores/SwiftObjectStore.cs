@@ -192,7 +192,8 @@ public sealed class SwiftObjectStore : IObjectStore, IDisposable
                         var body = await response.Content.ReadAsStreamAsync(token).ConfigureAwait(false);
                         handed = true;
                         // A 200 to a ranged request means the server ignored the range: skip to it here.
-                        return new ResponseBodyStream(body, response, response.StatusCode == HttpStatusCode.OK && range is not null ? offset : 0, length);
+                        return new ResponseBodyStream(body, response, response.StatusCode == HttpStatusCode.OK && range is not null ? offset : 0, length,
+                            offset, (from, rest, ct) => GetAsync(name, from, rest, ct), Properties.Description, name);
                     case HttpStatusCode.RequestedRangeNotSatisfiable:
                         return new MemoryStream([], writable: false); // the object exists and ends before offset
                     case HttpStatusCode.NotFound:

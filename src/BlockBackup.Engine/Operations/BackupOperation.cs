@@ -659,7 +659,7 @@ public static class BackupOperation
             // The metadata's md5 is of the uncompressed bytes; it is the store's check on the
             // wire only when nothing was compressed (else the store digests what it sends).
             var name = ObjectNaming.ObjectName(_backup.Prefix, number);
-            using var content = new MemoryStream(stored, storedStart, storedLength, writable: false);
+            using var content = new MemoryStream(stored, storedStart, storedLength, writable: false, publiclyVisible: true); // stores digest and send it in place
             var options = new ObjectStores.PutOptions(ContentMd5: used == CompressionAlgorithm.None ? Convert.FromHexString(md5) : null, DeferDurability: true);
             _store.PutAsync(_repository.ObjectKey(_backup.Container, name), content, storedLength, options, _cancel).GetAwaiter().GetResult();
             Interlocked.Add(ref _storedBytes, storedLength);

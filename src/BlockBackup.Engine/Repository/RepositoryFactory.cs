@@ -123,11 +123,21 @@ public sealed record RepositoryLocation(RepositoryKind Kind, string Value)
 /// <summary>The bucket/container and key prefix of an s3:// or swift:// location.</summary>
 public sealed record ObjectStoreTarget(RepositoryKind Kind, string Container, string KeyPrefix)
 {
+    /// <summary>
+    /// What Cinder's s3 and swift drivers use when no bucket/container is configured
+    /// (backup_s3_store_bucket, backup_swift_container): <c>s3://</c> and <c>swift://</c> alone mean it.
+    /// </summary>
+    public const string CinderDefaultContainer = "volumebackups";
+
     public static ObjectStoreTarget Parse(string uri)
     {
         var scheme = uri.IndexOf("://", StringComparison.Ordinal);
         var kind = uri[..scheme].Equals("s3", StringComparison.OrdinalIgnoreCase) ? RepositoryKind.S3 : RepositoryKind.Swift;
         var rest = uri[(scheme + 3)..].TrimEnd('/');
+        if (rest.Length == 0)
+        {
+            return new(kind, CinderDefaultContainer, string.Empty);
+        }
         var slash = rest.IndexOf('/');
         var container = slash < 0 ? rest : rest[..slash];
         var prefix = slash < 0 ? string.Empty : rest[(slash + 1)..];
