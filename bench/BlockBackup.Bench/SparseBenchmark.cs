@@ -4,9 +4,10 @@ namespace BlockBackup.Bench;
 
 /// <summary>
 /// Memory against volume size: sparse image files of 1 TiB and 4 TiB (by default) holding only
-/// 64 MiB of data, backed up and restored each in its own process. What is held per block or per
-/// object shows up here as peak RSS growing with the size; it must not (issue: bounded below
-/// 256 MB whatever the size). The restored volume is compared with the source where it is data.
+/// 64 MiB of data; a full backup, an incremental after one piece changed, a verification of the
+/// chain, a listing and a restore of the chain, each in its own process. What is held per block
+/// or per object shows up here as peak RSS growing with the size; it must not (issue: bounded
+/// below 256 MB whatever the size). The restored volume is compared with the source where it is data.
 /// </summary>
 internal static class SparseBenchmark
 {
@@ -17,7 +18,8 @@ internal static class SparseBenchmark
         var dir = Cli.Option(args, "--dir") ?? Path.Combine(Path.GetTempPath(), "bbk-bench-sparse");
         var repositoryArg = Cli.Option(args, "--repository");
         Directory.CreateDirectory(dir);
-        var rows = new List<(long Size, Dictionary<string, string> Backup, Dictionary<string, string> Restore)>();
+        string[] operations = ["backup", "incremental", "verify", "list", "restore"];
+        var rows = new List<(long Size, Dictionary<string, Dictionary<string, string>> Results)>();
         foreach (var size in sizes)
         {
             var volume = Path.Combine(dir, "sparse.img");
@@ -35,24 +37,32 @@ internal static class SparseBenchmark
 
             Console.WriteLine($"{size >> 30} GiB sparse volume with {data >> 20} MiB of data in 64 pieces");
             var pieces = Scatter(volume, size, data);
-            var backup = Benchmark.Child(["backup", volume, repository, "--name", "sparse", "--no-snapshot"]);
-            var restore = Benchmark.Child(["restore", repository, backup["id"], restored]);
-            if (!SameData(volume, restored, pieces))
+            var results = new Dictionary<string, Dictionary<string, string>>
             {
-                Console.Error.WriteLine("the restored volume differs from the source");
+                ["backup"] = Benchmark.Child(["backup", volume, repository, "--name", "sparse", "--no-snapshot"]),
+            };
+            Change(volume, pieces[pieces.Count / 2]);
+            results["incremental"] = Benchmark.Child(["backup", volume, repository, "--name", "sparse-incremental", "--incremental", "--no-snapshot"]);
+            results["verify"] = Benchmark.Child(["verify", repository, results["incremental"]["id"], "--chain"]);
+            results["list"] = Benchmark.Child(["list", repository]);
+            results["restore"] = Benchmark.Child(["restore", repository, results["incremental"]["id"], restored]);
+            if (results["verify"]["valid"] != "True" || !SameData(volume, restored, pieces))
+            {
+                Console.Error.WriteLine(results["verify"]["valid"] != "True" ? "the chain did not verify" : "the restored volume differs from the source");
                 return 1;
             }
 
-            rows.Add((size, backup, restore));
+            rows.Add((size, results));
             File.Delete(restored);
         }
 
         Console.WriteLine();
-        Console.WriteLine($"Sparse volumes ({data >> 20} MiB of data), {Environment.ProcessorCount} cores:");
-        Console.WriteLine($"{"volume",8} {"backup s",9} {"RSS MB",7} {"restore s",10} {"RSS MB",7}");
-        foreach (var (size, b, r) in rows)
+        Console.WriteLine($"Sparse volumes ({data >> 20} MiB of data, one 1 MiB piece changed for the incremental), {Environment.ProcessorCount} cores; seconds / peak RSS MB:");
+        Console.WriteLine($"{"volume",8} " + string.Join(" ", operations.Select(o => $"{o,18}")));
+        foreach (var (size, results) in rows)
         {
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{(size >> 30) + " GiB",8} {b["elapsed"],9} {b["maxrss_mb"],7} {r["elapsed"],10} {r["maxrss_mb"],7}"));
+            Console.WriteLine($"{(size >> 30) + " GiB",8} " + string.Join(" ", operations.Select(o =>
+                string.Create(CultureInfo.InvariantCulture, $"{results[o]["elapsed"] + " s / " + results[o]["maxrss_mb"],18}"))));
         }
 
         if (!Cli.Flag(args, "--keep"))
@@ -81,6 +91,15 @@ internal static class SparseBenchmark
         }
 
         return pieces;
+    }
+
+    /// <summary>Overwrites the first MiB of a data piece with other bytes: what the incremental must store.</summary>
+    private static void Change(string path, (long Offset, int Length) piece)
+    {
+        var buffer = new byte[Math.Min(1 << 20, piece.Length)];
+        new Random(4).NextBytes(buffer);
+        using var file = File.OpenHandle(path, FileMode.Open, FileAccess.Write);
+        RandomAccess.Write(file, buffer, piece.Offset);
     }
 
     private static bool SameData(string a, string b, List<(long Offset, int Length)> pieces)

@@ -103,4 +103,47 @@ public class CorruptionTests
         Assert.False(File.Exists(s.PathOf("out.img")));
         Assert.Contains(VerifyOperation.Run(s.Repository, b.Backup.Id, false).Issues, i => i.Problem == VerificationProblem.HashListInvalid);
     }
+
+    /// <summary>
+    /// Zero objects (holes, zero runs) are verified by their content being zeros, and stored in
+    /// BlockBackup's own encoding by comparing a few bytes: both shortcuts must still catch an
+    /// object that does not decode to zeros.
+    /// </summary>
+    [Fact]
+    public void ZeroObjectsThatHoldDataOrAreDamagedAreReported()
+    {
+        using var s = new Scratch();
+        var volume = s.PathOf("holes.img");
+        using (var f = new FileStream(volume, FileMode.Create))
+        {
+            f.SetLength(16 << 20); // one 2 MiB data piece, the rest holes
+            var piece = new byte[2 << 20];
+            new Random(5).NextBytes(piece);
+            f.Position = 6 << 20;
+            f.Write(piece);
+        }
+
+        var b = s.Backup(volume, objectSize: 4 << 20);
+        var meta = s.Repository.ReadMetadata(b.Backup);
+        var zeros = meta.Objects.Where(Hashing.ZeroBlock.IsZeroObject).ToList();
+        Assert.True(zeros.Count >= 3, "the holes are stored as zero objects");
+        Assert.True(VerifyOperation.Run(s.Repository, b.Backup.Id, includeChain: false).IsValid);
+
+        // A zero object replaced by a valid zlib stream of data: decodes fine, but not to zeros.
+        var replaced = zeros[0];
+        var data = new byte[replaced.Length];
+        data.AsSpan().Fill(1);
+        var output = new byte[data.Length];
+        var (_, n) = new Compression.ObjectEncoder(Compression.CompressionAlgorithm.Zlib).Encode(data, output);
+        File.WriteAllBytes(ObjectPath(s, b, replaced), output[..n]);
+        // Another one damaged: its canonical bytes no longer match, the full decode reports it.
+        var damaged = zeros[1];
+        FlipByte(ObjectPath(s, b, damaged), new FileInfo(ObjectPath(s, b, damaged)).Length / 2);
+
+        var result = VerifyOperation.Run(s.Repository, b.Backup.Id, includeChain: false);
+        Assert.Contains(result.Issues, i => i.ObjectName == replaced.Name && i.Problem == VerificationProblem.Md5Mismatch && i.VolumeOffset == replaced.Offset);
+        Assert.Contains(result.Issues, i => i.ObjectName == replaced.Name && i.Problem == VerificationProblem.BlockHashMismatch);
+        Assert.Contains(result.Issues, i => i.ObjectName == damaged.Name);
+        Assert.DoesNotContain(result.Issues, i => i.ObjectName is { } name && name != replaced.Name && name != damaged.Name);
+    }
 }

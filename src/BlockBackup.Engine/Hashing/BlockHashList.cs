@@ -120,4 +120,17 @@ public static class ZeroBlock
         Hashes.GetOrAdd(length, static l => System.Security.Cryptography.SHA256.HashData(new byte[l]));
 
     public static bool IsZero(ReadOnlySpan<byte> data) => data.IndexOfAnyExcept((byte)0) < 0;
+
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<long, string> ObjectMd5s = new();
+
+    /// <summary>
+    /// The MD5 (lowercase hex, as Cinder's metadata records it) of an object of
+    /// <paramref name="length"/> zero bytes, computed once per length: MD5 has no shortcut for
+    /// zeros, and a sparse 1 TiB volume is mostly such objects.
+    /// </summary>
+    public static string ObjectMd5(long length) =>
+        ObjectMd5s.GetOrAdd(length, static n => Convert.ToHexString(System.Security.Cryptography.MD5.HashData(new byte[n])).ToLowerInvariant());
+
+    /// <summary>True when the metadata says the object holds zeros only (its MD5 is that of as many zeros).</summary>
+    public static bool IsZeroObject(Format.ObjectDescriptor o) => o.Length <= (256L << 20) && ObjectMd5(o.Length) == o.Md5;
 }

@@ -642,7 +642,7 @@ public static class BackupOperation
                     var raw = new byte[len];
                     var output = new byte[len];
                     var (alg, n) = Encoder.Encode(raw, output, _cancel);
-                    return new EncodedZeros(alg == CompressionAlgorithm.None ? null : output[..n], alg, Convert.ToHexString(MD5.HashData(raw)).ToLowerInvariant());
+                    return new EncodedZeros(alg == CompressionAlgorithm.None ? null : output[..n], alg, ZeroBlock.ObjectMd5(len));
                 });
                 used = zeros.Compression;
                 (stored, storedStart, storedLength) = zeros.Encoded is { } encoded ? (encoded, 0, encoded.Length) : (source, planned.Start, data.Length);

@@ -1,4 +1,5 @@
 using BlockBackup.Engine.Errors;
+using BlockBackup.Engine.Hashing;
 using BlockBackup.Engine.Format;
 using BlockBackup.Engine.Repository;
 
@@ -51,7 +52,7 @@ internal sealed class RestorePlan
             foreach (var o in objects)
             {
                 var needed = Ranges.Subtract([new ByteRange(o.Offset, o.End)], covered);
-                if (needed.Count > 0 && ZeroObject.Is(o))
+                if (needed.Count > 0 && ZeroBlock.IsZeroObject(o))
                 {
                     zeros.AddRange(needed.Select(r => (r, o, backup.Id)));
                 }
@@ -71,15 +72,6 @@ internal sealed class RestorePlan
             ZeroObjects = zeros.OrderBy(z => z.Item1.Start).ToList(),
             VolumeSize = size,
         };
-    }
-
-    /// <summary>Objects whose MD5 (of the uncompressed bytes) is that of as many zeros.</summary>
-    private static class ZeroObject
-    {
-        private static readonly System.Collections.Concurrent.ConcurrentDictionary<long, string> Md5s = new();
-
-        public static bool Is(ObjectDescriptor o) => o.Length <= (256L << 20) &&
-            Md5s.GetOrAdd(o.Length, static n => Convert.ToHexString(System.Security.Cryptography.MD5.HashData(new byte[n])).ToLowerInvariant()) == o.Md5;
     }
 
     private static BackupException Invalid(BackupInfo backup, ObjectDescriptor o, string what) =>

@@ -192,10 +192,40 @@ public static class VerifyOperation
             return;
         }
 
+        if (IsCanonicalZeros(store, key, o, cancel))
+        {
+            // The stored bytes are exactly BlockBackup's encoding of that many zeros: they decode to
+            // zeros without inflating them; the hash list must still say zeros for every block.
+            var listed = new byte[32];
+            for (long offset = o.Offset; offset < o.End; offset += blockSize)
+            {
+                var length = (int)Math.Min(blockSize, o.End - offset);
+                if (offset / blockSize >= hashes.Count)
+                {
+                    Report(VerificationProblem.BlockHashMismatch, offset, "the block lies beyond the hash list");
+                    return;
+                }
+
+                hashes.Get(offset / blockSize, listed);
+                if (!ZeroBlock.Sha256(length).SequenceEqual(listed))
+                {
+                    Report(VerificationProblem.BlockHashMismatch, offset, $"the object holds zeros but the hash list says the {length}-byte block holds data");
+                    return;
+                }
+            }
+
+            throttle.Add(o.Length);
+            return;
+        }
+
         var piece = new byte[Math.Max(blockSize, (1 << 20) / blockSize * blockSize)];
         var expected = new byte[32];
         var actual = new byte[32];
         using var md5 = IncrementalHash.CreateHash(HashAlgorithmName.MD5);
+        // An object the metadata says is zeros (a hole or zero run) is checked for zeros, which is
+        // as good as its MD5 and ~50x cheaper: a sparse 1 TiB volume is thousands of such objects.
+        var zeroObject = ZeroBlock.IsZeroObject(o);
+        long? firstData = null;
         long done = 0;
         var hashMismatches = 0;
         try
@@ -207,7 +237,15 @@ public static class VerifyOperation
                 cancel.ThrowIfCancellationRequested();
                 var want = (int)Math.Min(piece.Length, o.Length - done);
                 var got = data.ReadAtLeast(piece.AsSpan(0, want), want, throwOnEndOfStream: false);
-                md5.AppendData(piece, 0, got);
+                if (!zeroObject)
+                {
+                    md5.AppendData(piece, 0, got);
+                }
+                else if (firstData is null && piece.AsSpan(0, got).IndexOfAnyExcept((byte)0) is >= 0 and var at)
+                {
+                    firstData = o.Offset + done + at;
+                }
+
                 for (var k = 0; k * blockSize < got; k++)
                 {
                     var block = piece.AsSpan(k * blockSize, Math.Min(blockSize, got - k * blockSize));
@@ -260,11 +298,54 @@ public static class VerifyOperation
             return;
         }
 
+        if (zeroObject)
+        {
+            if (firstData is { } at)
+            {
+                Report(VerificationProblem.Md5Mismatch, at, $"the metadata's MD5 says the object holds {o.Length} zero bytes, but it holds data at volume offset {at}");
+            }
+
+            return;
+        }
+
         var digest = Convert.ToHexString(md5.GetHashAndReset()).ToLowerInvariant();
         if (digest != o.Md5)
         {
             Report(VerificationProblem.Md5Mismatch, null, $"MD5 of the data is {digest}, the metadata says {o.Md5}");
         }
+    }
+
+    private static readonly ConcurrentDictionary<long, byte[]?> CanonicalZeros = new();
+
+    /// <summary>
+    /// True when a zlib object the metadata says is zeros is stored as exactly the bytes
+    /// BlockBackup's encoder makes for that many zeros (one deflated run, its Adler-32): a few KB
+    /// compared instead of megabytes inflated. Anything else (Cinder's own encoding, bz2, zstd,
+    /// damage) is decoded and checked in full.
+    /// </summary>
+    private static bool IsCanonicalZeros(ObjectStores.IObjectStore store, string key, ObjectDescriptor o, CancellationToken cancel)
+    {
+        if (o.Compression != CompressionAlgorithm.Zlib || !ZeroBlock.IsZeroObject(o) || o.Length < (1 << 20))
+        {
+            return false;
+        }
+
+        var canonical = CanonicalZeros.GetOrAdd(o.Length, static n =>
+        {
+            var zeros = new byte[n];
+            var output = new byte[n];
+            var (used, length) = new ObjectEncoder(CompressionAlgorithm.Zlib).Encode(zeros, output);
+            return used == CompressionAlgorithm.Zlib ? output[..length] : null;
+        });
+        if (canonical is null)
+        {
+            return false;
+        }
+
+        var stored = new byte[canonical.Length + 1];
+        using var file = store.GetAsync(key, 0, canonical.Length + 1, cancel).GetAwaiter().GetResult();
+        var got = file.ReadAtLeast(stored, stored.Length, throwOnEndOfStream: false);
+        return got == canonical.Length && stored.AsSpan(0, got).SequenceEqual(canonical);
     }
 
     /// <summary>
