@@ -183,6 +183,50 @@ public sealed class SwiftObjectStoreTests(SwiftContainers containers) : IClassFi
     }
 
     [SwiftFact]
+    public async Task AnObjectLargerThanOnePutIsAStaticLargeObjectAndGoesWithItsSegments()
+    {
+        // Small limits stand in for Swift's 5 GiB (a hash list of a volume over ~2 TiB).
+        var container = containers.Track(ObjectStoreServers.NewName("slo"));
+        containers.Track(container + "_segments");
+        using var store = new SwiftObjectStore(SwiftContainers.Options(container, "p") with { MaxObjectSize = 1 << 20, SegmentSize = 400 << 10 });
+        using var segments = new SwiftObjectStore(SwiftContainers.Options(container + "_segments"));
+        var data = new byte[(5 << 19) + 123]; // 2.5 MiB and a bit: seven segments, the last one short
+        new Random(11).NextBytes(data);
+        await store.PutAsync("volume_1/big_sha256file", new MemoryStream(data), data.Length, new PutOptions(CreateOnly: true), CancellationToken.None);
+        await store.PutAsync("volume_1/small", new MemoryStream(Hello), 5, PutOptions.Default, CancellationToken.None);
+
+        Assert.Equal(data, await ReadAll(store, "volume_1/big_sha256file"));
+        Assert.Equal(data.AsSpan(400_000, 500_000).ToArray(), await ReadAll(store, "volume_1/big_sha256file", 400_000, 500_000)); // across segments
+        Assert.Equal(data.Length, (await store.StatAsync("volume_1/big_sha256file"))!.Size);
+        Assert.Equal(["volume_1/big_sha256file", "volume_1/small"], (await ListAll(store, "volume_1/")).Select(o => o.Name));
+        Assert.Equal(7, (await ListAll(segments, "")).Count);
+        var again = await Assert.ThrowsAsync<BackupException>(() => store.PutAsync("volume_1/big_sha256file", new MemoryStream(data), data.Length, new PutOptions(CreateOnly: true), CancellationToken.None));
+        Assert.Equal("ObjectExists", again.ErrorId);
+
+        // Not seekable (no retries possible), sent segment by segment all the same.
+        await store.PutAsync("volume_1/streamed", new NonSeekableStream(new MemoryStream(data)), data.Length, PutOptions.Default, CancellationToken.None);
+        Assert.Equal(data, await ReadAll(store, "volume_1/streamed"));
+
+        await store.DeleteAsync("volume_1/big_sha256file");
+        await store.DeleteAsync("volume_1/streamed");
+        await store.DeleteAsync("volume_1/small");
+        Assert.Null(await store.StatAsync("volume_1/big_sha256file"));
+        Assert.Empty(await ListAll(store, ""));
+        Assert.Empty(await ListAll(segments, "")); // the segments went with their manifests
+    }
+
+    private static async Task<List<ObjectInfo>> ListAll(IObjectStore store, string prefix)
+    {
+        var all = new List<ObjectInfo>();
+        await foreach (var o in store.ListAsync(prefix))
+        {
+            all.Add(o);
+        }
+
+        return all;
+    }
+
+    [SwiftFact]
     public async Task ABodyThatBreaksOffIsResumedFromWhereItStopped()
     {
         var data = new byte[300_000];

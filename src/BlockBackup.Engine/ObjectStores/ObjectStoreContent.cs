@@ -91,13 +91,16 @@ internal sealed class ContentWindow : Stream
     private readonly long length;
     private readonly string name;
     private readonly IncrementalHash? md5;
+    private readonly bool contentEnds;
     private long sent;
 
-    public ContentWindow(Stream inner, long length, string name, bool hash)
+    // contentEnds: the window is the end of the content (checked when it cannot seek); false for a part that more content follows.
+    public ContentWindow(Stream inner, long length, string name, bool hash, bool contentEnds = true)
     {
         this.inner = inner;
         this.length = length;
         this.name = name;
+        this.contentEnds = contentEnds;
         md5 = hash ? IncrementalHash.CreateHash(HashAlgorithmName.MD5) : null;
     }
 
@@ -119,7 +122,7 @@ internal sealed class ContentWindow : Stream
     {
         if (sent == length)
         {
-            if (!inner.CanSeek)
+            if (!inner.CanSeek && contentEnds)
             {
                 await ObjectStoreContent.CheckAtEndAsync(inner, name, length, cancellationToken).ConfigureAwait(false);
             }

@@ -22,8 +22,9 @@ namespace BlockBackup.Engine.ObjectStores;
 /// Create-only is best effort: Swift (RGW included) ignores If-None-Match on PUT, so the store
 /// checks with a HEAD and then PUTs; two writers racing for one name can both succeed
 /// (<see cref="ObjectStoreProperties.HasAtomicCreateOnly"/> is false). Objects larger than
-/// <see cref="SwiftStoreOptions.MaxObjectSize"/> are refused (no SLO segments). Throttling, 5xx and
-/// network errors are retried with backoff when the content can be sent again (seekable).
+/// <see cref="SwiftStoreOptions.MaxObjectSize"/> are stored as static large objects (segments in
+/// <c>&lt;container&gt;_segments</c>, then the manifest) and deleted with their segments. Throttling,
+/// 5xx and network errors are retried with backoff when the content can be sent again (seekable).
 /// </summary>
 public sealed class SwiftObjectStore : IObjectStore, IDisposable
 {
@@ -34,7 +35,8 @@ public sealed class SwiftObjectStore : IObjectStore, IDisposable
     private readonly bool keystone;
     private readonly SemaphoreSlim authLock = new(1, 1);
     private Session? session;
-    private volatile bool containerKnown;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, bool> knownContainers = new(StringComparer.Ordinal);
+    private bool? segmentsExist;
 
     public SwiftObjectStore(SwiftStoreOptions options)
     {
@@ -48,6 +50,11 @@ public sealed class SwiftObjectStore : IObjectStore, IDisposable
         if (string.IsNullOrEmpty(options.Container) || options.Container.Contains('/', StringComparison.Ordinal) || options.Container.Any(char.IsControl))
         {
             throw Invalid("SwiftContainerInvalid", $"'{options.Container}' is not a valid Swift container name (non-empty, no '/').");
+        }
+
+        if (options.SegmentSize < 1 || options.SegmentSize > options.MaxObjectSize)
+        {
+            throw Invalid("SwiftSegmentSizeInvalid", $"SegmentSize must be between 1 byte and MaxObjectSize ({options.MaxObjectSize}); it is {options.SegmentSize}.");
         }
 
         keystone = options.AuthVersion == SwiftAuthVersion.V3
@@ -81,11 +88,6 @@ public sealed class SwiftObjectStore : IObjectStore, IDisposable
         var key = KeyOf(name);
         ArgumentNullException.ThrowIfNull(content);
         ArgumentNullException.ThrowIfNull(options);
-        if (length > this.options.MaxObjectSize)
-        {
-            throw ObjectStoreErrors.TooLarge(Properties.Description, name, length, this.options.MaxObjectSize);
-        }
-
         var seekable = content.CanSeek;
         var start = seekable ? content.Position : 0;
         if (seekable)
@@ -93,13 +95,29 @@ public sealed class SwiftObjectStore : IObjectStore, IDisposable
             ObjectStoreContent.CheckSeekableLength(content, start, length, name);
         }
 
-        var md5 = options.ContentMd5 ?? (seekable ? await ObjectStoreContent.Md5OfSeekableAsync(content, start, length, name, cancellationToken).ConfigureAwait(false) : null);
-        await EnsureContainerAsync(cancellationToken).ConfigureAwait(false);
+        await EnsureContainerAsync(this.options.Container, cancellationToken).ConfigureAwait(false);
         if (options.CreateOnly && await StatAsync(name, cancellationToken).ConfigureAwait(false) is not null)
         {
             throw ObjectNames.Exists(name, Properties.Description);
         }
 
+        if (length > this.options.MaxObjectSize)
+        {
+            await PutLargeAsync(name, key, content, start, length, seekable, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        var md5 = options.ContentMd5 ?? (seekable ? await ObjectStoreContent.Md5OfSeekableAsync(content, start, length, name, cancellationToken).ConfigureAwait(false) : null);
+        await PutOneAsync(name, this.options.Container, key, content, start, length, seekable, md5, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// One PUT of [start, start + length) of <paramref name="content"/> to container/key, the ETag
+    /// sent (the MD5, when known) and the one returned compared; the MD5 is computed while sending
+    /// when not given. Returns the MD5 of what was stored (hex). <c>contentEnds</c> is false for all
+    /// but a large object's last segment: more content follows.
+    /// </summary>
+    private async Task<string> PutOneAsync(string name, string container, string key, Stream content, long start, long length, bool seekable, byte[]? md5, CancellationToken cancellationToken, bool contentEnds = true) =>
         await ExecuteAsync("PUT", name, write: true, canRetry: seekable, async token =>
         {
             for (var recreated = false; ; recreated = true)
@@ -112,8 +130,8 @@ public sealed class SwiftObjectStore : IObjectStore, IDisposable
                         content.Position = start;
                     }
 
-                    body = new ContentWindow(content, length, name, hash: md5 is null);
-                    var request = new HttpRequestMessage(HttpMethod.Put, ObjectUri(s, key)) { Content = new StreamContent(body) };
+                    body = new ContentWindow(content, length, name, hash: md5 is null, contentEnds);
+                    var request = new HttpRequestMessage(HttpMethod.Put, ObjectUri(s, key, container)) { Content = new StreamContent(body) };
                     request.Content.Headers.ContentLength = length;
                     request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
                     if (md5 is not null)
@@ -130,15 +148,15 @@ public sealed class SwiftObjectStore : IObjectStore, IDisposable
                         var etag = ObjectStoreContent.NormalizeETag(Header(response, "ETag"));
                         if (sent is not null && etag is not null && etag != ObjectStoreContent.Hex(sent))
                         {
-                            await TryDeleteAsync(key).ConfigureAwait(false);
+                            await TryDeleteAsync(key, container).ConfigureAwait(false);
                             throw ObjectStoreErrors.ChecksumMismatch(Properties.Description, name,
                                 $"the service stored bytes with MD5 {etag} where {ObjectStoreContent.Hex(sent)} was sent (damaged in transit); the object was removed, run the command again.", write: true);
                         }
 
-                        return true;
+                        return sent is not null ? ObjectStoreContent.Hex(sent) : etag ?? "";
                     case HttpStatusCode.NotFound when !recreated && seekable:
-                        containerKnown = false; // removed meanwhile: create it again and resend
-                        await EnsureContainerAsync(token).ConfigureAwait(false);
+                        knownContainers.TryRemove(container, out _); // removed meanwhile: create it again and resend
+                        await EnsureContainerAsync(container, token).ConfigureAwait(false);
                         continue;
                     case HttpStatusCode.NotFound:
                         throw ObjectStoreErrors.ContainerNotFound(Properties.Description, name);
@@ -152,6 +170,56 @@ public sealed class SwiftObjectStore : IObjectStore, IDisposable
                 }
             }
         }, cancellationToken).ConfigureAwait(false);
+
+    private string SegmentContainer => options.Container + "_segments";
+
+    /// <summary>
+    /// A static large object: the segments (each checked by its ETag) under a name unique to this
+    /// upload in the segments container, then the manifest, which Swift checks against them. A
+    /// failure removes the segments already stored; nothing is visible under the name before the
+    /// manifest is.
+    /// </summary>
+    private async Task PutLargeAsync(string name, string key, Stream content, long start, long length, bool seekable, CancellationToken cancellationToken)
+    {
+        await EnsureContainerAsync(SegmentContainer, cancellationToken).ConfigureAwait(false);
+        segmentsExist = true;
+        var upload = $"{key}/{DateTime.UtcNow:yyyyMMddHHmmssfff}-{Guid.NewGuid():N}"; // this upload's segments only
+        var segments = new List<(string Key, string Etag, long Size)>();
+        try
+        {
+            for (long offset = 0; offset < length; offset += options.SegmentSize)
+            {
+                var size = Math.Min(options.SegmentSize, length - offset);
+                var segmentKey = $"{upload}/{segments.Count + 1:D8}";
+                // Without a given MD5 the segment is digested while it is sent: read once.
+                var etag = await PutOneAsync(name, SegmentContainer, segmentKey, content, start + offset, size, seekable, null, cancellationToken, contentEnds: offset + size == length).ConfigureAwait(false);
+                segments.Add((segmentKey, etag, size));
+            }
+
+            var manifest = JsonSerializer.SerializeToUtf8Bytes(segments.Select(g => new Dictionary<string, object>
+            {
+                ["path"] = "/" + SegmentContainer + "/" + g.Key,
+                ["etag"] = g.Etag,
+                ["size_bytes"] = g.Size,
+            }));
+            await ExecuteAsync("PUT", name, write: true, canRetry: true, async token =>
+            {
+                using var response = await SendAsync(s => new HttpRequestMessage(HttpMethod.Put, new Uri(ObjectUri(s, key) + "?multipart-manifest=put"))
+                {
+                    Content = new ByteArrayContent(manifest),
+                }, HttpCompletionOption.ResponseContentRead, canResend: true, token).ConfigureAwait(false);
+                return response.StatusCode is HttpStatusCode.Created or HttpStatusCode.OK ? true : throw Refused(response, "PUT of the large-object manifest", name, write: true);
+            }, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            foreach (var segment in segments)
+            {
+                await TryDeleteAsync(segment.Key, SegmentContainer).ConfigureAwait(false);
+            }
+
+            throw;
+        }
     }
 
     public async Task<Stream> GetAsync(string name, long offset = 0, long? length = null, CancellationToken cancellationToken = default)
@@ -267,17 +335,47 @@ public sealed class SwiftObjectStore : IObjectStore, IDisposable
         }
     }
 
+    /// <summary>
+    /// Deletes the object; a static large object with its segments. Whether it is one takes a HEAD,
+    /// asked only when a segments container exists (RGW refuses multipart-manifest=delete on a
+    /// plain object), so stores without large objects pay one container HEAD, once.
+    /// </summary>
     public async Task DeleteAsync(string name, CancellationToken cancellationToken = default)
     {
         var key = KeyOf(name);
+        var large = await SegmentsExistAsync(cancellationToken).ConfigureAwait(false) && await IsLargeObjectAsync(name, key, cancellationToken).ConfigureAwait(false);
         await ExecuteAsync("DELETE", name, write: true, canRetry: true, async token =>
         {
-            using var response = await SendAsync(s => new HttpRequestMessage(HttpMethod.Delete, ObjectUri(s, key)), HttpCompletionOption.ResponseContentRead, true, token).ConfigureAwait(false);
+            using var response = await SendAsync(s => new HttpRequestMessage(HttpMethod.Delete, large ? new Uri(ObjectUri(s, key) + "?multipart-manifest=delete") : ObjectUri(s, key)),
+                HttpCompletionOption.ResponseContentRead, true, token).ConfigureAwait(false);
             return response.StatusCode is HttpStatusCode.NoContent or HttpStatusCode.OK or HttpStatusCode.NotFound
                 ? true
                 : throw Refused(response, "DELETE", name, write: true);
         }, cancellationToken).ConfigureAwait(false);
     }
+
+    private async Task<bool> SegmentsExistAsync(CancellationToken cancellationToken)
+    {
+        if (segmentsExist is { } known)
+        {
+            return known;
+        }
+
+        var exists = await ExecuteAsync("HEAD of the segments container", null, write: false, canRetry: true, async token =>
+        {
+            using var head = await SendAsync(s => new HttpRequestMessage(HttpMethod.Head, ContainerUri(s, container: SegmentContainer)), HttpCompletionOption.ResponseHeadersRead, true, token).ConfigureAwait(false);
+            return head.IsSuccessStatusCode || (head.StatusCode == HttpStatusCode.NotFound ? false : throw Refused(head, "HEAD of the segments container", null, write: false));
+        }, cancellationToken).ConfigureAwait(false);
+        segmentsExist = exists;
+        return exists;
+    }
+
+    private async Task<bool> IsLargeObjectAsync(string name, string key, CancellationToken cancellationToken) =>
+        await ExecuteAsync("HEAD", name, write: false, canRetry: true, async token =>
+        {
+            using var head = await SendAsync(s => new HttpRequestMessage(HttpMethod.Head, ObjectUri(s, key)), HttpCompletionOption.ResponseHeadersRead, true, token).ConfigureAwait(false);
+            return head.IsSuccessStatusCode && string.Equals(Header(head, "X-Static-Large-Object"), "true", StringComparison.OrdinalIgnoreCase);
+        }, cancellationToken).ConfigureAwait(false);
 
     /// <summary>A PUT returns once the object is stored: nothing to flush.</summary>
     public Task FlushAsync(CancellationToken cancellationToken = default) => Task.CompletedTask;
@@ -307,11 +405,11 @@ public sealed class SwiftObjectStore : IObjectStore, IDisposable
 
     private string KeyOf(string name) => prefix + ObjectNames.Validate(name, Properties.Description);
 
-    private Uri ContainerUri(Session s, string? query = null) =>
-        new(s.StorageUrl.TrimEnd('/') + "/" + Uri.EscapeDataString(options.Container) + query);
+    private Uri ContainerUri(Session s, string? query = null, string? container = null) =>
+        new(s.StorageUrl.TrimEnd('/') + "/" + Uri.EscapeDataString(container ?? options.Container) + query);
 
-    private Uri ObjectUri(Session s, string key) =>
-        new(s.StorageUrl.TrimEnd('/') + "/" + Uri.EscapeDataString(options.Container) + "/" + string.Join('/', key.Split('/').Select(Uri.EscapeDataString)));
+    private Uri ObjectUri(Session s, string key, string? container = null) =>
+        new(s.StorageUrl.TrimEnd('/') + "/" + Uri.EscapeDataString(container ?? options.Container) + "/" + string.Join('/', key.Split('/').Select(Uri.EscapeDataString)));
 
     private static string? Header(HttpResponseMessage response, string name) =>
         response.Headers.TryGetValues(name, out var values) || response.Content.Headers.TryGetValues(name, out values) ? values.FirstOrDefault() : null;
@@ -356,12 +454,12 @@ public sealed class SwiftObjectStore : IObjectStore, IDisposable
         return ObjectNames.NotFound(name, Properties.Description);
     }
 
-    private async Task TryDeleteAsync(string key)
+    private async Task TryDeleteAsync(string key, string container)
     {
         try
         {
             using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-            using var response = await SendAsync(s => new HttpRequestMessage(HttpMethod.Delete, ObjectUri(s, key)), HttpCompletionOption.ResponseContentRead, true, cts.Token).ConfigureAwait(false);
+            using var response = await SendAsync(s => new HttpRequestMessage(HttpMethod.Delete, ObjectUri(s, key, container)), HttpCompletionOption.ResponseContentRead, true, cts.Token).ConfigureAwait(false);
         }
         catch (Exception)
         {
@@ -369,17 +467,17 @@ public sealed class SwiftObjectStore : IObjectStore, IDisposable
         }
     }
 
-    /// <summary>HEAD the container once per store; PUT it when missing (201 created, 202 already there).</summary>
-    private async Task EnsureContainerAsync(CancellationToken cancellationToken)
+    /// <summary>HEAD a container once per store; PUT it when missing (201 created, 202 already there).</summary>
+    private async Task EnsureContainerAsync(string container, CancellationToken cancellationToken)
     {
-        if (containerKnown)
+        if (knownContainers.ContainsKey(container))
         {
             return;
         }
 
         await ExecuteAsync("creating the container for", null, write: true, canRetry: true, async token =>
         {
-            using (var head = await SendAsync(s => new HttpRequestMessage(HttpMethod.Head, ContainerUri(s)), HttpCompletionOption.ResponseHeadersRead, true, token).ConfigureAwait(false))
+            using (var head = await SendAsync(s => new HttpRequestMessage(HttpMethod.Head, ContainerUri(s, container: container)), HttpCompletionOption.ResponseHeadersRead, true, token).ConfigureAwait(false))
             {
                 if (head.IsSuccessStatusCode)
                 {
@@ -392,10 +490,10 @@ public sealed class SwiftObjectStore : IObjectStore, IDisposable
                 }
             }
 
-            using var put = await SendAsync(s => new HttpRequestMessage(HttpMethod.Put, ContainerUri(s)) { Content = new ByteArrayContent([]) }, HttpCompletionOption.ResponseContentRead, true, token).ConfigureAwait(false);
+            using var put = await SendAsync(s => new HttpRequestMessage(HttpMethod.Put, ContainerUri(s, container: container)) { Content = new ByteArrayContent([]) }, HttpCompletionOption.ResponseContentRead, true, token).ConfigureAwait(false);
             return put.IsSuccessStatusCode ? true : throw Refused(put, "creating the container", null, write: true);
         }, cancellationToken).ConfigureAwait(false);
-        containerKnown = true;
+        knownContainers[container] = true;
     }
 
     /// <summary>

@@ -50,8 +50,17 @@ public sealed record SwiftStoreOptions(string AuthUrl, string User, string Key, 
     /// <summary>Connection set-up's time limit.</summary>
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(15);
 
-    /// <summary>The largest object one PUT stores (Swift's and RGW's default, 5 GiB); larger ones are refused (no SLO segments).</summary>
+    /// <summary>
+    /// The largest object one PUT stores (Swift's and RGW's default, 5 GiB). Larger ones (the hash
+    /// list of a volume over ~2 TiB) become a static large object: segments of
+    /// <see cref="SegmentSize"/> in the container <c>&lt;container&gt;_segments</c> (python-swiftclient's
+    /// convention) and a manifest under the object's own name, which every Swift client, Cinder
+    /// included, reads as one object.
+    /// </summary>
     public long MaxObjectSize { get; init; } = 5L << 30;
+
+    /// <summary>The size of a static large object's segments (at most <see cref="MaxObjectSize"/>).</summary>
+    public long SegmentSize { get; init; } = 1L << 30;
 
     public override string ToString() =>
         $"SwiftStoreOptions {{ AuthUrl = {AuthUrl}, User = {User}, Key = ***, Container = {Container}, Prefix = {Prefix}, AuthVersion = {AuthVersion}, ProjectName = {ProjectName}, Region = {Region} }}";
