@@ -20,6 +20,7 @@ internal static class Cli
         bbk gen <path> <size> [--seed N] [--holes PCT]      deterministic mixed volume (40% random, 30% text, 15% zeros, 15% holes)
         bbk mutate <path> <percent> <seed>                  overwrite ~percent% in scattered 4-64 KiB writes
         bbk backup <volume> <repo> [--incremental] [--name N] [--compression zlib|bz2|zstd|none] [--level N] [--object-size BYTES] [--force] [--no-snapshot] [--trace]
+        bbk backup-rbd <pool>/<image> <repo> [--conf CEPH_CONF] [--incremental] [--name N]   an RBD image into a chunked repository (snapshot diffs)
         bbk restore <repo> <backup-id> <target> [--force]
         bbk verify <repo> <backup-id> [--chain]
         bbk list <repo>
@@ -30,7 +31,7 @@ internal static class Cli
         bbk bench-retention [--backups 10000] [--volumes 20]  retention planning over a synthetic listing (chains, damaged)
         bbk bench-policy [--volumes 4] [--nights 10]           a policy run's overhead over the backups it makes
         bbk bench-objstore [--kind s3|swift] [--size 512M] [--compression zlib] [--runs 1] [--no-cinder] [--keep]   BlockBackup vs Cinder's s3/swift driver on one store (BLOCKBACKUP_S3_* / BLOCKBACKUP_SWIFT_*)
-        bbk bench-sparse [--sizes 1T,4T] [--data 64M] [--repository DIR|s3://…] [--keep]   peak RSS against volume size: sparse volumes; backup, incremental, verify, list, restore
+        bbk bench-sparse [--sizes 1T,4T] [--data 64M] [--repository DIR|s3://…] [--rbd CEPH_CONF] [--keep]   peak RSS against volume size: sparse volumes; backup, incremental, verify, list, restore
         bbk bench-codec [--size 8M] [--codecs bz2,zlib,zstd] [--level N] [--dir DIR]   one object of repetitive text, random and JSON log per codec
         BBK_ALLOC=1 in the environment: allocations sampled by type and size, printed to stderr at exit
         """;
@@ -44,6 +45,7 @@ internal static class Cli
                 "gen" => Gen(args),
                 "mutate" => Mutate(args),
                 "backup" => Backup(args),
+                "backup-rbd" => BackupRbd(args),
                 "restore" => Restore(args),
                 "verify" => Verify(args),
                 "list" => List(args),
@@ -122,6 +124,27 @@ internal static class Cli
         };
         var r = BackupOperation.Run(repo, request, Flag(a, "--trace") ? new PhaseTrace() : null);
         Console.WriteLine($"backup {r.Backup.Id} ({(r.Backup.IsIncremental ? "incremental" : "full")}, {r.ConsistencyDetail}) read {r.BytesRead} backed up {r.BytesBackedUp} stored {r.Backup.StoredBytes} in {r.Duration.TotalSeconds:F2}s");
+        PrintResult("backup", r.Duration, r.Backup.VolumeSize, $"id={r.Backup.Id} stored={r.Backup.StoredBytes} read={r.BytesRead}");
+        return 0;
+    }
+
+    private static int BackupRbd(string[] a)
+    {
+        var conf = Option(a, "--conf") ?? Environment.GetEnvironmentVariable("BLOCKBACKUP_CEPH_CONF")
+            ?? throw new ArgumentException("give --conf <ceph.conf> or set BLOCKBACKUP_CEPH_CONF");
+        using var opened = Open(a[2], create: true);
+        var image = BlockBackup.Engine.Rbd.RbdImageRef.Parse(a[1]);
+        var client = new BlockBackup.Engine.Rbd.RbdClient(new BlockBackup.Engine.Rbd.RbdConnection(conf));
+        var request = new BackupRequest
+        {
+            SourcePath = "rbd:" + image.Spec,
+            Incremental = Flag(a, "--incremental"),
+            Name = Option(a, "--name"),
+            ObjectSize = opened.Repository.DefaultObjectSize,
+            Log = message => Console.Error.WriteLine("verbose: " + message),
+        };
+        var r = BlockBackup.Engine.Rbd.RbdFileBackupOperation.Run(opened.Repository, client, image, request);
+        Console.WriteLine($"backup {r.Backup.Id} ({(r.Backup.IsIncremental ? "incremental" : "full")} of {image}) read {r.BytesRead} stored {r.Backup.StoredBytes} in {r.Duration.TotalSeconds:F2}s");
         PrintResult("backup", r.Duration, r.Backup.VolumeSize, $"id={r.Backup.Id} stored={r.Backup.StoredBytes} read={r.BytesRead}");
         return 0;
     }

@@ -17,6 +17,7 @@ internal static class SparseBenchmark
         var data = Cli.ParseSize(Cli.Option(args, "--data") ?? "64M");
         var dir = Cli.Option(args, "--dir") ?? Path.Combine(Path.GetTempPath(), "bbk-bench-sparse");
         var repositoryArg = Cli.Option(args, "--repository");
+        var rbdConf = Cli.Option(args, "--rbd"); // a thin RBD image (pool rbd) instead of a sparse file
         Directory.CreateDirectory(dir);
         string[] operations = ["backup", "incremental", "verify", "list", "restore"];
         var rows = new List<(long Size, Dictionary<string, Dictionary<string, string>> Results)>();
@@ -35,18 +36,22 @@ internal static class SparseBenchmark
                 Directory.Delete(repository, true);
             }
 
-            Console.WriteLine($"{size >> 30} GiB sparse volume with {data >> 20} MiB of data in 64 pieces");
-            var pieces = Scatter(volume, size, data);
+            using var source = rbdConf is null ? (SparseSource)new SparseFile(volume, size) : new SparseRbdImage(rbdConf, size);
+            Console.WriteLine($"{size >> 30} GiB sparse {source.Kind} with {data >> 20} MiB of data in 64 pieces");
+            var pieces = Scatter(size, data);
+            source.Write(pieces);
             var results = new Dictionary<string, Dictionary<string, string>>
             {
-                ["backup"] = Benchmark.Child(["backup", volume, repository, "--name", "sparse", "--no-snapshot"]),
+                ["backup"] = Benchmark.Child([.. source.BackupCommand(repository), "--name", "sparse"]),
             };
-            Change(volume, pieces[pieces.Count / 2]);
-            results["incremental"] = Benchmark.Child(["backup", volume, repository, "--name", "sparse-incremental", "--incremental", "--no-snapshot"]);
+            var changed = pieces[pieces.Count / 2];
+            new Random(4).NextBytes(changed.Data.AsSpan(0, Math.Min(1 << 20, changed.Data.Length)));
+            source.Write([changed]);
+            results["incremental"] = Benchmark.Child([.. source.BackupCommand(repository), "--name", "sparse-incremental", "--incremental"]);
             results["verify"] = Benchmark.Child(["verify", repository, results["incremental"]["id"], "--chain"]);
             results["list"] = Benchmark.Child(["list", repository]);
             results["restore"] = Benchmark.Child(["restore", repository, results["incremental"]["id"], restored]);
-            if (results["verify"]["valid"] != "True" || !SameData(volume, restored, pieces))
+            if (results["verify"]["valid"] != "True" || !SameData(restored, size, pieces))
             {
                 Console.Error.WriteLine(results["verify"]["valid"] != "True" ? "the chain did not verify" : "the restored volume differs from the source");
                 return 1;
@@ -57,7 +62,7 @@ internal static class SparseBenchmark
         }
 
         Console.WriteLine();
-        Console.WriteLine($"Sparse volumes ({data >> 20} MiB of data, one 1 MiB piece changed for the incremental), {Environment.ProcessorCount} cores; seconds / peak RSS MB:");
+        Console.WriteLine($"Sparse {(rbdConf is null ? "image files" : "RBD images")} ({data >> 20} MiB of data, one 1 MiB piece changed for the incremental), {Environment.ProcessorCount} cores; seconds / peak RSS MB:");
         Console.WriteLine($"{"volume",8} " + string.Join(" ", operations.Select(o => $"{o,18}")));
         foreach (var (size, results) in rows)
         {
@@ -73,56 +78,129 @@ internal static class SparseBenchmark
         return 0;
     }
 
-    /// <summary>Writes <paramref name="data"/> bytes of mixed content in 64 equal pieces spread over a sparse file of <paramref name="size"/>.</summary>
-    private static List<(long Offset, int Length)> Scatter(string path, long size, long data)
+    /// <summary><paramref name="data"/> bytes of mixed content in 64 equal pieces spread over <paramref name="size"/> bytes.</summary>
+    private static List<Piece> Scatter(long size, long data)
     {
-        var pieces = new List<(long, int)>();
-        var piece = (int)(data / 64);
-        var buffer = new byte[piece];
+        var pieces = new List<Piece>();
         var random = new Random(3);
-        using var file = new FileStream(path, FileMode.CreateNew, FileAccess.Write);
-        file.SetLength(size);
         for (var i = 0; i < 64; i++)
         {
+            var buffer = new byte[data / 64];
             VolumeGenerator.Fill("rtz"[i % 3], random, buffer);
-            var offset = size / 64 * i / 32768 * 32768;
-            RandomAccess.Write(file.SafeFileHandle, buffer, offset);
-            pieces.Add((offset, piece));
+            pieces.Add(new Piece(size / 64 * i / 32768 * 32768, buffer));
         }
 
         return pieces;
     }
 
-    /// <summary>Overwrites the first MiB of a data piece with other bytes: what the incremental must store.</summary>
-    private static void Change(string path, (long Offset, int Length) piece)
+    /// <summary>The restored file has the volume's size and every piece's bytes where it was written.</summary>
+    private static bool SameData(string restored, long size, List<Piece> pieces)
     {
-        var buffer = new byte[Math.Min(1 << 20, piece.Length)];
-        new Random(4).NextBytes(buffer);
-        using var file = File.OpenHandle(path, FileMode.Open, FileAccess.Write);
-        RandomAccess.Write(file, buffer, piece.Offset);
-    }
-
-    private static bool SameData(string a, string b, List<(long Offset, int Length)> pieces)
-    {
-        using var x = File.OpenHandle(a);
-        using var y = File.OpenHandle(b);
-        if (RandomAccess.GetLength(x) != RandomAccess.GetLength(y))
+        using var file = File.OpenHandle(restored);
+        if (RandomAccess.GetLength(file) != size)
         {
             return false;
         }
 
-        foreach (var (offset, length) in pieces)
+        foreach (var piece in pieces)
         {
-            var p = new byte[length];
-            var q = new byte[length];
-            RandomAccess.Read(x, p, offset);
-            RandomAccess.Read(y, q, offset);
-            if (!p.AsSpan().SequenceEqual(q))
+            var read = new byte[piece.Data.Length];
+            RandomAccess.Read(file, read, piece.Offset);
+            if (!read.AsSpan().SequenceEqual(piece.Data))
             {
                 return false;
             }
         }
 
         return true;
+    }
+
+    private sealed record Piece(long Offset, byte[] Data);
+
+    /// <summary>What is backed up: a sparse file or a thin RBD image, written piece by piece.</summary>
+    private abstract class SparseSource : IDisposable
+    {
+        public abstract string Kind { get; }
+
+        public abstract void Write(IEnumerable<Piece> pieces);
+
+        public abstract string[] BackupCommand(string repository);
+
+        public virtual void Dispose()
+        {
+        }
+    }
+
+    private sealed class SparseFile : SparseSource
+    {
+        private readonly string path;
+
+        public SparseFile(string path, long size)
+        {
+            this.path = path;
+            using var file = new FileStream(path, FileMode.CreateNew, FileAccess.Write);
+            file.SetLength(size);
+        }
+
+        public override string Kind => "image file";
+
+        public override void Write(IEnumerable<Piece> pieces)
+        {
+            using var file = File.OpenHandle(path, FileMode.Open, FileAccess.Write);
+            foreach (var piece in pieces)
+            {
+                RandomAccess.Write(file, piece.Data, piece.Offset);
+            }
+        }
+
+        public override string[] BackupCommand(string repository) => ["backup", path, repository, "--no-snapshot"];
+
+        public override void Dispose() => File.Delete(path);
+    }
+
+    /// <summary>A thin image in pool rbd, written through import-diff (unwritten ranges stay unallocated); removed with its snapshots.</summary>
+    private sealed class SparseRbdImage : SparseSource
+    {
+        private readonly string conf;
+        private readonly long size;
+        private readonly Engine.Rbd.RbdClient client;
+        private readonly Engine.Rbd.RbdImageRef image = new("rbd", null, "bbk-sparse-" + Guid.NewGuid().ToString("N")[..8]);
+
+        public SparseRbdImage(string conf, long size)
+        {
+            this.conf = conf;
+            this.size = size;
+            client = new Engine.Rbd.RbdClient(new Engine.Rbd.RbdConnection(conf)) { CommandTimeout = TimeSpan.FromMinutes(10) };
+            client.CreateImage(image, size);
+        }
+
+        public override string Kind => $"RBD image {image}";
+
+        public override void Write(IEnumerable<Piece> pieces)
+        {
+            using var import = client.Tool.StartImportDiff(image);
+            var writer = new Engine.Rbd.RbdDiffWriter(import.StandardInput.BaseStream);
+            writer.WriteHeader(null, null, size);
+            foreach (var piece in pieces)
+            {
+                writer.WriteData(piece.Offset, piece.Data);
+            }
+
+            writer.WriteEnd();
+            import.StandardInput.Close();
+            Engine.Rbd.RbdTool.Finish(import, "import-diff (sparse pieces)");
+        }
+
+        public override string[] BackupCommand(string repository) => ["backup-rbd", image.Spec, repository, "--conf", conf];
+
+        public override void Dispose()
+        {
+            foreach (var snapshot in client.Snapshots(image))
+            {
+                client.RemoveSnapshot(image, snapshot.Name);
+            }
+
+            client.RemoveImage(image);
+        }
     }
 }
