@@ -196,30 +196,60 @@ public static class VerifyOperation
         {
             // The stored bytes are exactly BlockBackup's encoding of that many zeros: they decode to
             // zeros without inflating them; the hash list must still say zeros for every block.
-            var listed = new byte[32];
-            for (long offset = o.Offset; offset < o.End; offset += blockSize)
+            // One read of the object's hashes, not one per block: a spilled list is a file.
+            var first = o.Offset / blockSize;
+            var blocks = (int)((o.Length + blockSize - 1) / blockSize);
+            var listed = (int)Math.Clamp(hashes.Count - first, 0, blocks);
+            var rented = System.Buffers.ArrayPool<byte>.Shared.Rent(Math.Max(1, listed * 32));
+            try
             {
-                var length = (int)Math.Min(blockSize, o.End - offset);
-                if (offset / blockSize >= hashes.Count)
+                hashes.Get(first, rented.AsSpan(0, listed * 32));
+                for (var k = 0; k < blocks; k++)
                 {
-                    Report(VerificationProblem.BlockHashMismatch, offset, "the block lies beyond the hash list");
-                    return;
-                }
+                    var offset = (first + k) * blockSize;
+                    var length = (int)Math.Min(blockSize, o.End - offset);
+                    if (k >= listed)
+                    {
+                        Report(VerificationProblem.BlockHashMismatch, offset, "the block lies beyond the hash list");
+                        return;
+                    }
 
-                hashes.Get(offset / blockSize, listed);
-                if (!ZeroBlock.Sha256(length).SequenceEqual(listed))
-                {
-                    Report(VerificationProblem.BlockHashMismatch, offset, $"the object holds zeros but the hash list says the {length}-byte block holds data");
-                    return;
+                    if (!ZeroBlock.Sha256(length).SequenceEqual(rented.AsSpan(k * 32, 32)))
+                    {
+                        Report(VerificationProblem.BlockHashMismatch, offset, $"the object holds zeros but the hash list says the {length}-byte block holds data");
+                        return;
+                    }
                 }
+            }
+            finally
+            {
+                System.Buffers.ArrayPool<byte>.Shared.Return(rented);
             }
 
             throttle.Add(o.Length);
             return;
         }
 
-        var piece = new byte[Math.Max(blockSize, (1 << 20) / blockSize * blockSize)];
-        var expected = new byte[32];
+        // Pooled: a sparse volume has hundreds of thousands of objects, a fresh 1 MiB each was
+        // large-object-heap garbage faster than it was collected.
+        var pieceLength = Math.Max(blockSize, (1 << 20) / blockSize * blockSize);
+        var piece = System.Buffers.ArrayPool<byte>.Shared.Rent(pieceLength);
+        var pieceHashes = System.Buffers.ArrayPool<byte>.Shared.Rent(pieceLength / blockSize * 32);
+        try
+        {
+            CheckObjectData(store, key, o, hashes, blockSize, pieceLength, piece, pieceHashes, Report, throttle, cancel);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(piece);
+            System.Buffers.ArrayPool<byte>.Shared.Return(pieceHashes);
+        }
+    }
+
+    /// <summary>Decodes the object piece by piece and checks length, MD5 (or zeros) and every block's SHA-256.</summary>
+    private static void CheckObjectData(ObjectStores.IObjectStore store, string key, ObjectDescriptor o, BlockHashList hashes, int blockSize, int pieceLength, byte[] piece, byte[] pieceHashes,
+        Action<VerificationProblem, long?, string> report, ProgressThrottle throttle, CancellationToken cancel)
+    {
         var actual = new byte[32];
         using var md5 = IncrementalHash.CreateHash(HashAlgorithmName.MD5);
         // An object the metadata says is zeros (a hole or zero run) is checked for zeros, which is
@@ -235,7 +265,7 @@ public static class VerifyOperation
             while (done < o.Length)
             {
                 cancel.ThrowIfCancellationRequested();
-                var want = (int)Math.Min(piece.Length, o.Length - done);
+                var want = (int)Math.Min(pieceLength, o.Length - done);
                 var got = data.ReadAtLeast(piece.AsSpan(0, want), want, throwOnEndOfStream: false);
                 if (!zeroObject)
                 {
@@ -246,18 +276,21 @@ public static class VerifyOperation
                     firstData = o.Offset + done + at;
                 }
 
+                // The piece's hashes in one read (a spilled list is a file), as far as the list goes.
+                var firstIndex = (o.Offset + done) / blockSize;
+                var listed = (int)Math.Clamp(hashes.Count - firstIndex, 0, (got + blockSize - 1) / blockSize);
+                hashes.Get(firstIndex, pieceHashes.AsSpan(0, listed * 32));
                 for (var k = 0; k * blockSize < got; k++)
                 {
                     var block = piece.AsSpan(k * blockSize, Math.Min(blockSize, got - k * blockSize));
                     var offset = o.Offset + done + (long)k * blockSize;
-                    var index = offset / blockSize;
-                    if (index >= hashes.Count)
+                    if (k >= listed)
                     {
-                        Report(VerificationProblem.BlockHashMismatch, offset, "the block lies beyond the hash list");
+                        report(VerificationProblem.BlockHashMismatch, offset, "the block lies beyond the hash list");
                         return;
                     }
 
-                    hashes.Get(index, expected);
+                    var expected = pieceHashes.AsSpan(k * 32, 32);
                     if (block.Length < blockSize && offset + block.Length < o.End)
                     {
                         break; // truncated; reported below
@@ -267,7 +300,7 @@ public static class VerifyOperation
                     {
                         if (hashMismatches++ < 8)
                         {
-                            Report(VerificationProblem.BlockHashMismatch, offset, $"the {block.Length}-byte block's SHA-256 does not match the hash list");
+                            report(VerificationProblem.BlockHashMismatch, offset, $"the {block.Length}-byte block's SHA-256 does not match the hash list");
                         }
                     }
                 }
@@ -276,25 +309,25 @@ public static class VerifyOperation
                 throttle.Add(got);
                 if (got < want)
                 {
-                    Report(VerificationProblem.ObjectTruncated, o.Offset + done, $"the data ends after {done} of {o.Length} bytes");
+                    report(VerificationProblem.ObjectTruncated, o.Offset + done, $"the data ends after {done} of {o.Length} bytes");
                     return;
                 }
             }
 
             if (data.ReadByte() >= 0)
             {
-                Report(VerificationProblem.ObjectTooLong, o.End, $"the data is longer than the stated {o.Length} bytes");
+                report(VerificationProblem.ObjectTooLong, o.End, $"the data is longer than the stated {o.Length} bytes");
                 return;
             }
         }
         catch (Exception ex) when (ex is InvalidDataException or ICSharpCode.SharpZipLib.SharpZipBaseException or EndOfStreamException or IOException)
         {
-            Report(VerificationProblem.DecompressionFailed, o.Offset + done, $"reading the {CompressionNames.ToMetadataName(o.Compression)} data failed after {done} bytes: {ex.Message}");
+            report(VerificationProblem.DecompressionFailed, o.Offset + done, $"reading the {CompressionNames.ToMetadataName(o.Compression)} data failed after {done} bytes: {ex.Message}");
             return;
         }
         catch (BackupException ex) when (ex.ErrorId == "ZstdUnavailable")
         {
-            Report(VerificationProblem.DecompressionFailed, null, ex.Message);
+            report(VerificationProblem.DecompressionFailed, null, ex.Message);
             return;
         }
 
@@ -302,7 +335,7 @@ public static class VerifyOperation
         {
             if (firstData is { } at)
             {
-                Report(VerificationProblem.Md5Mismatch, at, $"the metadata's MD5 says the object holds {o.Length} zero bytes, but it holds data at volume offset {at}");
+                report(VerificationProblem.Md5Mismatch, at, $"the metadata's MD5 says the object holds {o.Length} zero bytes, but it holds data at volume offset {at}");
             }
 
             return;
@@ -311,7 +344,7 @@ public static class VerifyOperation
         var digest = Convert.ToHexString(md5.GetHashAndReset()).ToLowerInvariant();
         if (digest != o.Md5)
         {
-            Report(VerificationProblem.Md5Mismatch, null, $"MD5 of the data is {digest}, the metadata says {o.Md5}");
+            report(VerificationProblem.Md5Mismatch, null, $"MD5 of the data is {digest}, the metadata says {o.Md5}");
         }
     }
 
