@@ -50,7 +50,38 @@ internal static partial class LinuxNative
     [LibraryImport("libc", EntryPoint = "fcntl", SetLastError = true)]
     private static partial int fcntl_int(int fd, int command, int argument);
 
+    [LibraryImport("libc", EntryPoint = "link", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int link_path(string existing, string newPath);
+
+    [LibraryImport("libc", EntryPoint = "flock", SetLastError = true)]
+    private static partial int flock_fd(int fd, int operation);
+
+    [LibraryImport("libc", EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int statx_path(int dirfd, string path, int flags, uint mask, out Statx buffer);
+
+    /// <summary>struct statx (the same layout on every architecture, unlike struct stat): the fields used here.</summary>
+    [StructLayout(LayoutKind.Explicit, Size = 256)]
+    private struct Statx
+    {
+        [FieldOffset(28)] public ushort Mode;
+        [FieldOffset(32)] public ulong Inode;
+        [FieldOffset(136)] public uint DevMajor;
+        [FieldOffset(140)] public uint DevMinor;
+    }
+
     private const int FSetPipeSize = 1031;
+    private const int EEXIST = 17;
+    private const int LockExclusive = 2;
+    private const int LockNonBlocking = 4;
+    private const int AtFdCwd = -100;
+    private const int AtSymlinkNoFollow = 0x100;
+    private const int AtEmptyPath = 0x1000;
+    private const uint StatxType = 0x1, StatxIno = 0x100;
+    private const int FileTypeMask = 0xF000, RegularFile = 0x8000;
+    private const int ONonBlock = 0x800;
+
+    /// <summary>O_NOFOLLOW differs between architectures (asm-generic vs x86).</summary>
+    private static int ONoFollow => RuntimeInformation.ProcessArchitecture is Architecture.Arm64 or Architecture.Arm ? 0x8000 : 0x20000;
 
     private const int ORdOnly = 0;
     private const int ODirectory = 0x10000;
@@ -151,6 +182,46 @@ internal static partial class LinuxNative
             close(fd);
         }
     }
+
+    /// <summary>
+    /// Gives <paramref name="existing"/> a second name; fails with EEXIST, atomically (NFS too),
+    /// when <paramref name="newPath"/> exists. False with the errno otherwise.
+    /// </summary>
+    public static bool TryLink(string existing, string newPath, out int errno)
+    {
+        errno = 0;
+        if (link_path(existing, newPath) == 0)
+        {
+            return true;
+        }
+
+        errno = Marshal.GetLastPInvokeError();
+        return false;
+    }
+
+    public static bool IsAlreadyExists(int errno) => errno == EEXIST;
+
+    /// <summary>Takes an exclusive flock without waiting; false when another open file holds a lock on it.</summary>
+    public static bool TryLockExclusive(SafeFileHandle handle) => flock_fd(Fd(handle), LockExclusive | LockNonBlocking) == 0;
+
+    /// <summary>Opens for reading without following a final symbolic link (that fails) and without blocking on a FIFO; null when it cannot be opened.</summary>
+    public static SafeFileHandle? OpenNoFollow(string path)
+    {
+        var fd = open_path(path, ORdOnly | ONoFollow | ONonBlock | OCloexec);
+        return fd < 0 ? null : new SafeFileHandle(fd, ownsHandle: true);
+    }
+
+    /// <summary>The file an open handle refers to: whether it is a regular file, and its identity (device, inode).</summary>
+    public static (bool RegularFile, (uint, uint, ulong) Identity)? Describe(SafeFileHandle handle) =>
+        statx_path(Fd(handle), string.Empty, AtEmptyPath, StatxType | StatxIno, out var b) == 0
+            ? ((b.Mode & FileTypeMask) == RegularFile, (b.DevMajor, b.DevMinor, b.Inode))
+            : null;
+
+    /// <summary>What a path names, without following a final symbolic link (see <see cref="Describe(SafeFileHandle)"/>).</summary>
+    public static (bool RegularFile, (uint, uint, ulong) Identity)? DescribeNoFollow(string path) =>
+        statx_path(AtFdCwd, path, AtSymlinkNoFollow, StatxType | StatxIno, out var b) == 0
+            ? ((b.Mode & FileTypeMask) == RegularFile, (b.DevMajor, b.DevMinor, b.Inode))
+            : null;
 
     /// <summary>Grows a pipe's buffer (default 64 KiB) so a fast producer is not woken per 64 KiB; best effort.</summary>
     public static void TryGrowPipe(SafeHandle pipe, int bytes)

@@ -18,22 +18,12 @@ internal static class AtomicFile
         return Path.Combine(Path.GetDirectoryName(finalPath)!, name.Length > 250 ? name[..250] : name);
     }
 
-    public static FileStream CreateNew(string path, int bufferSize = 1 << 16)
-    {
-        var options = new FileStreamOptions
-        {
-            Mode = System.IO.FileMode.CreateNew,
-            Access = FileAccess.Write,
-            Share = FileShare.None,
-            BufferSize = bufferSize,
-        };
-        if (!OperatingSystem.IsWindows())
-        {
-            options.UnixCreateMode = FileMode0660;
-        }
-
-        return new FileStream(path, options);
-    }
+    /// <summary>
+    /// Creates a file (0660: repositories are shared by a group) held with a lock while it is
+    /// written: a temporary whose lock is free was left by a killed writer (see <see cref="HeldFile"/>).
+    /// </summary>
+    public static FileStream CreateNew(string path, int bufferSize = 1 << 16) =>
+        HeldFile.Create(path, FileAccess.Write, FileMode0660, bufferSize);
 
     /// <summary>Writes through <paramref name="write"/> to a temporary name, fsyncs, renames over <paramref name="finalPath"/>.</summary>
     public static T Write<T>(string finalPath, Func<Stream, T> write)
