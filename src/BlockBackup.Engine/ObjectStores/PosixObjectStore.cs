@@ -10,7 +10,7 @@ namespace BlockBackup.Engine.ObjectStores;
 /// either complete or absent after a crash. Nothing is read, written or deleted through a
 /// symbolic link, and names cannot leave the root.
 /// </summary>
-public sealed class PosixObjectStore : IObjectStore
+public sealed partial class PosixObjectStore : IObjectStore
 {
     private const string TempPrefix = ".tmp-";
 
@@ -154,6 +154,17 @@ public sealed class PosixObjectStore : IObjectStore
 
         return Task.CompletedTask;
     }
+
+    /// <summary>
+    /// Removes the temporaries of puts into <paramref name="directoryName"/> whose writer was
+    /// killed (their lock is free; a put in progress holds its own). Listings never show
+    /// temporaries, so nothing else would ever remove them.
+    /// </summary>
+    internal void RemoveAbandonedTemporaries(string directoryName) =>
+        Native.HeldFile.RemoveAbandoned(PathOf(directoryName.TrimEnd('/')), TemporaryName(), failed: null);
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^\.tmp-[0-9a-f]{32}$", System.Text.RegularExpressions.RegexOptions.CultureInvariant)]
+    private static partial System.Text.RegularExpressions.Regex TemporaryName();
 
     private void Walk(string dir, string relative, string prefix, List<ObjectInfo> found, CancellationToken cancellationToken)
     {

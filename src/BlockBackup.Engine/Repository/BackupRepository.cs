@@ -37,8 +37,25 @@ public sealed class BackupRepository : IChunkedRepository
 
     public string DisplayName(string key) => Path.Combine(Root, key.Replace('/', Path.DirectorySeparatorChar));
 
-    public ReadLease BeginRead(Guid volumeId, IReadOnlyCollection<Guid> backupIds, string operation, CancellationToken cancellationToken) =>
-        ReadLease.Acquire(Store, ReadersPrefix(volumeId), operation, backupIds, cancellationToken);
+    public ReadLease BeginRead(Guid volumeId, IReadOnlyCollection<Guid> backupIds, string operation, CancellationToken cancellationToken)
+    {
+        var lease = ReadLease.Acquire(Store, ReadersPrefix(volumeId), operation, backupIds, cancellationToken);
+        RemoveAbandonedLeaseTemporaries(volumeId);
+        return lease;
+    }
+
+    /// <summary>What readers killed while writing their lease left in the volume's lease directory.</summary>
+    private void RemoveAbandonedLeaseTemporaries(Guid volumeId)
+    {
+        try
+        {
+            ((ObjectStores.PosixObjectStore)Store).RemoveAbandonedTemporaries(ReadersPrefix(volumeId));
+        }
+        catch (BackupException)
+        {
+            // A linked lease directory is not ours to clean; the lease itself already refused it.
+        }
+    }
 
     internal static string ReadersPrefix(Guid volumeId) => $".blockbackup/readers/volume-{ObjectNaming.FormatId(volumeId)}/";
 
@@ -259,6 +276,7 @@ public sealed class BackupRepository : IChunkedRepository
         target = backups.FirstOrDefault(b => b.Id == backupId)
             ?? throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"Backup {backupId} was removed meanwhile.", backupId);
         var order = RepositoryListing.RemovalOrder(target, GetDependents(backupId, recursive: true, backups), includeDependents);
+        RemoveAbandonedLeaseTemporaries(target.VolumeId);
         RemovalGuard.RefuseWhileRead(Store, ReadersPrefix(target.VolumeId), backupId, order, cancellationToken);
         foreach (var backup in order)
         {
