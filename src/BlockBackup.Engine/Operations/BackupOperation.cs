@@ -31,14 +31,15 @@ public static class BackupOperation
         var volumeId = request.VolumeId ?? VolumeIdentity.ForPath(resolved);
 
         using var volumeLock = repository.AcquireLock(volumeId, "backup", cancellationToken, progress);
-        RemoveLeftovers(repository, volumeLock, request.Log, progress, cancellationToken);
         // Clones of this image that killed backups left beside it (from any repository: a clone
-        // no process holds is a leftover wherever its backup was going).
+        // no process holds is a leftover wherever its backup was going). Before the leftovers,
+        // whose records would remove the same clones without saying so.
         if (!volume.IsBlockDevice)
         {
             ConsistentView.RemoveAbandonedClones(resolved, request.Log);
         }
 
+        RemoveLeftovers(repository, volumeLock, request.Log, progress, cancellationToken);
         var parent = ChooseParent(repository, request, volumeId, volume.Size);
 
         // Recorded as in flight, with the clone it may make, before that clone exists: a kill at
