@@ -156,9 +156,54 @@ internal static partial class LinuxNative
         IsLinux && fallocate(Fd(handle), FallocFlPunchHole | FallocFlKeepSize, offset, length) == 0;
 
     /// <summary>
+    /// fsync(2) that reports failure: .NET's FileStream.Flush(flushToDisk: true) returns normally
+    /// when fsync fails (ENOSPC, EDQUOT, EIO: seen with .NET 10 on Linux), which would let a backup
+    /// commit data the file system never stored (on NFS a full share is often only reported here).
+    /// Files that cannot be synchronised at all (EINVAL, ENOTSUP) have nothing to flush.
+    /// </summary>
+    public static void FlushToDisk(SafeFileHandle handle, string path)
+    {
+        if (fsync(Fd(handle)) == 0)
+        {
+            return;
+        }
+
+        var errno = Marshal.GetLastPInvokeError();
+        if (errno is not (EINVAL or ENOTSUP))
+        {
+            throw new IOException($"Flushing '{path}' to disk failed: {Marshal.GetPInvokeErrorMessage(errno)}", errno);
+        }
+    }
+
+    private const int EINVAL = 22, ENOTSUP = 95;
+
+    /// <summary>A handle on a directory (for syncfs and fsync); null when it cannot be opened.</summary>
+    public static SafeFileHandle? OpenDirectory(string directory)
+    {
+        var fd = open_path(directory, ORdOnly | ODirectory | OCloexec);
+        return fd < 0 ? null : new SafeFileHandle(fd, ownsHandle: true);
+    }
+
+    /// <summary>
+    /// syncfs(2) through <paramref name="directory"/>, reporting failure: every file written on its
+    /// file system is durable, or the writeback errors since the handle was opened are thrown.
+    /// </summary>
+    public static void SyncFileSystem(SafeFileHandle directory, string path)
+    {
+        if (syncfs(Fd(directory)) != 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            throw new IOException($"Flushing the file system of '{path}' to disk failed: {Marshal.GetPInvokeErrorMessage(errno)}", errno);
+        }
+
+        fsync(Fd(directory)); // its entries too, best effort (see TrySyncDirectory)
+    }
+
+    /// <summary>
     /// Makes a directory's entries durable (fsync of the directory: renames survive a crash) and,
     /// with <paramref name="wholeFilesystem"/>, every file written on its filesystem (syncfs).
-    /// .NET cannot open directories, hence open(2) here.
+    /// .NET cannot open directories, hence open(2) here. Best effort: some file systems cannot
+    /// sync a directory (EINVAL), and the files' data was made durable before their renames.
     /// </summary>
     public static bool TrySyncDirectory(string directory, bool wholeFilesystem)
     {
@@ -200,6 +245,9 @@ internal static partial class LinuxNative
     }
 
     public static bool IsAlreadyExists(int errno) => errno == EEXIST;
+
+    /// <summary>The file system has no hard links (EPERM on vfat and some SMB, EOPNOTSUPP, ENOSYS) or the file has too many.</summary>
+    public static bool IsLinkUnsupported(int errno) => errno is 1 or 95 or 38 or 31;
 
     /// <summary>Takes an exclusive flock without waiting; false when another open file holds a lock on it.</summary>
     public static bool TryLockExclusive(SafeFileHandle handle) => flock_fd(Fd(handle), LockExclusive | LockNonBlocking) == 0;

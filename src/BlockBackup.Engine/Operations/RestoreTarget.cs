@@ -160,7 +160,16 @@ internal sealed class RestoreTarget : IDisposable
     /// </summary>
     public void Commit()
     {
-        _stream.Flush(flushToDisk: true);
+        try
+        {
+            Repository.AtomicFile.FlushToDisk(_stream);
+        }
+        catch (IOException ex)
+        {
+            // Not put in place (a new target) or not known to be complete (one written in place).
+            throw StorageFault.Classify(ex, $"Writing the restore target '{Path}'")
+                ?? new BackupException(BackupErrorKind.WriteError, "RestoreWriteFailed", $"Writing the restore target '{Path}' to disk failed: {ex.Message}", Path, ex);
+        }
         if (_temporaryPath is not null)
         {
             // Renamed while still held where that is possible, so no other restore can take it for a leftover.

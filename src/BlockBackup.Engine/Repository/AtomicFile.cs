@@ -35,7 +35,7 @@ internal static class AtomicFile
             using (var stream = CreateNew(temp))
             {
                 result = write(stream);
-                stream.Flush(flushToDisk: true);
+                FlushToDisk(stream);
             }
 
             File.Move(temp, finalPath, overwrite: true);
@@ -45,6 +45,20 @@ internal static class AtomicFile
         {
             TryDelete(temp);
             throw;
+        }
+    }
+
+    /// <summary>The stream's buffer, then the file's data durable, failing when the file system says it could not (see <see cref="LinuxNative.FlushToDisk"/>).</summary>
+    public static void FlushToDisk(FileStream stream)
+    {
+        if (LinuxNative.IsLinux)
+        {
+            stream.Flush();
+            LinuxNative.FlushToDisk(stream.SafeFileHandle, stream.Name);
+        }
+        else
+        {
+            stream.Flush(flushToDisk: true);
         }
     }
 
@@ -61,9 +75,6 @@ internal static class AtomicFile
 
     /// <summary>Makes renames in a directory durable (Linux; elsewhere files are flushed one by one).</summary>
     public static void SyncDirectory(string directory) => LinuxNative.TrySyncDirectory(directory, wholeFilesystem: false);
-
-    /// <summary>Makes every file written on the directory's filesystem durable, and the directory's entries.</summary>
-    public static void SyncFilesystem(string directory) => LinuxNative.TrySyncDirectory(directory, wholeFilesystem: true);
 
     public static void TryDelete(string path)
     {

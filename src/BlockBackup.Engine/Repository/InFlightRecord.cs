@@ -50,7 +50,7 @@ internal sealed record InFlightRecord(Guid BackupId, Guid VolumeId, string Prefi
         {
             stream = HeldFile.Create(temp, FileAccess.Write, AtomicFile.FileMode0660);
             stream.Write(Encoding.UTF8.GetBytes(json.ToString(Formatting.Indented)));
-            stream.Flush(flushToDisk: true);
+            AtomicFile.FlushToDisk(stream);
             File.Move(temp, path, overwrite: true);
             AtomicFile.SyncDirectory(Path.GetDirectoryName(path)!);
         }

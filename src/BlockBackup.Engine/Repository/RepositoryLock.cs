@@ -126,7 +126,7 @@ public sealed class RepositoryLock : IVolumeLock
             stream = HeldFile.Create(temp, FileAccess.Write, AtomicFile.FileMode0660);
             var bytes = System.Text.Encoding.UTF8.GetBytes(content);
             stream.Write(bytes);
-            stream.Flush(flushToDisk: true);
+            AtomicFile.FlushToDisk(stream);
             if (LinuxNative.TryLink(temp, path, out var errno))
             {
                 return true;
@@ -138,7 +138,7 @@ public sealed class RepositoryLock : IVolumeLock
                 return IsHeldBy(path, token);
             }
 
-            if (errno is EPERM or EOPNOTSUPP or ENOSYS or EMLINK)
+            if (LinuxNative.IsLinkUnsupported(errno))
             {
                 return TryCreateInPlace(path, content, what); // no hard links on this file system
             }
@@ -160,8 +160,6 @@ public sealed class RepositoryLock : IVolumeLock
         }
     }
 
-    private const int EPERM = 1, ENOSYS = 38, EOPNOTSUPP = 95, EMLINK = 31;
-
     /// <summary>The lock made where it is named: O_EXCL, then filled (a kill in between leaves an empty lock, judged stale after seconds).</summary>
     private static bool TryCreateInPlace(string path, string content, string what)
     {
@@ -180,7 +178,7 @@ public sealed class RepositoryLock : IVolumeLock
             using var writer = new StreamWriter(stream);
             writer.Write(content);
             writer.Flush();
-            stream.Flush(flushToDisk: true);
+            AtomicFile.FlushToDisk(stream);
             return true;
         }
         catch (IOException ex)
