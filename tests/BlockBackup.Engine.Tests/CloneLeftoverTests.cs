@@ -14,6 +14,7 @@ namespace BlockBackup.Engine.Tests;
 /// touches nothing else in the directory (clones of other images, look-alike names, a symbolic
 /// link named like a clone, a clone a live process holds).
 /// </summary>
+[Collection(CrashCollection.Name)]
 public class CloneLeftoverTests(ITestOutputHelper output)
 {
     [SystemFact(needsRoot: true, "mkfs.xfs", "losetup", "mount", "flock")]

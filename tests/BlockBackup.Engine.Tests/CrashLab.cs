@@ -8,6 +8,16 @@ using Xunit.Abstractions;
 namespace BlockBackup.Engine.Tests;
 
 /// <summary>
+/// The crash and fault tests run one after another: their kills are timed and their probes
+/// count system calls, which other crash tests running beside them on two cores would disturb.
+/// </summary>
+[CollectionDefinition(Name)]
+public sealed class CrashCollection
+{
+    public const string Name = "Crash suite";
+}
+
+/// <summary>
 /// What a crash run did, counted: every kill, where it landed, every check that passed. Printed
 /// line by line and as one summary line, so a run that silently did nothing is visible.
 /// </summary>
@@ -330,12 +340,7 @@ internal sealed class CrashLab : IDisposable
     /// </summary>
     public void KillAt(KillPoint point, List<StraceCall> probe, string[] args)
     {
-        var call = point.Locate(probe);
-        Assert.True(call is not null, $"kill point {point.Name}: the operation no longer makes that call (probe saw {probe.Count} calls); update the suite");
-        var log = S.PathOf($"inject-{++_runs}.strace");
-        var file = point.File?.Invoke(this);
-        string[] filter = file is null ? ["-e", $"trace=execve,{call!.Syscall}"] : ["-P", file, "-e", $"trace={call!.Syscall}"];
-        var (code, output) = Traced([.. filter, "-e", $"inject={call.Syscall}:signal=SIGKILL:when={call.Ordinal}"], args, log);
+        var (call, file, log, code, output) = Inject(point, probe, args, "signal=SIGKILL");
         Assert.True(code == 137, $"kill point {point.Name} ({call.Syscall} #{call.Ordinal}): the injection never killed the process (exit {code}): {output}");
         Tally.Add("kills.delivered");
         Tally.Add("injections.fired");
@@ -347,6 +352,35 @@ internal sealed class CrashLab : IDisposable
         Tally.Add("injections.on-target");
         Log($"killed at {point.Name} [{point.Phase}]: {call.Syscall} #{call.Ordinal}");
         File.Delete(log);
+    }
+
+    /// <summary>
+    /// Makes the call <paramref name="point"/> names fail with <paramref name="errno"/> (strace
+    /// inject=…:error=…); fails unless exactly that call was failed. Returns bbk's exit code and output.
+    /// </summary>
+    public (int Code, string Output) FailAt(KillPoint point, List<StraceCall> probe, string[] args, string errno)
+    {
+        var (call, file, log, code, output) = Inject(point, probe, args, $"error={errno}");
+        var failed = StraceCall.MainThread(log, firstIsMain: file is not null).FirstOrDefault(c => c.Syscall == call.Syscall && c.Ordinal == call.Ordinal);
+        var injected = File.ReadLines(log).Where(l => l.Contains("(INJECTED)", StringComparison.Ordinal)).ToList();
+        Assert.True(failed is not null && point.IsTarget(failed) && injected.Count == 1,
+            $"fault point {point.Name}: {errno} was meant for {call.Syscall} #{call.Ordinal} ({call.Line}) but went to [{string.Join(" | ", injected)}] (that call: {failed?.Line ?? "never made"})");
+        Tally.Add("faults.injected");
+        Tally.Add("injections.on-target");
+        Log($"{errno} at {point.Name} [{point.Phase}]: {call.Syscall} #{call.Ordinal}; bbk exit {code}");
+        File.Delete(log);
+        return (code, output);
+    }
+
+    private (StraceCall Call, string? File, string Log, int Code, string Output) Inject(KillPoint point, List<StraceCall> probe, string[] args, string effect)
+    {
+        var call = point.Locate(probe);
+        Assert.True(call is not null, $"kill point {point.Name}: the operation no longer makes that call (probe saw {probe.Count} calls); update the suite");
+        var log = S.PathOf($"inject-{++_runs}.strace");
+        var file = point.File?.Invoke(this);
+        string[] filter = file is null ? ["-e", $"trace=execve,{call!.Syscall}"] : ["-P", file, "-e", $"trace={call!.Syscall}"];
+        var (code, output) = Traced([.. filter, "-e", $"inject={call.Syscall}:{effect}:when={call.Ordinal}"], args, log);
+        return (call, file, log, code, output);
     }
 
     /// <summary>Where the probe's calls and the killed run's first part ways (names, numbers and ids aside).</summary>
@@ -527,9 +561,9 @@ internal sealed class CrashLab : IDisposable
     }
 
     /// <summary>Where a kill landed, by what the repository shows: before or after the commit point.</summary>
-    public void CountCommit(string op, Guid? committed, bool? expected, string point)
+    public void CountCommit(string what, Guid? committed, bool? expected, string point)
     {
-        Tally.Add(committed is null ? $"kills.{op}.before-commit" : $"kills.{op}.after-commit");
+        Tally.Add(committed is null ? $"{what}.before-commit" : $"{what}.after-commit");
         if (expected is { } e)
         {
             Assert.True(e == committed is not null, $"kill point {point}: expected the backup to be {(e ? "committed" : "not committed")}, it is {(committed is null ? "not" : "committed")}");

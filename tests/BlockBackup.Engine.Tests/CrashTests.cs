@@ -4,6 +4,7 @@ using Xunit;
 
 namespace BlockBackup.Engine.Tests;
 
+[Collection(CrashCollection.Name)]
 public class CrashTests
 {
     [Fact]
