@@ -80,11 +80,15 @@ internal static partial class LinuxNative
     private const int FileTypeMask = 0xF000, RegularFile = 0x8000;
     private const int ONonBlock = 0x800;
 
-    /// <summary>O_NOFOLLOW differs between architectures (asm-generic vs x86).</summary>
-    private static int ONoFollow => RuntimeInformation.ProcessArchitecture is Architecture.Arm64 or Architecture.Arm ? 0x8000 : 0x20000;
+    /// <summary>O_NOFOLLOW and O_DIRECTORY differ between architectures: ARM has its own values (there 0x10000 is O_DIRECT, which directories refuse).</summary>
+    private static bool ArmFlags => RuntimeInformation.ProcessArchitecture is Architecture.Arm64 or Architecture.Arm;
+
+    private static int ONoFollow => ArmFlags ? 0x8000 : 0x20000;
+
+    private static int ODirectory => ArmFlags ? 0x4000 : 0x10000;
 
     private const int ORdOnly = 0;
-    private const int ODirectory = 0x10000;
+
     private const int OCloexec = 0x80000;
     private const uint SyncFileRangeWrite = 2;
 
@@ -200,32 +204,19 @@ internal static partial class LinuxNative
     }
 
     /// <summary>
-    /// Makes a directory's entries durable (fsync of the directory: renames survive a crash) and,
-    /// with <paramref name="wholeFilesystem"/>, every file written on its filesystem (syncfs).
+    /// Makes a directory's entries durable (fsync of the directory: renames survive a crash).
     /// .NET cannot open directories, hence open(2) here. Best effort: some file systems cannot
     /// sync a directory (EINVAL), and the files' data was made durable before their renames.
     /// </summary>
-    public static bool TrySyncDirectory(string directory, bool wholeFilesystem)
+    public static bool TrySyncDirectory(string directory)
     {
         if (!IsLinux)
         {
             return false;
         }
 
-        var fd = open_path(directory, ORdOnly | ODirectory | OCloexec);
-        if (fd < 0)
-        {
-            return false;
-        }
-
-        try
-        {
-            return (!wholeFilesystem || syncfs(fd) == 0) && fsync(fd) == 0;
-        }
-        finally
-        {
-            close(fd);
-        }
+        using var handle = OpenDirectory(directory);
+        return handle is not null && fsync(Fd(handle)) == 0;
     }
 
     /// <summary>

@@ -74,7 +74,7 @@ internal static class AtomicFile
     }
 
     /// <summary>Makes renames in a directory durable (Linux; elsewhere files are flushed one by one).</summary>
-    public static void SyncDirectory(string directory) => LinuxNative.TrySyncDirectory(directory, wholeFilesystem: false);
+    public static void SyncDirectory(string directory) => LinuxNative.TrySyncDirectory(directory);
 
     public static void TryDelete(string path)
     {
