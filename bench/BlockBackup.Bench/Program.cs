@@ -19,9 +19,9 @@ internal static class Cli
     private const string Usage = """
         bbk gen <path> <size> [--seed N] [--holes PCT]      deterministic mixed volume (40% random, 30% text, 15% zeros, 15% holes)
         bbk mutate <path> <percent> <seed>                  overwrite ~percent% in scattered 4-64 KiB writes
-        bbk backup <volume> <repo> [--incremental] [--name N] [--compression zlib|bz2|zstd|none] [--level N] [--object-size BYTES] [--force] [--no-snapshot] [--trace]
+        bbk backup <volume> <repo> [--incremental] [--name N] [--compression zlib|bz2|zstd|none] [--level N] [--object-size BYTES] [--force] [--no-snapshot] [--workers N] [--trace]
         bbk backup-rbd <pool>/<image> <repo> [--conf CEPH_CONF] [--incremental] [--name N]   an RBD image into a chunked repository (snapshot diffs)
-        bbk restore <repo> <backup-id> <target> [--force]
+        bbk restore <repo> <backup-id> <target> [--force] [--workers N]
         bbk verify <repo> <backup-id> [--chain]
         bbk list <repo>
         bbk delete <repo> <backup-id> [--dependents]
@@ -91,6 +91,9 @@ internal static class Cli
         return (long)(double.Parse(mult == 1 ? s : s[..^1], CultureInfo.InvariantCulture) * mult);
     }
 
+    /// <summary>--workers N: one worker makes every repository call in a fixed order on one thread (the crash tests count system calls).</summary>
+    private static int? Workers(string[] a) => Option(a, "--workers") is { } w ? int.Parse(w, CultureInfo.InvariantCulture) : null;
+
     private static int Gen(string[] a)
     {
         var holes = Option(a, "--holes");
@@ -120,6 +123,7 @@ internal static class Cli
             ObjectSize = Option(a, "--object-size") is { } s ? ParseSize(s) : repo.DefaultObjectSize,
             Force = Flag(a, "--force"),
             UseSnapshot = !Flag(a, "--no-snapshot"),
+            Workers = Workers(a),
             Log = message => Console.Error.WriteLine("verbose: " + message),
         };
         var r = BackupOperation.Run(repo, request, Flag(a, "--trace") ? new PhaseTrace() : null);
@@ -153,7 +157,7 @@ internal static class Cli
     {
         using var opened = Open(a[1], create: false);
         var repo = opened.Repository;
-        var r = RestoreOperation.Run(repo, new RestoreRequest { BackupId = Guid.Parse(a[2]), TargetPath = a[3], Overwrite = Flag(a, "--force") });
+        var r = RestoreOperation.Run(repo, new RestoreRequest { BackupId = Guid.Parse(a[2]), TargetPath = a[3], Overwrite = Flag(a, "--force"), Workers = Workers(a) });
         Console.WriteLine($"restored {r.Backup.Id} to {r.TargetPath}: {r.Decision}; wrote {r.BytesWritten}, zero {r.ZeroBytes}, verified {r.BlocksVerified} blocks in {r.Duration.TotalSeconds:F2}s");
         PrintResult("restore", r.Duration, r.VolumeSize, $"chain={r.ChainLength}");
         return 0;

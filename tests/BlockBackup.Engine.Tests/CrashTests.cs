@@ -4,6 +4,7 @@ using Xunit;
 
 namespace BlockBackup.Engine.Tests;
 
+[Collection(CrashCollection.Name)]
 public class CrashTests
 {
     [Fact]
@@ -20,7 +21,9 @@ public class CrashTests
 
         using var child = Bbk.Start("backup", volume, s.RepoPath, "--compression", "bz2", "--object-size", "1048576", "--no-snapshot");
         var clock = Stopwatch.StartNew();
-        while (!Directory.EnumerateFiles(s.RepoPath, ".tmp-*", SearchOption.AllDirectories).Any(f => !f.Contains("blockbackup.json", StringComparison.Ordinal)))
+        // An object's temporary in the container (not the lock's or the in-flight record's under .blockbackup/).
+        while (!Directory.EnumerateFiles(s.RepoPath, ".tmp-*", SearchOption.AllDirectories)
+            .Any(f => !f.Contains("blockbackup.json", StringComparison.Ordinal) && !f.Contains($"{Path.DirectorySeparatorChar}.blockbackup{Path.DirectorySeparatorChar}", StringComparison.Ordinal)))
         {
             if (child.HasExited)
             {

@@ -117,15 +117,9 @@ internal static class Bbk
     /// <summary>Starts bbk with <paramref name="environment"/> added to the child's environment only.</summary>
     public static Process Start(IReadOnlyDictionary<string, string> environment, params string[] args)
     {
-        var dll = Path.Combine(AppContext.BaseDirectory, "bbk.dll");
-        var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!) is not "bbk")
-        {
-            psi.FileName = DotnetHost();
-            psi.ArgumentList.Add(dll);
-        }
-
-        foreach (var a in args)
+        var command = Command(args);
+        var psi = new ProcessStartInfo(command[0]) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in command.Skip(1))
         {
             psi.ArgumentList.Add(a);
         }
@@ -136,6 +130,30 @@ internal static class Bbk
         }
 
         return Process.Start(psi)!;
+    }
+
+    /// <summary>
+    /// Starts bbk under <paramref name="wrapper"/> (e.g. strace), which then runs the process that
+    /// does the work itself (the dotnet host with bbk.dll, no launcher in between).
+    /// </summary>
+    public static Process StartUnder(string wrapper, IEnumerable<string> wrapperArgs, params string[] args)
+    {
+        var psi = new ProcessStartInfo(wrapper) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in wrapperArgs.Concat(Command(args)))
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        return Process.Start(psi)!;
+    }
+
+    /// <summary>The command line that runs bbk: the program first (the dotnet host, unless the tests run as bbk).</summary>
+    private static List<string> Command(string[] args)
+    {
+        var dll = Path.Combine(AppContext.BaseDirectory, "bbk.dll");
+        return Path.GetFileNameWithoutExtension(Environment.ProcessPath!) is "bbk"
+            ? [Environment.ProcessPath!, .. args]
+            : [DotnetHost(), dll, .. args];
     }
 
     private static string DotnetHost()

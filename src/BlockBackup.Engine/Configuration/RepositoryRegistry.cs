@@ -291,7 +291,7 @@ public sealed class RepositoryRegistry
                 using (var stream = CreateSecretFile(temp))
                 {
                     stream.Write(content);
-                    stream.Flush(flushToDisk: true);
+                    AtomicFile.FlushToDisk(stream);
                 }
 
                 File.Move(temp, path, overwrite: true);

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Text.RegularExpressions;
 using BlockBackup.Engine.Errors;
 using BlockBackup.Engine.Native;
 
@@ -11,14 +12,19 @@ namespace BlockBackup.Engine.Consistency;
 /// </summary>
 public sealed class ConsistentView : IDisposable
 {
-    private readonly Action? _cleanup;
+    private const string CloneMarker = ".blockbackup-clone-";
 
-    private ConsistentView(string readPath, ConsistencyMethod method, string detail, Action? cleanup)
+    private readonly Action? _cleanup;
+    private FileStream? _clone;
+    private int _disposed;
+
+    private ConsistentView(string readPath, ConsistencyMethod method, string detail, Action? cleanup, FileStream? clone = null)
     {
         ReadPath = readPath;
         Method = method;
         Detail = detail;
         _cleanup = cleanup;
+        _clone = clone;
     }
 
     /// <summary>What to read: the clone or snapshot, or the volume itself.</summary>
@@ -26,10 +32,30 @@ public sealed class ConsistentView : IDisposable
     public ConsistencyMethod Method { get; }
     public string Detail { get; }
 
-    /// <summary>Takes the best point-in-time copy the platform offers, else checks that reading directly is safe.</summary>
-    public static ConsistentView Acquire(string resolvedPath, bool isBlockDevice, bool force, bool allowSnapshot = true)
+    /// <summary>
+    /// For a clone: the handle to read it through. It holds the clone's lock (so a clone whose
+    /// lock is free is provably a leftover); opening the clone again by name would meet that lock.
+    /// </summary>
+    public Microsoft.Win32.SafeHandles.SafeFileHandle? ReadHandle => _clone?.SafeFileHandle;
+
+    /// <summary>
+    /// The name a reflink clone of the image will get, or null when none will be tried (a block
+    /// device, snapshots not allowed, not Linux). Chosen before the backup records it as in
+    /// flight, so that the record exists before the clone does.
+    /// </summary>
+    public static string? PlanClone(string resolvedPath, bool isBlockDevice, bool allowSnapshot) =>
+        allowSnapshot && !isBlockDevice && LinuxNative.IsLinux
+            ? Path.Combine(Path.GetDirectoryName(resolvedPath)!, $".{Path.GetFileName(resolvedPath)}{CloneMarker}{Guid.NewGuid():N}")
+            : null;
+
+    /// <summary>
+    /// Takes the best point-in-time copy the platform offers, else checks that reading directly
+    /// is safe. A reflink clone is tried only at <paramref name="clonePath"/> (from
+    /// <see cref="PlanClone"/>), none without it.
+    /// </summary>
+    public static ConsistentView Acquire(string resolvedPath, bool isBlockDevice, bool force, bool allowSnapshot = true, string? clonePath = null)
     {
-        if (allowSnapshot && !isBlockDevice && TryReflinkClone(resolvedPath) is { } clone)
+        if (allowSnapshot && !isBlockDevice && clonePath is not null && TryReflinkClone(resolvedPath, clonePath) is { } clone)
         {
             return clone;
         }
@@ -55,41 +81,122 @@ public sealed class ConsistentView : IDisposable
         return new ConsistentView(resolvedPath, ConsistencyMethod.DirectForced, $"read directly while in use ({inUse}) because Force was given", null);
     }
 
-    private static ConsistentView? TryReflinkClone(string path)
+    /// <summary>
+    /// The clone is created beside the image and locked (flock) for as long as the backup reads
+    /// it; a kill leaves it behind unlocked, which is how <see cref="RemoveAbandonedClones"/>
+    /// and cleanup tell it from the clone of a backup still running (from another repository,
+    /// say).
+    /// </summary>
+    private static ConsistentView? TryReflinkClone(string path, string clonePath)
     {
-        if (!LinuxNative.IsLinux)
-        {
-            return null;
-        }
-
-        var dir = Path.GetDirectoryName(path)!;
-        var clonePath = Path.Combine(dir, $".{Path.GetFileName(path)}.blockbackup-clone-{Guid.NewGuid():N}");
+        FileStream? clone = null;
         try
         {
             using var source = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
-            using var clone = File.OpenHandle(clonePath, FileMode.CreateNew, FileAccess.Write, FileShare.Read);
-            if (LinuxNative.TryReflink(clone, source, out _))
+            // Private to the backup's user: a copy of the volume's data, whatever the image's mode.
+            clone = HeldFile.Create(clonePath, FileAccess.ReadWrite, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            if (LinuxNative.TryReflink(clone.SafeFileHandle, source, out _))
             {
-                return new ConsistentView(clonePath, ConsistencyMethod.ReflinkClone, $"reflink clone {clonePath}", () => File.Delete(clonePath));
+                var held = clone;
+                clone = null;
+                return new ConsistentView(clonePath, ConsistencyMethod.ReflinkClone, $"reflink clone {clonePath}", () => File.Delete(clonePath), held);
             }
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             // No write access beside the image: no clone, fall through to the direct checks.
         }
-
-        try
+        finally
         {
-            File.Delete(clonePath);
-        }
-        catch (IOException)
-        {
+            if (clone is not null)
+            {
+                TryDelete(clonePath); // ours: created just now, still locked
+                clone.Dispose();
+            }
         }
 
         return null;
     }
 
-    public void Dispose() => _cleanup?.Invoke();
+    /// <summary>Whole names of the image's clones: exactly ".{image}.blockbackup-clone-{32 hex digits}".</summary>
+    private static Regex ClonesOf(string imageName) =>
+        new($"^\\.{Regex.Escape(imageName)}{Regex.Escape(CloneMarker)}[0-9a-f]{{32}}$", RegexOptions.CultureInvariant);
+
+    /// <summary>
+    /// Removes the clones of this image that killed backups left beside it: only regular files
+    /// (links are neither followed nor deleted) in the image's own directory, named exactly as
+    /// its clones are, whose lock can be taken (the backup that made them is gone). Says what it
+    /// removed, or could not remove, through <paramref name="log"/>.
+    /// </summary>
+    public static IReadOnlyList<string> RemoveAbandonedClones(string resolvedPath, Action<string>? log)
+    {
+        if (!LinuxNative.IsLinux)
+        {
+            return [];
+        }
+
+        var removed = HeldFile.RemoveAbandoned(Path.GetDirectoryName(resolvedPath)!, ClonesOf(Path.GetFileName(resolvedPath)),
+            (clone, ex) => log?.Invoke($"Could not remove '{clone}', a reflink clone of the volume an interrupted backup left beside it: {ex.Message}"));
+        foreach (var clone in removed)
+        {
+            log?.Invoke($"Removed '{clone}', a reflink clone of the volume an interrupted backup left beside it.");
+        }
+
+        return removed;
+    }
+
+    /// <summary>
+    /// Removes a clone an in-flight record names (read from the repository: hostile input), only
+    /// if the path is absolute and normal, is named exactly as clones are, and is a regular file
+    /// whose lock is free. True when it was removed.
+    /// </summary>
+    public static bool RemoveRecordedClone(string? clonePath)
+    {
+        if (clonePath is null || !Path.IsPathFullyQualified(clonePath) || Path.GetFullPath(clonePath) != clonePath
+            || !Regex.IsMatch(Path.GetFileName(clonePath), $"^\\..+{Regex.Escape(CloneMarker)}[0-9a-f]{{32}}$", RegexOptions.CultureInvariant))
+        {
+            return false;
+        }
+
+        try
+        {
+            return HeldFile.RemoveIfAbandoned(clonePath) == HeldFile.Found.Removed;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return false; // kept: the next backup of that image removes it
+        }
+    }
+
+    private static void TryDelete(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+        }
+    }
+
+    /// <summary>Removes the temporary copy (a clone: deleted while still locked, then closed). Idempotent.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        try
+        {
+            _cleanup?.Invoke();
+        }
+        finally
+        {
+            _clone?.Dispose();
+            _clone = null;
+        }
+    }
 }
 
 /// <summary>A temporary LVM snapshot through the lvm2 tools (argv lists, never a shell).</summary>

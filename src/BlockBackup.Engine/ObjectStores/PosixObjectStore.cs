@@ -10,7 +10,7 @@ namespace BlockBackup.Engine.ObjectStores;
 /// either complete or absent after a crash. Nothing is read, written or deleted through a
 /// symbolic link, and names cannot leave the root.
 /// </summary>
-public sealed class PosixObjectStore : IObjectStore
+public sealed partial class PosixObjectStore : IObjectStore
 {
     private const string TempPrefix = ".tmp-";
 
@@ -55,28 +55,21 @@ public sealed class PosixObjectStore : IObjectStore
 
                 if (!options.DeferDurability)
                 {
-                    stream.Flush(flushToDisk: true);
+                    AtomicFile.FlushToDisk(stream);
                 }
                 else if (Native.LinuxNative.IsLinux)
                 {
                     // Start the writeback now, so the later FlushAsync has little left to wait for.
+                    WatchWriteback();
                     Native.LinuxNative.StartWriteback(stream.SafeFileHandle);
                 }
                 else
                 {
-                    stream.Flush(flushToDisk: true); // no file-system-wide sync to defer to
+                    AtomicFile.FlushToDisk(stream); // no file-system-wide sync to defer to
                 }
             }
 
-            try
-            {
-                File.Move(temp, path, overwrite: !options.CreateOnly);
-            }
-            catch (IOException) when (options.CreateOnly && File.Exists(path))
-            {
-                throw ObjectNames.Exists(name, Properties.Description);
-            }
-
+            Publish(temp, path, name, options.CreateOnly);
             if (!options.DeferDurability)
             {
                 AtomicFile.SyncDirectory(dir);
@@ -84,9 +77,56 @@ public sealed class PosixObjectStore : IObjectStore
 
             return written;
         }
+        catch (IOException ex)
+        {
+            throw WriteFailed(ex, $"Writing '{path}'", path);
+        }
         finally
         {
             AtomicFile.TryDelete(temp);
+        }
+    }
+
+    /// <summary>
+    /// Gives the written temporary its name. Create-only is one atomic step: link(2) fails with
+    /// EEXIST when the name exists, NFS included; .NET's File.Move without overwrite looks first
+    /// and then renames (two writers could both "create", the second replacing the first), and
+    /// when that rename fails it quietly tries a link instead. Where hard links are not supported
+    /// it falls back to that move.
+    /// </summary>
+    private void Publish(string temp, string path, string name, bool createOnly)
+    {
+        if (createOnly && Native.LinuxNative.IsLinux)
+        {
+            if (Native.LinuxNative.TryLink(temp, path, out var errno))
+            {
+                return; // the temporary's own name is removed by the caller
+            }
+
+            if (Native.LinuxNative.IsAlreadyExists(errno))
+            {
+                // NFS may answer a retransmitted link that succeeded with EEXIST: then it is this file.
+                if (Native.LinuxNative.DescribeNoFollow(path) is { } named && named.Identity == Native.LinuxNative.DescribeNoFollow(temp)?.Identity)
+                {
+                    return;
+                }
+
+                throw ObjectNames.Exists(name, Properties.Description);
+            }
+
+            if (!Native.LinuxNative.IsLinkUnsupported(errno))
+            {
+                throw new IOException($"Linking '{path}' failed (errno {errno}).", errno);
+            }
+        }
+
+        try
+        {
+            File.Move(temp, path, overwrite: !createOnly);
+        }
+        catch (IOException) when (createOnly && File.Exists(path))
+        {
+            throw ObjectNames.Exists(name, Properties.Description);
         }
     }
 
@@ -128,11 +168,61 @@ public sealed class PosixObjectStore : IObjectStore
         await Task.CompletedTask.ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// Makes every object put with deferred durability durable (syncfs), or fails saying so:
+    /// their write errors (a full NFS share is often reported only at writeback) come back
+    /// through a directory handle opened before the first of them, as syncfs reports only the
+    /// errors that happened after its handle was opened.
+    /// </summary>
     public Task FlushAsync(CancellationToken cancellationToken = default)
     {
-        AtomicFile.SyncFilesystem(Root);
+        if (!Native.LinuxNative.IsLinux)
+        {
+            return Task.CompletedTask;
+        }
+
+        Microsoft.Win32.SafeHandles.SafeFileHandle? handle;
+        lock (_writebackGate)
+        {
+            handle = _writeback;
+            _writeback = null;
+        }
+
+        using (handle ??= Native.LinuxNative.OpenDirectory(Root))
+        {
+            try
+            {
+                if (handle is not null)
+                {
+                    Native.LinuxNative.SyncFileSystem(handle, Root);
+                }
+            }
+            catch (IOException ex)
+            {
+                throw WriteFailed(ex, $"Making the objects written to {Properties.Description} durable", Root);
+            }
+        }
+
         return Task.CompletedTask;
     }
+
+    private readonly object _writebackGate = new();
+    private Microsoft.Win32.SafeHandles.SafeFileHandle? _writeback;
+
+    /// <summary>Opens the handle <see cref="FlushAsync"/> syncs through, before the first deferred write after the last flush.</summary>
+    private void WatchWriteback()
+    {
+        lock (_writebackGate)
+        {
+            _writeback ??= Native.LinuxNative.OpenDirectory(Root);
+        }
+    }
+
+    /// <summary>A write that failed, as users must act on it: a full or read-only file system by name, anything else naming the file.</summary>
+    private static Errors.BackupException WriteFailed(IOException ex, string what, string path) =>
+        Errors.StorageFault.Classify(ex, what)
+        ?? new Errors.BackupException(Errors.BackupErrorKind.WriteError, "WriteFailed",
+            $"{what} failed: {ex.Message} Check the file system it is on (its kernel log, quota, connection) and run the command again.", path, ex);
 
     public Task DeleteAsync(string name, CancellationToken cancellationToken = default)
     {
@@ -154,6 +244,17 @@ public sealed class PosixObjectStore : IObjectStore
 
         return Task.CompletedTask;
     }
+
+    /// <summary>
+    /// Removes the temporaries of puts into <paramref name="directoryName"/> whose writer was
+    /// killed (their lock is free; a put in progress holds its own). Listings never show
+    /// temporaries, so nothing else would ever remove them.
+    /// </summary>
+    internal void RemoveAbandonedTemporaries(string directoryName) =>
+        Native.HeldFile.RemoveAbandoned(PathOf(directoryName.TrimEnd('/')), TemporaryName(), failed: null);
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^\.tmp-[0-9a-f]{32}$", System.Text.RegularExpressions.RegexOptions.CultureInvariant)]
+    private static partial System.Text.RegularExpressions.Regex TemporaryName();
 
     private void Walk(string dir, string relative, string prefix, List<ObjectInfo> found, CancellationToken cancellationToken)
     {

@@ -31,22 +31,41 @@ public static class BackupOperation
         var volumeId = request.VolumeId ?? VolumeIdentity.ForPath(resolved);
 
         using var volumeLock = repository.AcquireLock(volumeId, "backup", cancellationToken, progress);
+        // Clones of this image that killed backups left beside it (from any repository: a clone
+        // no process holds is a leftover wherever its backup was going). Before the leftovers,
+        // whose records would remove the same clones without saying so.
+        if (!volume.IsBlockDevice)
+        {
+            ConsistentView.RemoveAbandonedClones(resolved, request.Log);
+        }
+
         RemoveLeftovers(repository, volumeLock, request.Log, progress, cancellationToken);
         var parent = ChooseParent(repository, request, volumeId, volume.Size);
-        progress?.Report(new OperationProgress(OperationPhase.Preparing, 0, volume.Size, $"Taking a point-in-time view of {resolved}"));
-        using var view = ConsistentView.Acquire(resolved, volume.IsBlockDevice, request.Force, request.UseSnapshot);
-        using var snapshot = view.ReadPath == resolved ? null : VolumeSource.Open(view.ReadPath);
-        var reader = snapshot ?? volume;
 
-        var backup = repository.BeginBackup(volumeLock, volumeId, Guid.NewGuid(), DateTime.UtcNow);
+        // Recorded as in flight, with the clone it may make, before that clone exists: a kill at
+        // any later step leaves a record that cleanup follows to the clone.
+        var clonePath = ConsistentView.PlanClone(resolved, volume.IsBlockDevice, request.UseSnapshot);
+        var backup = repository.BeginBackup(volumeLock, volumeId, Guid.NewGuid(), DateTime.UtcNow, clonePath);
         BackupJob? job = null;
+        ConsistentView? view = null;
+        VolumeSource? snapshot = null;
+        var committed = false;
         try
         {
-            job = new BackupJob(repository, request, reader, parent, backup, volume.Size, progress, cancellationToken);
+            progress?.Report(new OperationProgress(OperationPhase.Preparing, 0, volume.Size, $"Taking a point-in-time view of {resolved}"));
+            view = ConsistentView.Acquire(resolved, volume.IsBlockDevice, request.Force, request.UseSnapshot, clonePath);
+            snapshot = view.ReadHandle is { } clone ? VolumeSource.Borrow(view.ReadPath, clone)
+                : view.ReadPath == resolved ? null
+                : VolumeSource.Open(view.ReadPath);
+            job = new BackupJob(repository, request, snapshot ?? volume, parent, backup, volume.Size, progress, cancellationToken);
             var written = job.Run();
 
+            // The copy has served: it goes before the commit, so nothing outlives the record naming it.
+            snapshot?.Dispose();
+            view.Dispose();
             var info = Commit(repository, request, job, written, new CommitInfo(backup, parent,
                 ConsistencyNames.ToRecordName(view.Method), resolved, null, volume.Size), progress, cancellationToken);
+            committed = true;
             progress?.Report(new OperationProgress(OperationPhase.Committing, volume.Size, volume.Size, "Done"));
             return new BackupResult
             {
@@ -59,13 +78,18 @@ public static class BackupOperation
                 Duration = clock.Elapsed,
             };
         }
-        catch
+        catch when (!committed)
         {
+            // Once committed, the backup exists: a later failure (a progress handler, a stopped
+            // pipeline) must not take it away. AbandonBackup also keeps any backup whose metadata
+            // is in place, should the failure come from within the commit itself.
             repository.AbandonBackup(backup);
             throw;
         }
         finally
         {
+            snapshot?.Dispose();
+            view?.Dispose();
             job?.Hashes.Dispose();
         }
     }

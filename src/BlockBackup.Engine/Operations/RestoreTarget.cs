@@ -98,8 +98,15 @@ internal sealed class RestoreTarget : IDisposable
             }
         }
 
+        if (!isDevice)
+        {
+            RemoveAbandonedTemporaries(full);
+        }
+
         var temporary = exists ? null : TemporaryName(full);
-        var stream = new FileStream(temporary ?? full, exists ? FileMode.Open : FileMode.CreateNew, FileAccess.ReadWrite, FileShare.Read, 0);
+        // A new file's temporary is held (flock) while the restore writes it: one whose lock is
+        // free was left by a killed restore, and the next restore to this target removes it.
+        var stream = temporary is not null ? HeldFile.Create(temporary, FileAccess.ReadWrite, mode: null) : new FileStream(full, FileMode.Open, FileAccess.ReadWrite, FileShare.Read, 0);
         try
         {
             if (!isDevice)
@@ -121,11 +128,30 @@ internal sealed class RestoreTarget : IDisposable
         }
     }
 
+    private const string TemporaryMarker = ".blockbackup-restore-";
+
     /// <summary>A hidden name beside the target that says what it is, should a kill leave it behind.</summary>
     private static string TemporaryName(string full)
     {
-        var name = $".{System.IO.Path.GetFileName(full)}.blockbackup-restore-{Guid.NewGuid():N}";
+        var name = $".{System.IO.Path.GetFileName(full)}{TemporaryMarker}{Guid.NewGuid():N}";
         return System.IO.Path.Combine(System.IO.Path.GetDirectoryName(full) ?? ".", name.Length <= 255 ? name : name[^255..]);
+    }
+
+    /// <summary>
+    /// Temporaries of earlier restores to this very target that were killed: only regular files
+    /// beside it named exactly as its temporaries are, whose lock is free (never a link, never
+    /// another target's, never one a running restore holds).
+    /// </summary>
+    private static void RemoveAbandonedTemporaries(string full)
+    {
+        var name = $".{System.IO.Path.GetFileName(full)}{TemporaryMarker}";
+        if (name.Length + 32 > 255)
+        {
+            return; // such names were cut at the front (see TemporaryName): not recognisable exactly
+        }
+
+        var pattern = new System.Text.RegularExpressions.Regex($"^{System.Text.RegularExpressions.Regex.Escape(name)}[0-9a-f]{{32}}$", System.Text.RegularExpressions.RegexOptions.CultureInvariant);
+        HeldFile.RemoveAbandoned(System.IO.Path.GetDirectoryName(full) ?? ".", pattern, failed: null);
     }
 
     /// <summary>
@@ -134,13 +160,28 @@ internal sealed class RestoreTarget : IDisposable
     /// </summary>
     public void Commit()
     {
-        _stream.Flush(flushToDisk: true);
+        try
+        {
+            Repository.AtomicFile.FlushToDisk(_stream);
+        }
+        catch (IOException ex)
+        {
+            // Not put in place (a new target) or not known to be complete (one written in place).
+            throw StorageFault.Classify(ex, $"Writing the restore target '{Path}'")
+                ?? new BackupException(BackupErrorKind.WriteError, "RestoreWriteFailed", $"Writing the restore target '{Path}' to disk failed: {ex.Message}", Path, ex);
+        }
         if (_temporaryPath is not null)
         {
-            _stream.Dispose();
+            // Renamed while still held where that is possible, so no other restore can take it for a leftover.
+            if (OperatingSystem.IsWindows())
+            {
+                _stream.Dispose();
+            }
+
             try
             {
                 File.Move(_temporaryPath, Path, overwrite: false);
+                _stream.Dispose();
                 Repository.AtomicFile.SyncDirectory(System.IO.Path.GetDirectoryName(Path)!);
             }
             catch (IOException ex) when (File.Exists(Path))

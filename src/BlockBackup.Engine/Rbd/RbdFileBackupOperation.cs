@@ -55,6 +55,7 @@ public static class RbdFileBackupOperation
         var backup = repository.BeginBackup(volumeLock, volumeId, Guid.NewGuid(), DateTime.UtcNow);
         var snapshot = RbdBackupPool.SnapshotName(backup.BackupId, backup.StartedUtc);
         BackupOperation.BackupJob? job = null;
+        var committed = false;
         try
         {
             client.CreateSnapshot(source, snapshot);
@@ -85,6 +86,7 @@ public static class RbdFileBackupOperation
             var info = BackupOperation.Commit(repository, jobRequest, job, written,
                 new BackupOperation.CommitInfo(backup, parent, ConsistencyNames.ToRecordName(ConsistencyMethod.RbdSnapshot), "rbd:" + source.Spec, snapshot, size),
                 progress, cancellationToken);
+            committed = true;
             if (keepSourceSnapshots > 0)
             {
                 RbdBackupOperation.PruneSourceSnapshots(client, source, keepSourceSnapshots);
@@ -101,8 +103,10 @@ public static class RbdFileBackupOperation
                 Duration = clock.Elapsed,
             };
         }
-        catch
+        catch when (!committed)
         {
+            // After the commit the backup exists and records this snapshot as its parent point for
+            // the next differential: a failure pruning older snapshots must take away neither.
             repository.AbandonBackup(backup);
             try
             {

@@ -18,22 +18,12 @@ internal static class AtomicFile
         return Path.Combine(Path.GetDirectoryName(finalPath)!, name.Length > 250 ? name[..250] : name);
     }
 
-    public static FileStream CreateNew(string path, int bufferSize = 1 << 16)
-    {
-        var options = new FileStreamOptions
-        {
-            Mode = System.IO.FileMode.CreateNew,
-            Access = FileAccess.Write,
-            Share = FileShare.None,
-            BufferSize = bufferSize,
-        };
-        if (!OperatingSystem.IsWindows())
-        {
-            options.UnixCreateMode = FileMode0660;
-        }
-
-        return new FileStream(path, options);
-    }
+    /// <summary>
+    /// Creates a file (0660: repositories are shared by a group) held with a lock while it is
+    /// written: a temporary whose lock is free was left by a killed writer (see <see cref="HeldFile"/>).
+    /// </summary>
+    public static FileStream CreateNew(string path, int bufferSize = 1 << 16) =>
+        HeldFile.Create(path, FileAccess.Write, FileMode0660, bufferSize);
 
     /// <summary>Writes through <paramref name="write"/> to a temporary name, fsyncs, renames over <paramref name="finalPath"/>.</summary>
     public static T Write<T>(string finalPath, Func<Stream, T> write)
@@ -45,7 +35,7 @@ internal static class AtomicFile
             using (var stream = CreateNew(temp))
             {
                 result = write(stream);
-                stream.Flush(flushToDisk: true);
+                FlushToDisk(stream);
             }
 
             File.Move(temp, finalPath, overwrite: true);
@@ -55,6 +45,20 @@ internal static class AtomicFile
         {
             TryDelete(temp);
             throw;
+        }
+    }
+
+    /// <summary>The stream's buffer, then the file's data durable, failing when the file system says it could not (see <see cref="LinuxNative.FlushToDisk"/>).</summary>
+    public static void FlushToDisk(FileStream stream)
+    {
+        if (LinuxNative.IsLinux)
+        {
+            stream.Flush();
+            LinuxNative.FlushToDisk(stream.SafeFileHandle, stream.Name);
+        }
+        else
+        {
+            stream.Flush(flushToDisk: true);
         }
     }
 
@@ -70,10 +74,7 @@ internal static class AtomicFile
     }
 
     /// <summary>Makes renames in a directory durable (Linux; elsewhere files are flushed one by one).</summary>
-    public static void SyncDirectory(string directory) => LinuxNative.TrySyncDirectory(directory, wholeFilesystem: false);
-
-    /// <summary>Makes every file written on the directory's filesystem durable, and the directory's entries.</summary>
-    public static void SyncFilesystem(string directory) => LinuxNative.TrySyncDirectory(directory, wholeFilesystem: true);
+    public static void SyncDirectory(string directory) => LinuxNative.TrySyncDirectory(directory);
 
     public static void TryDelete(string path)
     {

@@ -37,38 +37,85 @@ public sealed class BackupRepository : IChunkedRepository
 
     public string DisplayName(string key) => Path.Combine(Root, key.Replace('/', Path.DirectorySeparatorChar));
 
-    public ReadLease BeginRead(Guid volumeId, IReadOnlyCollection<Guid> backupIds, string operation, CancellationToken cancellationToken) =>
-        ReadLease.Acquire(Store, ReadersPrefix(volumeId), operation, backupIds, cancellationToken);
+    public ReadLease BeginRead(Guid volumeId, IReadOnlyCollection<Guid> backupIds, string operation, CancellationToken cancellationToken)
+    {
+        var lease = ReadLease.Acquire(Store, ReadersPrefix(volumeId), operation, backupIds, cancellationToken);
+        RemoveAbandonedLeaseTemporaries(volumeId);
+        return lease;
+    }
+
+    /// <summary>What readers killed while writing their lease left in the volume's lease directory.</summary>
+    private void RemoveAbandonedLeaseTemporaries(Guid volumeId)
+    {
+        try
+        {
+            ((ObjectStores.PosixObjectStore)Store).RemoveAbandonedTemporaries(ReadersPrefix(volumeId));
+        }
+        catch (BackupException)
+        {
+            // A linked lease directory is not ours to clean; the lease itself already refused it.
+        }
+    }
 
     internal static string ReadersPrefix(Guid volumeId) => $".blockbackup/readers/volume-{ObjectNaming.FormatId(volumeId)}/";
 
     public IVolumeLock AcquireLock(Guid volumeId, string operation, CancellationToken cancellationToken, IProgress<OperationProgress>? progress = null) =>
         RepositoryLock.Acquire(Root, volumeId, operation, LockTimeout, cancellationToken, progress);
 
-    /// <summary>Creates the container (Cinder's id[0:2]/id[2:4]/id) with a cache saying the backup is being written.</summary>
-    public NewBackup BeginBackup(IVolumeLock volumeLock, Guid volumeId, Guid backupId, DateTime startedUtc)
+    /// <summary>
+    /// Records the backup as in flight (<see cref="InFlightRecord"/>, naming the clone it may
+    /// make beside the image), then creates its container (Cinder's id[0:2]/id[2:4]/id) with a
+    /// cache saying the backup is being written. The record comes first: a kill at any later
+    /// step leaves something the next backup and Remove-VolumeBackup -Incomplete find.
+    /// </summary>
+    public NewBackup BeginBackup(IVolumeLock volumeLock, Guid volumeId, Guid backupId, DateTime startedUtc, string? snapshotPath = null)
     {
         var backup = new NewBackup(backupId, volumeId, ObjectNaming.DefaultContainer(backupId), ObjectNaming.Prefix(volumeId, startedUtc, backupId), startedUtc);
         var container = Path.Combine(Root, backup.Container);
-        AtomicFile.CreateDirectory(container);
+        if (Path.Exists(container))
+        {
+            // Never written into (nor, on failure, cleaned up in) a directory this backup did not make.
+            throw new BackupException(BackupErrorKind.InvalidOperation, "ContainerExists",
+                $"The container '{container}' of new backup {backupId} exists already; BlockBackup writes a backup only into a directory it creates. Look at what is in it before removing it.", container);
+        }
+
+        var what = $"Starting backup {backupId} in '{Root}'";
         try
         {
+            new InFlightRecord(backupId, volumeId, backup.Prefix, startedUtc, snapshotPath).Write(Root);
+        }
+        catch (IOException ex)
+        {
+            throw StorageFault.Classify(ex, what)
+                ?? new BackupException(BackupErrorKind.WriteError, "BackupStartFailed", $"{what}: writing '{InFlightRecord.PathFor(Root, backupId)}' failed: {ex.Message}", Root, ex);
+        }
+
+        try
+        {
+            AtomicFile.CreateDirectory(container);
             new ContainerSummary { State = ContainerSummary.StateCreating, BackupId = backupId, VolumeId = volumeId, Prefix = backup.Prefix }.Write(container);
         }
-        catch
+        catch (Exception ex)
         {
             AbandonBackup(backup);
+            if (ex is IOException io)
+            {
+                throw StorageFault.Classify(io, what)
+                    ?? new BackupException(BackupErrorKind.WriteError, "BackupStartFailed", $"{what}: creating '{container}' failed: {io.Message}", container, io);
+            }
+
             throw;
         }
 
         return backup;
     }
 
-    /// <summary>The metadata is in place: refresh the listing cache (only a cache: the backup exists without it).</summary>
+    /// <summary>The metadata is in place: the backup is no longer in flight; refresh the listing cache (only a cache: the backup exists without it).</summary>
     public BackupInfo CompleteBackup(NewBackup backup, BackupMetadata metadata)
     {
         var container = Path.Combine(Root, backup.Container);
         var metadataPath = Path.Combine(container, ObjectNaming.MetadataName(backup.Prefix));
+        AtomicFile.TryDelete(InFlightRecord.PathFor(Root, backup.BackupId));
         var info = ToInfo(container, backup.Prefix, metadata, metadataPath);
         var file = new FileInfo(metadataPath);
         try
@@ -87,30 +134,45 @@ public sealed class BackupRepository : IChunkedRepository
         return info;
     }
 
-    public void AbandonBackup(NewBackup backup) => RemovePartial(Path.Combine(Root, backup.Container));
+    /// <summary>
+    /// Removes what a failed backup wrote, and nothing else: only names with its own prefix,
+    /// temporaries and its own cache in its own container, and never when its metadata is in
+    /// place (then it committed before the failure, and exists). Best effort: what stays is an
+    /// incomplete backup with its in-flight record, which cleanup removes.
+    /// </summary>
+    public void AbandonBackup(NewBackup backup)
+    {
+        var container = Path.Combine(Root, backup.Container);
+        try
+        {
+            if (!File.Exists(Path.Combine(container, ObjectNaming.MetadataName(backup.Prefix))))
+            {
+                DeleteBackupFiles(container, backup.Prefix, backup.BackupId);
+            }
+
+            RemoveRecord(backup.BackupId);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or BackupException)
+        {
+            // Left as an incomplete backup; RemoveIncomplete (or the next backup) deletes it later.
+        }
+    }
 
     IReadOnlyList<BackupInfo> IChunkedRepository.RemoveLeftoversOf(IVolumeLock volumeLock, Action<BackupInfo, Exception>? failed, CancellationToken cancellationToken) =>
         RemoveLeftoversOf((RepositoryLock)volumeLock, failed, cancellationToken);
 
-    /// <summary>Deletes a failed backup's container and the fan-out directories it leaves empty; what cannot be deleted stays for cleanup.</summary>
-    private void RemovePartial(string container)
+    /// <summary>
+    /// Deletes a backup's in-flight record, after the clone it names beside the image (when that
+    /// is a clone no process holds any more): the record goes last, so a kill here loses nothing.
+    /// </summary>
+    private void RemoveRecord(Guid backupId)
     {
-        try
+        if (InFlightRecord.TryRead(Root, backupId) is { Snapshot: { } clone })
         {
-            if (Directory.Exists(container) && !IsSymbolicLink(container))
-            {
-                Directory.Delete(container, recursive: true);
-            }
+            Consistency.ConsistentView.RemoveRecordedClone(clone);
+        }
 
-            for (var dir = Path.GetDirectoryName(container)!; dir.Length > Root.Length && Directory.Exists(dir) && !Directory.EnumerateFileSystemEntries(dir).Any(); dir = Path.GetDirectoryName(dir)!)
-            {
-                Directory.Delete(dir);
-            }
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-            // Left as an incomplete backup; RemoveIncomplete deletes it later.
-        }
+        InFlightRecord.Delete(Root, backupId);
     }
 
     /// <summary>How long to wait for another operation on the same volume before failing.</summary>
@@ -166,6 +228,7 @@ public sealed class BackupRepository : IChunkedRepository
     {
         var found = new List<BackupInfo>();
         Scan(Root, 0, found, cancellationToken);
+        AddRecordedOnly(found);
 
         RepositoryListing.InheritVolumeSizes(found);
         return found
@@ -213,6 +276,7 @@ public sealed class BackupRepository : IChunkedRepository
         target = backups.FirstOrDefault(b => b.Id == backupId)
             ?? throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"Backup {backupId} was removed meanwhile.", backupId);
         var order = RepositoryListing.RemovalOrder(target, GetDependents(backupId, recursive: true, backups), includeDependents);
+        RemoveAbandonedLeaseTemporaries(target.VolumeId);
         RemovalGuard.RefuseWhileRead(Store, ReadersPrefix(target.VolumeId), backupId, order, cancellationToken);
         foreach (var backup in order)
         {
@@ -287,7 +351,31 @@ public sealed class BackupRepository : IChunkedRepository
             removed.Add(leftover);
         }
 
+        RemoveSettledRecords(volumeId: null, cancellationToken);
         return removed;
+    }
+
+    /// <summary>
+    /// In-flight records that outlived their backup's commit (a kill between the metadata and the
+    /// record's deletion): the backup exists, so only the record (and an abandoned clone it names)
+    /// goes, under the volume's lock (or, with <paramref name="volumeId"/>, for the volume whose
+    /// lock the caller holds). Also the temporaries of records whose writer was killed.
+    /// </summary>
+    private void RemoveSettledRecords(Guid? volumeId, CancellationToken cancellationToken)
+    {
+        InFlightRecord.RemoveAbandonedTemporaries(Root);
+        foreach (var id in InFlightRecord.All(Root))
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            if (InFlightRecord.TryRead(Root, id) is not { } record || (volumeId is not null && record.VolumeId != volumeId)
+                || !File.Exists(Path.Combine(Root, ObjectNaming.DefaultContainer(id), ObjectNaming.MetadataName(record.Prefix))))
+            {
+                continue;
+            }
+
+            using var volumeLock = volumeId is null ? RepositoryLock.Acquire(Root, record.VolumeId, "cleanup", LockTimeout, cancellationToken) : null;
+            RemoveRecord(id);
+        }
     }
 
     /// <summary>
@@ -314,8 +402,12 @@ public sealed class BackupRepository : IChunkedRepository
         foreach (var leftover in List(includeIncomplete: true).Where(b => b.VolumeId == volumeLock.VolumeId && b.Status is BackupStatus.Incomplete or BackupStatus.Creating))
         {
             cancellationToken.ThrowIfCancellationRequested();
+            // Ours when its cache or its in-flight record says so (a kill before the cache left only the record).
             var summary = ContainerSummary.TryRead(ContainerPath(leftover));
-            if (summary is null || summary.BackupId != leftover.Id || summary.VolumeId != leftover.VolumeId || summary.Prefix != leftover.Prefix || File.Exists(MetadataPath(leftover)))
+            var record = InFlightRecord.TryRead(Root, leftover.Id);
+            var ours = (summary is not null && summary.BackupId == leftover.Id && summary.VolumeId == leftover.VolumeId && summary.Prefix == leftover.Prefix)
+                || (record is not null && record.VolumeId == leftover.VolumeId && record.Prefix == leftover.Prefix);
+            if (!ours || File.Exists(MetadataPath(leftover)))
             {
                 continue;
             }
@@ -331,16 +423,33 @@ public sealed class BackupRepository : IChunkedRepository
             }
         }
 
+        RemoveSettledRecords(volumeLock.VolumeId, cancellationToken);
         return removed;
     }
 
     /// <summary>
     /// Removes exactly one backup's files: metadata first (so a crash midway leaves an
-    /// incomplete backup, never a listed one with missing objects), then everything with its prefix.
+    /// incomplete backup, never a listed one with missing objects), then everything with its
+    /// prefix, then its in-flight record, if any (after the clone that names).
     /// </summary>
     internal void DeleteFiles(BackupInfo backup)
     {
         var container = ContainerPath(backup);
+        RefuseLinks(container);
+        if (InFlightRecord.TryRead(Root, backup.Id) is null && InFlightRecord.IsValid(backup.Id, backup.VolumeId, backup.Prefix))
+        {
+            // A removal is in flight too: killed after its last file but before its directories
+            // were gone, it would leave empty directories that nothing lists; its record lists
+            // them as an incomplete backup, which a rerun (or cleanup) finishes.
+            new InFlightRecord(backup.Id, backup.VolumeId, backup.Prefix, backup.CreatedUtc, null).Write(Root);
+        }
+
+        DeleteBackupFiles(container, backup.Prefix, backup.Id);
+        RemoveRecord(backup.Id);
+    }
+
+    private void RefuseLinks(string container)
+    {
         for (var dir = container; dir.Length > Root.Length; dir = Path.GetDirectoryName(dir)!)
         {
             if (Path.Exists(dir) && IsSymbolicLink(dir))
@@ -349,31 +458,44 @@ public sealed class BackupRepository : IChunkedRepository
                     $"'{dir}' is a symbolic link; BlockBackup never deletes through links in a repository. Remove the link by hand if it is not wanted.", dir);
             }
         }
+    }
 
-        File.Delete(MetadataPath(backup));
-        File.Delete(Sha256FilePath(backup));
+    private void DeleteBackupFiles(string container, string prefix, Guid backupId)
+    {
+        RefuseLinks(container);
         if (Directory.Exists(container))
         {
+            File.Delete(Path.Combine(container, ObjectNaming.MetadataName(prefix)));
+            File.Delete(Path.Combine(container, ObjectNaming.Sha256FileName(prefix)));
             foreach (var file in Directory.EnumerateFiles(container))
             {
                 var name = Path.GetFileName(file);
-                if (name.StartsWith(backup.Prefix, StringComparison.Ordinal) || name.StartsWith(".tmp-", StringComparison.Ordinal))
+                if (name.StartsWith(prefix, StringComparison.Ordinal) || name.StartsWith(".tmp-", StringComparison.Ordinal))
                 {
                     File.Delete(file);
                 }
             }
 
             var summary = ContainerSummary.TryRead(container);
-            if (summary?.BackupId == backup.Id)
+            if (summary?.BackupId == backupId)
             {
                 File.Delete(Path.Combine(container, ContainerSummary.FileName));
             }
         }
 
-        // Remove the container and the empty fan-out directories above it, never the root.
-        for (var dir = container; dir.Length > Root.Length && Directory.Exists(dir) && !Directory.EnumerateFileSystemEntries(dir).Any(); dir = Path.GetDirectoryName(dir)!)
+        // The container and the empty fan-out directories above it go, never the root; a kill
+        // may have left only the fan-out directories, so a missing level is passed over.
+        for (var dir = container; dir.Length > Root.Length; dir = Path.GetDirectoryName(dir)!)
         {
-            Directory.Delete(dir);
+            if (Directory.Exists(dir))
+            {
+                if (Directory.EnumerateFileSystemEntries(dir).Any())
+                {
+                    break;
+                }
+
+                Directory.Delete(dir);
+            }
         }
     }
 
@@ -586,6 +708,33 @@ public sealed class BackupRepository : IChunkedRepository
             Container = Relative(dir),
             Prefix = prefix,
         };
+    }
+
+    /// <summary>
+    /// Backups known only by their in-flight record (killed before their container held anything
+    /// that lists): incomplete, so that cleanup finds them, or being created while locked.
+    /// </summary>
+    private void AddRecordedOnly(List<BackupInfo> found)
+    {
+        foreach (var id in InFlightRecord.All(Root).Where(id => found.All(b => b.Id != id)))
+        {
+            if (InFlightRecord.TryRead(Root, id) is not { } record)
+            {
+                continue;
+            }
+
+            found.Add(new BackupInfo
+            {
+                Id = id,
+                VolumeId = record.VolumeId,
+                CreatedUtc = record.StartedUtc,
+                Status = RepositoryLockIsHeld(record.VolumeId) ? BackupStatus.Creating : BackupStatus.Incomplete,
+                WrittenBy = "BlockBackup",
+                Repository = Root,
+                Container = ObjectNaming.DefaultContainer(id),
+                Prefix = record.Prefix,
+            });
+        }
     }
 
     private bool RepositoryLockIsHeld(Guid volumeId) => RepositoryLock.IsHeld(Root, volumeId);

@@ -41,14 +41,19 @@ public interface IChunkedRepository : IBackupRepository
 
     /// <summary>
     /// Reserves the names of a new backup and records it as being written before any object
-    /// exists (so that even a kill at the first step leaves something cleanup finds).
+    /// exists (so that even a kill at the first step leaves something cleanup finds), with
+    /// <paramref name="snapshotPath"/>, the temporary copy it may make outside the repository
+    /// (a reflink clone beside the image), which cleanup then removes too once no one holds it.
     /// </summary>
-    NewBackup BeginBackup(IVolumeLock volumeLock, Guid volumeId, Guid backupId, DateTime startedUtc);
+    NewBackup BeginBackup(IVolumeLock volumeLock, Guid volumeId, Guid backupId, DateTime startedUtc, string? snapshotPath = null);
 
     /// <summary>After the metadata was stored (the commit point): the new backup as listed.</summary>
     BackupInfo CompleteBackup(NewBackup backup, BackupMetadata metadata);
 
-    /// <summary>Removes what a failed backup wrote (best effort: what stays is found by cleanup).</summary>
+    /// <summary>
+    /// Removes what a failed backup wrote (best effort: what stays is found by cleanup), and
+    /// never a backup whose metadata is in place: that one committed before the failure.
+    /// </summary>
     void AbandonBackup(NewBackup backup);
 
     /// <summary>

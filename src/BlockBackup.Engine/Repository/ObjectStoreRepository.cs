@@ -227,7 +227,7 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
         ObjectStoreLock.Acquire(Store, LockPrefix(volumeId), volumeId, operation, LockTimeout, DisplayName(LockPrefix(volumeId)), cancellationToken, progress);
 
     /// <summary>Names the backup and records it as in flight (outside every backup prefix) before any of its objects exists.</summary>
-    public NewBackup BeginBackup(IVolumeLock volumeLock, Guid volumeId, Guid backupId, DateTime startedUtc)
+    public NewBackup BeginBackup(IVolumeLock volumeLock, Guid volumeId, Guid backupId, DateTime startedUtc, string? snapshotPath = null)
     {
         var prefix = ObjectNaming.ObjectStorePrefix(_keyPrefix, volumeId, startedUtc, _availabilityZone, backupId);
         var record = new JObject
@@ -238,6 +238,7 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
             ["started"] = startedUtc.ToString("O", CultureInfo.InvariantCulture),
             ["host"] = Environment.MachineName,
             ["pid"] = Environment.ProcessId,
+            ["snapshot"] = snapshotPath,
         };
         var bytes = Encoding.UTF8.GetBytes(record.ToString(Newtonsoft.Json.Formatting.None));
         Store.PutAsync(InFlightKey(backupId), new MemoryStream(bytes), bytes.Length, PutOptions.Default, CancellationToken.None).GetAwaiter().GetResult();
@@ -254,6 +255,14 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
     {
         try
         {
+            // Metadata in place: the backup committed before the failure (its PUT may even have
+            // been answered with an error after it landed), so it stays.
+            if (Store.StatAsync(ObjectNaming.MetadataName(backup.Prefix), CancellationToken.None).GetAwaiter().GetResult() is not null)
+            {
+                TryDelete(InFlightKey(backup.BackupId));
+                return;
+            }
+
             DeleteObjects(backup.Prefix, backup.BackupId, CancellationToken.None);
         }
         catch (Exception ex) when (ex is BackupException or IOException or HttpRequestException)
@@ -311,7 +320,26 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
             }
         }
 
+        RemoveRecordedSnapshot(backupId, cancellationToken);
         TryDelete(InFlightKey(backupId));
+    }
+
+    /// <summary>The clone beside the image that the in-flight record names, once no process holds it (the record goes right after).</summary>
+    private void RemoveRecordedSnapshot(Guid backupId, CancellationToken cancellationToken)
+    {
+        try
+        {
+            using var stream = Store.GetAsync(InFlightKey(backupId), 0, 64 << 10, cancellationToken).GetAwaiter().GetResult();
+            using var reader = new StreamReader(stream, Encoding.UTF8);
+            if (JObject.Parse(reader.ReadToEnd())["snapshot"] is { Type: JTokenType.String } snapshot)
+            {
+                Consistency.ConsistentView.RemoveRecordedClone((string?)snapshot);
+            }
+        }
+        catch (Exception ex) when (ex is BackupException or Newtonsoft.Json.JsonException or IOException or HttpRequestException)
+        {
+            // No record, or an unreadable one: it names nothing to remove.
+        }
     }
 
     private BackupInfo FromMetadata(string prefix, Group g, long metadataSize)

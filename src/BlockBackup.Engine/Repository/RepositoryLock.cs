@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Text.RegularExpressions;
 using BlockBackup.Engine.Errors;
+using BlockBackup.Engine.Native;
 using Newtonsoft.Json.Linq;
 
 namespace BlockBackup.Engine.Repository;
@@ -37,17 +39,7 @@ public sealed class RepositoryLock : IVolumeLock
     /// <summary>False once disposed (or when the lock was broken as stale and taken by another process).</summary>
     public bool IsStillHeld => Volatile.Read(ref _disposed) == 0 && IsOurs();
 
-    private bool IsOurs()
-    {
-        try
-        {
-            return File.ReadAllText(_path).Contains(_token, StringComparison.Ordinal);
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-            return false;
-        }
-    }
+    private bool IsOurs() => IsHeldBy(_path, _token);
 
     public static string LockDirectory(string repositoryRoot) => Path.Combine(repositoryRoot, ".blockbackup", "locks");
 
@@ -77,33 +69,13 @@ public sealed class RepositoryLock : IVolumeLock
         while (true)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            try
+            if (TryCreate(path, content, token, $"Taking the lock of volume {volumeId} in '{repositoryRoot}'"))
             {
-                var stream = AtomicFile.CreateNew(path, 1);
-                try
-                {
-                    using var writer = new StreamWriter(stream);
-                    writer.Write(content);
-                    writer.Flush();
-                    stream.Flush(flushToDisk: true);
-                }
-                catch (IOException ex)
-                {
-                    // We created the file but could not fill it (a full disk): remove it, or it would
-                    // look like someone else's lock to the next backup, and say what happened.
-                    stream.Dispose();
-                    AtomicFile.TryDelete(path);
-                    throw StorageFault.Classify(ex, $"Taking the lock of volume {volumeId} in '{repositoryRoot}'")
-                        ?? new BackupException(BackupErrorKind.WriteError, "LockWriteFailed", $"Writing the lock file '{path}' failed: {ex.Message}", path, ex);
-                }
-                finally
-                {
-                    stream.Dispose();
-                }
-
+                RemoveDebris(path);
                 return new RepositoryLock(repositoryRoot, volumeId, path, token);
             }
-            catch (IOException) when (File.Exists(path))
+
+            if (File.Exists(path))
             {
                 var holder = Describe(path, out var stale);
                 if (stale)
@@ -128,6 +100,128 @@ public sealed class RepositoryLock : IVolumeLock
 
                 Thread.Sleep(200);
             }
+        }
+    }
+
+    /// <summary>
+    /// Creates the lock file, or returns false when it exists. The lock appears complete or not at
+    /// all: its content is written and flushed under a temporary name (held with a flock while it
+    /// exists), then hard-linked to the lock's name; link(2) fails when the name exists, as
+    /// atomically as O_EXCL, NFS included. So no one meets an empty or half-written lock of a
+    /// writer that is alive (a kill between creating and filling a lock in place left one that
+    /// cost the next backup a wait), and a writer killed midway leaves only its temporary, which
+    /// the next holder removes. Where hard links are not supported, the lock is made in place.
+    /// </summary>
+    private static bool TryCreate(string path, string content, string token, string what)
+    {
+        if (!LinuxNative.IsLinux)
+        {
+            return TryCreateInPlace(path, content, what);
+        }
+
+        var temp = AtomicFile.TempName(path);
+        FileStream? stream = null;
+        try
+        {
+            stream = HeldFile.Create(temp, FileAccess.Write, AtomicFile.FileMode0660);
+            var bytes = System.Text.Encoding.UTF8.GetBytes(content);
+            stream.Write(bytes);
+            AtomicFile.FlushToDisk(stream);
+            if (LinuxNative.TryLink(temp, path, out var errno))
+            {
+                return true;
+            }
+
+            if (LinuxNative.IsAlreadyExists(errno))
+            {
+                // NFS may answer a retransmitted link that succeeded with EEXIST: then it is ours.
+                return IsHeldBy(path, token);
+            }
+
+            if (LinuxNative.IsLinkUnsupported(errno))
+            {
+                return TryCreateInPlace(path, content, what); // no hard links on this file system
+            }
+
+            throw new IOException($"Linking the lock '{path}' failed (errno {errno}).", errno);
+        }
+        catch (IOException ex) when (StorageFault.Classify(ex, what) is { } fault)
+        {
+            throw fault;
+        }
+        catch (IOException ex)
+        {
+            throw new BackupException(BackupErrorKind.WriteError, "LockWriteFailed", $"Writing the lock file '{path}' failed: {ex.Message}", path, ex);
+        }
+        finally
+        {
+            AtomicFile.TryDelete(temp); // while still locked: no one may take it for a leftover first
+            stream?.Dispose();
+        }
+    }
+
+    /// <summary>The lock made where it is named: O_EXCL, then filled (a kill in between leaves an empty lock, judged stale after seconds).</summary>
+    private static bool TryCreateInPlace(string path, string content, string what)
+    {
+        FileStream stream;
+        try
+        {
+            stream = AtomicFile.CreateNew(path, 1);
+        }
+        catch (IOException) when (File.Exists(path))
+        {
+            return false;
+        }
+
+        try
+        {
+            using var writer = new StreamWriter(stream);
+            writer.Write(content);
+            writer.Flush();
+            AtomicFile.FlushToDisk(stream);
+            return true;
+        }
+        catch (IOException ex)
+        {
+            // We created the file but could not fill it (a full disk): remove it, or it would
+            // look like someone else's lock to the next backup, and say what happened.
+            stream.Dispose();
+            AtomicFile.TryDelete(path);
+            throw StorageFault.Classify(ex, what)
+                ?? new BackupException(BackupErrorKind.WriteError, "LockWriteFailed", $"Writing the lock file '{path}' failed: {ex.Message}", path, ex);
+        }
+        finally
+        {
+            stream.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// What killed takers of this volume's lock left beside it: temporaries of <see cref="TryCreate"/>
+    /// whose writer is gone (their flock is free) and stale locks set aside by
+    /// <see cref="BreakStaleLock"/> but not yet deleted (nobody ever holds those).
+    /// </summary>
+    private static void RemoveDebris(string path)
+    {
+        var dir = Path.GetDirectoryName(path)!;
+        var name = Regex.Escape(Path.GetFileName(path));
+        HeldFile.RemoveAbandoned(dir, new Regex($"^\\.tmp-[0-9a-f]{{32}}-{name}$", RegexOptions.CultureInvariant), failed: null);
+        var aside = new Regex($"^{name}\\.stale-[0-9a-f]{{32}}$", RegexOptions.CultureInvariant);
+        foreach (var file in Directory.EnumerateFiles(dir).Where(f => aside.IsMatch(Path.GetFileName(f))))
+        {
+            AtomicFile.TryDelete(file);
+        }
+    }
+
+    private static bool IsHeldBy(string path, string token)
+    {
+        try
+        {
+            return File.ReadAllText(path).Contains(token, StringComparison.Ordinal);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return false;
         }
     }
 

@@ -10,13 +10,23 @@ namespace BlockBackup.Engine.Volumes;
 /// </summary>
 public sealed class VolumeSource : IDisposable
 {
-    private VolumeSource(string path, SafeFileHandle handle, long size, bool isBlockDevice)
+    private readonly bool _ownsHandle;
+
+    private VolumeSource(string path, SafeFileHandle handle, long size, bool isBlockDevice, bool ownsHandle = true)
     {
         Path = path;
         Handle = handle;
         Size = size;
         IsBlockDevice = isBlockDevice;
+        _ownsHandle = ownsHandle;
     }
+
+    /// <summary>
+    /// Reads a regular file through a handle someone else keeps (a reflink clone, read through
+    /// the very handle that holds its lock: opening it again would meet that lock).
+    /// </summary>
+    internal static VolumeSource Borrow(string path, SafeFileHandle handle) =>
+        new(path, handle, RandomAccess.GetLength(handle), isBlockDevice: false, ownsHandle: false);
 
     public string Path { get; }
     public long Size { get; }
@@ -115,5 +125,11 @@ public sealed class VolumeSource : IDisposable
         return read;
     }
 
-    public void Dispose() => Handle.Dispose();
+    public void Dispose()
+    {
+        if (_ownsHandle)
+        {
+            Handle.Dispose();
+        }
+    }
 }
