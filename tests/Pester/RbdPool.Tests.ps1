@@ -152,6 +152,70 @@ Describe 'Ceph RBD backup pools and the differential restore rules' -Skip:(-not 
         $LASTEXITCODE | Should -Not -Be 0
     }
 
+    It 'lists nothing of a pool backup killed mid-transfer (kill -9), and the next backup of the image works' {
+        # 192 MiB of random data: the export-diff | import-diff takes long enough to be caught.
+        $local = Join-Path $TestDrive 'rbd-kill.img'
+        $bytes = [byte[]]::new(192MB)
+        [System.Random]::new(77).NextBytes($bytes)
+        [System.IO.File]::WriteAllBytes($local, $bytes)
+        $killSha = Get-Sha $local
+        $image = New-RbdImage -Name "pester-kill-$tag" -From $local
+        $first = New-VolumeBackup -RbdImage $image -Repository rbd:backups -Name "pester-$tag-before-kill" @ceph
+        $before = @(Invoke-Rbd ls backups)
+        $earlier = @(Get-VolumeBackup -Repository rbd:backups @ceph)
+
+        $killed = $false
+        for ($attempt = 0; $attempt -lt 3 -and -not $killed; $attempt++) {
+            $start = [System.Diagnostics.ProcessStartInfo]::new($Pwsh)
+            foreach ($a in '-NoProfile', '-NonInteractive', '-Command', "Import-Module '$ModuleManifest'; New-VolumeBackup -RbdImage '$image' -Repository rbd:backups -Name 'pester-$tag-killed' -CephConfig '$conf' | Out-Null") {
+                $start.ArgumentList.Add($a)
+            }
+            $start.RedirectStandardOutput = $true
+            $child = [System.Diagnostics.Process]::Start($start)
+            $clock = [System.Diagnostics.Stopwatch]::StartNew()
+            # The transfer has begun once the new backup's base image exists in the pool.
+            while (-not $child.HasExited -and $clock.Elapsed.TotalSeconds -lt 120 -and
+                   -not (@(& rbd --conf $conf ls backups 2>$null) | Where-Object { $_ -notin $before })) {
+                Start-Sleep -Milliseconds 20
+            }
+            if (-not $child.HasExited) {
+                $child.Kill($true)   # pwsh and the rbd children it started: the whole backup dies
+                $child.WaitForExit()
+                $killed = $true
+            }
+            else {
+                # Finished before it could be caught: remove it and try again.
+                Get-VolumeBackup -Repository rbd:backups -Name "pester-$tag-killed" @ceph | Remove-VolumeBackup -IncludeDependents -Confirm:$false @ceph
+            }
+        }
+        $killed | Should -BeTrue -Because 'the backup must be killed while it transfers'
+
+        # Nothing half-made is listed; the earlier backups are untouched and still restore.
+        (Get-VolumeBackup -Repository rbd:backups -Name "pester-$tag-killed" @ceph) | Should -BeNullOrEmpty
+        (@(Get-VolumeBackup -Repository rbd:backups @ceph).Id | Sort-Object) | Should -Be ($earlier.Id | Sort-Object)
+        $check = Join-Path $TestDrive 'rbd-kill-earlier.img'
+        Restore-VolumeBackup -Repository rbd:backups -BackupId $first.Id -TargetPath $check @ceph | Out-Null
+        Get-Sha $check | Should -Be $killSha
+
+        # What it left is known: its new base image, marked in flight before anything was copied.
+        $leftover = @(Get-VolumeBackup -Repository rbd:backups -IncludeIncomplete @ceph | Where-Object { $_.Status -eq 'Incomplete' -and $_.Container -notin $before })
+        $leftover.Count | Should -Be 1
+        $leftover[0].Container | Should -BeIn @(Invoke-Rbd ls backups | Where-Object { $_ -notin $before })
+        $leftover[0].Problem | Should -Match 'no longer runs'
+
+        # The next backup of the image removes it (its process is gone), says so, and restores exactly.
+        $output = New-VolumeBackup -RbdImage $image -Repository rbd:backups -Name "pester-$tag-after-kill" -Verbose @ceph 4>&1
+        $next = $output | Where-Object { $_ -is [BlockBackup.Engine.BackupInfo] }
+        (($output | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] }).Message -join "`n") | Should -Match ([regex]::Escape("Removed base image '$($leftover[0].Container)'"))
+        @(Invoke-Rbd ls backups) | Should -Not -Contain $leftover[0].Container
+        $out = Join-Path $TestDrive 'rbd-kill-next.img'
+        Restore-VolumeBackup -Repository rbd:backups -BackupId $next.Id -TargetPath $out @ceph | Out-Null
+        Get-Sha $out | Should -Be $killSha
+        Remove-VolumeBackup -Repository rbd:backups -BackupId $next.Id -IncludeDependents -Confirm:$false @ceph
+        @(Invoke-Rbd ls backups) | Where-Object { $_ -notin $before } | Should -BeNullOrEmpty -Because 'nothing of the killed backup is left in the pool'
+        Remove-VolumeBackup -Repository rbd:backups -BackupId $first.Id -IncludeDependents -Confirm:$false @ceph
+    }
+
     It 'keeps stable error ids for bad image names and unreachable clusters, and librados says nothing on the console' {
         { New-VolumeBackup -RbdImage 'not a spec' -Repository rbd:backups @ceph -ErrorAction Stop } | Should -Throw -ErrorId '*,BlockBackup.Commands.NewVolumeBackupCommand'
         $noMon = Join-Path $TestDrive 'nomon.conf'

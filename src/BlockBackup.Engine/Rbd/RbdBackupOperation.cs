@@ -14,6 +14,8 @@ public sealed class RbdBackupRequest
     public Guid? ParentId { get; init; }
     /// <summary>Backup snapshots to keep on the source (oldest removed); 0 keeps all (Cinder's backup_ceph_max_snapshots).</summary>
     public int KeepSourceSnapshots { get; init; }
+    /// <summary>Told what the backup did besides (leftovers of interrupted backups removed).</summary>
+    public Action<string>? Log { get; init; }
 }
 
 public sealed class RbdBackupResult
@@ -88,8 +90,16 @@ public static class RbdBackupOperation
         baseImage = parent is null ? pool.Image(RbdBackupPool.BaseName(volumeId, backupId)) : pool.Image(parent.Container);
         if (parent is null)
         {
+            // Leftovers of this volume's interrupted full backups whose process is gone go first.
+            foreach (var leftover in pool.RemoveIncomplete(Repository.IncompleteBackups.DefaultMinimumAge, volumeId))
+            {
+                request.Log?.Invoke($"Removed base image '{leftover.Container}' that interrupted backup {leftover.Id} of volume {volumeId} left in {pool.Repository}.");
+            }
+
             client.CreateImage(baseImage, size);
             createdBase = true;
+            // Marked before anything is copied, so a kill at any later point leaves a leftover cleanup knows.
+            client.SetImageMetadata(baseImage, RbdInFlight.Key, RbdInFlight.ForThisProcess(backupId, volumeId).ToJson());
         }
 
         var createdSourceSnapshot = false;
@@ -105,6 +115,11 @@ public static class RbdBackupOperation
             {
                 moved = client.CopyDiff(source, snapshot, fromSnapshot, target, progress, OperationPhase.Writing, cancellationToken);
                 RbdBackupPool.WriteRecord(target, new RbdBackupPool.Record(backupId, volumeId, parent?.Id, request.Name, request.Description, created, source.Spec, baseImage.Image, snapshot));
+            }
+
+            if (createdBase)
+            {
+                client.RemoveImageMetadata(baseImage, RbdInFlight.Key); // the snapshot exists: no longer a leftover
             }
 
             if (request.KeepSourceSnapshots > 0)

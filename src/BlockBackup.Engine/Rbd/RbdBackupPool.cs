@@ -40,10 +40,36 @@ public sealed partial class RbdBackupPool : Repository.IBackupRepository
 
     public IReadOnlyList<string> BackupServices { get; } = [Format.CinderBackupRecord.CephService];
 
-    // A pool backup exists only once its snapshot does: nothing is ever listed as, or left, incomplete.
-    IReadOnlyList<BackupInfo> Repository.IBackupRepository.List(bool includeIncomplete, CancellationToken cancellationToken) => List();
+    // A pool backup exists once its snapshot does; before, only the in-flight mark on a new base
+    // image says an interrupted full backup left it (RbdInFlight).
+    IReadOnlyList<BackupInfo> Repository.IBackupRepository.List(bool includeIncomplete, CancellationToken cancellationToken) => List(includeIncomplete: includeIncomplete);
 
-    IReadOnlyList<BackupInfo> Repository.IBackupRepository.RemoveIncomplete(TimeSpan minimumAge, CancellationToken cancellationToken) => [];
+    IReadOnlyList<BackupInfo> Repository.IBackupRepository.RemoveIncomplete(TimeSpan minimumAge, CancellationToken cancellationToken) => RemoveIncomplete(minimumAge);
+
+    /// <summary>
+    /// Removes the base images interrupted full backups left (of one volume, or all) whose holder is
+    /// gone or that are older than <paramref name="minimumAge"/>; returns what was removed.
+    /// </summary>
+    public IReadOnlyList<BackupInfo> RemoveIncomplete(TimeSpan minimumAge, Guid? onlyVolume = null)
+    {
+        var removed = new List<BackupInfo>();
+        var now = DateTime.UtcNow;
+        foreach (var leftover in List(onlyVolume, includeIncomplete: true).Where(b => b.Status == BackupStatus.Incomplete))
+        {
+            var baseImage = Image(leftover.Container);
+            // Read again just before: the backup may have finished (or been cleaned) meanwhile.
+            var mark = Client.ImageMetadata(baseImage).TryGetValue(RbdInFlight.Key, out var json) ? RbdInFlight.Parse(json) : null;
+            if (mark is null || !mark.MayRemove(minimumAge, now) || Client.Snapshots(baseImage).Count > 0)
+            {
+                continue;
+            }
+
+            Client.RemoveImage(baseImage);
+            removed.Add(leftover);
+        }
+
+        return removed;
+    }
 
     public BackupChain GetChain(Guid backupId) => BackupGraph.Chain(List(), backupId, Repository);
 
@@ -103,8 +129,11 @@ public sealed partial class RbdBackupPool : Repository.IBackupRepository
     [GeneratedRegex(@"^backup\.(?<bid>[a-z0-9\-]+?)\.snap\.(?<ts>.+)$", RegexOptions.CultureInvariant)]
     public static partial Regex SnapshotRegex();
 
-    /// <summary>The backups in the pool (or of one volume: only its base images are read), oldest first.</summary>
-    public IReadOnlyList<BackupInfo> List(Guid? onlyVolume = null)
+    /// <summary>
+    /// The backups in the pool (or of one volume: only its base images are read), oldest first;
+    /// with <paramref name="includeIncomplete"/> also the base images interrupted full backups left.
+    /// </summary>
+    public IReadOnlyList<BackupInfo> List(Guid? onlyVolume = null, bool includeIncomplete = false)
     {
         var result = new List<BackupInfo>();
         foreach (var imageName in Client.ListImages(Pool, Namespace))
@@ -127,6 +156,18 @@ public sealed partial class RbdBackupPool : Repository.IBackupRepository
             catch (BackupException ex) when (ex.ErrorId == "RbdNotFound")
             {
                 continue; // removed meanwhile
+            }
+
+            if (includeIncomplete && meta.TryGetValue(RbdInFlight.Key, out var inFlight) && RbdInFlight.Parse(inFlight) is { } mark
+                && !snapshots.Any(s => SnapshotRegex().IsMatch(s.Name)))
+            {
+                result.Add(new BackupInfo
+                {
+                    Id = mark.BackupId, VolumeId = mark.VolumeId, CreatedUtc = mark.StartedUtc, Status = BackupStatus.Incomplete,
+                    Compression = "none", Consistency = "rbd-snapshot", WrittenBy = "BlockBackup", Repository = Repository,
+                    Container = imageName, Prefix = string.Empty, ServiceMetadata = ServiceMetadata(imageName),
+                    Problem = $"an interrupted full backup's base image (started {mark.StartedUtc:u} on {mark.Host}, process {mark.Pid}{(mark.HolderIsGone ? ", which no longer runs" : "")})",
+                });
             }
 
             Guid? previous = null;

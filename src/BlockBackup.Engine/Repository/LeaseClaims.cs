@@ -86,30 +86,7 @@ internal static class LeaseClaims
     /// holders need not cost anyone the lease's length). A reused PID only makes it look alive,
     /// so the lease then runs out as for any other host.
     /// </summary>
-    private static bool HolderIsGone(LeaseClaim claim)
-    {
-        // The same host name is not enough (cloned machines, containers): the claim must come from
-        // this boot of this kernel and this PID namespace, where its PID means the same process.
-        if (ProcessSpace.Current is null || claim.Process != ProcessSpace.Current || !string.Equals(claim.Host, Environment.MachineName, StringComparison.OrdinalIgnoreCase)
-            || claim.Pid <= 0 || claim.Pid == Environment.ProcessId)
-        {
-            return false;
-        }
-
-        try
-        {
-            using var process = System.Diagnostics.Process.GetProcessById(claim.Pid);
-            return process.HasExited;
-        }
-        catch (ArgumentException)
-        {
-            return true; // no such process
-        }
-        catch (InvalidOperationException)
-        {
-            return true;
-        }
-    }
+    private static bool HolderIsGone(LeaseClaim claim) => ProcessSpace.IsGone(claim.Process, claim.Host, claim.Pid);
 
     public static LeaseClaim? Read(IObjectStore store, string key, CancellationToken cancellationToken)
     {
@@ -241,6 +218,34 @@ internal static class RemovalGuard
 internal static class ProcessSpace
 {
     public static readonly string? Current = Read();
+
+    /// <summary>
+    /// True when a holder recorded as (process space, host, pid) provably runs no more: it ran in
+    /// this process space (the same host name is not enough: cloned machines, containers) and no
+    /// process has its PID. A reused PID only makes it look alive, so it is then waited for.
+    /// </summary>
+    public static bool IsGone(string? space, string host, int pid)
+    {
+        if (Current is null || space != Current || !string.Equals(host, Environment.MachineName, StringComparison.OrdinalIgnoreCase)
+            || pid <= 0 || pid == Environment.ProcessId)
+        {
+            return false;
+        }
+
+        try
+        {
+            using var process = System.Diagnostics.Process.GetProcessById(pid);
+            return process.HasExited;
+        }
+        catch (ArgumentException)
+        {
+            return true; // no such process
+        }
+        catch (InvalidOperationException)
+        {
+            return true;
+        }
+    }
 
     private static string? Read()
     {

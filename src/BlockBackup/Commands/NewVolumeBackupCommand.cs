@@ -193,7 +193,7 @@ public sealed class NewVolumeBackupCommand : RepositoryCmdlet
         }
 
         var pool = (Engine.Rbd.RbdBackupPool)target;
-        var rbdRequest = new Engine.Rbd.RbdBackupRequest
+        var rbdResult = RunWithProgress($"Backing up {source}", (progress, log, token) => Engine.Rbd.RbdBackupOperation.Run(pool, new Engine.Rbd.RbdBackupRequest
         {
             Source = source,
             VolumeId = VolumeId,
@@ -202,8 +202,8 @@ public sealed class NewVolumeBackupCommand : RepositoryCmdlet
             Incremental = Incremental,
             ParentId = Parent,
             KeepSourceSnapshots = KeepSourceSnapshots,
-        };
-        var rbdResult = RunWithProgress($"Backing up {source}", (progress, token) => Engine.Rbd.RbdBackupOperation.Run(pool, rbdRequest, progress, token));
+            Log = log,
+        }, progress, token));
         Report(rbdResult.Backup, rbdResult.Parent, $"{rbdResult.Reason}; source snapshot {rbdResult.SourceSnapshot}");
         WriteVerbose($"Backup {rbdResult.Backup.Id}: moved {Units.Size(rbdResult.DiffBytes)} of changed extents in {rbdResult.Duration.TotalSeconds:F1} s.");
         return rbdResult.Backup;
