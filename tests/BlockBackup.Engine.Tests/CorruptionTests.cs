@@ -146,4 +146,50 @@ public class CorruptionTests
         Assert.Contains(result.Issues, i => i.ObjectName == damaged.Name);
         Assert.DoesNotContain(result.Issues, i => i.ObjectName is { } name && name != replaced.Name && name != damaged.Name);
     }
+
+    /// <summary>
+    /// An incremental whose hash list disagrees with the backup that provides a block on restore
+    /// (consistent with its own checksum, so only the chain check can see it) is reported at that
+    /// block's offset: the chain would not restore to what the incremental says it holds.
+    /// </summary>
+    [Fact]
+    public void AChainThatDoesNotRestoreToTheRequestedBackupIsReported()
+    {
+        using var s = new Scratch();
+        var volume = s.MixedVolume("chain.img", 4 << 20, seed: 31);
+        var full = s.Backup(volume, objectSize: 1 << 20).Backup;
+        Scratch.Scribble(volume, 32, writes: 2);
+        var incr = s.Backup(volume, incremental: true, objectSize: 1 << 20).Backup;
+        Assert.True(VerifyOperation.Run(s.Repository, incr.Id, includeChain: true).IsValid);
+
+        // Change the hash of a block the full backup provides in the incremental's list, and
+        // re-seal the list's checksum in the incremental's metadata.
+        var covered = s.Repository.ReadMetadata(incr).Objects.Select(o => (o.Offset, o.End)).ToList();
+        var block = Enumerable.Range(0, 128).Select(k => (long)k * 32768).First(offset => !covered.Any(c => offset >= c.Offset && offset < c.End));
+        var listPath = s.Repository.Sha256FilePath(incr);
+        var text = File.ReadAllText(listPath);
+        var at = text.IndexOf("\"sha256s\"", StringComparison.Ordinal);
+        for (var k = 0; k <= block / 32768; k++)
+        {
+            at = text.IndexOf('"', text.IndexOf('"', at + 1) + 1); // to the opening quote of entry k
+        }
+
+        text = text[..(at + 1)] + (text[at + 1] == 'a' ? 'b' : 'a') + text[(at + 2)..];
+        File.WriteAllText(listPath, text);
+        var metadataPath = s.Repository.MetadataPath(incr);
+        var metadata = Newtonsoft.Json.Linq.JObject.Parse(File.ReadAllText(metadataPath));
+        var sealedWith = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(listPath))).ToLowerInvariant();
+        foreach (var field in metadata.Descendants().OfType<Newtonsoft.Json.Linq.JProperty>().Where(p => p.Name == "sha256file_sha256").ToList())
+        {
+            field.Value = sealedWith;
+        }
+
+        File.WriteAllText(metadataPath, metadata.ToString(Newtonsoft.Json.Formatting.None));
+
+        var result = VerifyOperation.Run(s.Repository, incr.Id, includeChain: true);
+        var issue = Assert.Single(result.Issues);
+        Assert.Equal(VerificationProblem.ChainInconsistent, issue.Problem);
+        Assert.Equal(block, issue.VolumeOffset);
+        Assert.Equal(full.Id, issue.BackupId);
+    }
 }
