@@ -128,7 +128,7 @@ public sealed class S3ObjectStore : IObjectStore, IDisposable
                 {
                     BucketName = this.options.Bucket,
                     Key = key,
-                    InputStream = (Stream?)SeekableWindow(content, start, length) ?? new ContentWindow(content, length, name, hash: false),
+                    InputStream = new ContentWindow(content, length, name, hash: false),
                     AutoCloseStream = false,
                     AutoResetStreamPosition = false,
                     MD5Digest = Convert.ToBase64String(md5),
@@ -152,15 +152,6 @@ public sealed class S3ObjectStore : IObjectStore, IDisposable
             }
         }, cancellationToken).ConfigureAwait(false);
     }
-
-    /// <summary>
-    /// In-memory content (what the backup pipeline sends) as a seekable stream over exactly the
-    /// object's bytes: the SDK copies a stream it cannot seek into memory of its own to sign it.
-    /// </summary>
-    private static MemoryStream? SeekableWindow(Stream content, long start, long length) =>
-        content is MemoryStream memory && memory.TryGetBuffer(out var whole) && start + length <= whole.Count
-            ? new MemoryStream(whole.Array!, whole.Offset + (int)start, (int)length, writable: false)
-            : null;
 
     public async Task<Stream> GetAsync(string name, long offset = 0, long? length = null, CancellationToken cancellationToken = default)
     {

@@ -203,7 +203,7 @@ internal sealed class ResponseBodyStream : Stream
     /// <param name="skip">Bytes to drop first: the server answered 200 to a ranged request.</param>
     /// <param name="length">The bytes asked for, or null for the rest of the object.</param>
     /// <param name="start">The object offset this body was asked from (where a resumption counts from).</param>
-    /// <param name="reopen">How to GET the rest again; null: a broken body is an error at once.</param>
+    /// <param name="reopen">How to GET the rest again; null for a reopened body, whose IOException goes to the stream that reopened it.</param>
     /// <param name="store">The store's description, for errors.</param>
     /// <param name="name">The object's name, for errors.</param>
     public ResponseBodyStream(Stream inner, IDisposable? owner, long skip = 0, long? length = null, long start = 0, Reopen? reopen = null, string store = "", string name = "")
