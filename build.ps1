@@ -74,12 +74,20 @@ function Get-PesterManifest {
 function Invoke-Xunit {
     $results = Join-Path $out 'test-results/xunit'
     if (Test-Path -LiteralPath $results) { Remove-Item -LiteralPath $results -Recurse -Force }
-    Invoke-Native dotnet @('test', (Join-Path $root 'BlockBackup.sln'), '-c', $Configuration, '-nologo',
-        '--logger', 'console;verbosity=normal', '--logger', 'trx', '--results-directory', $results)
-    $skipped = foreach ($trx in Get-ChildItem -LiteralPath $results -Filter *.trx) {
-        ([xml](Get-Content -Raw -LiteralPath $trx.FullName)).TestRun.Results.UnitTestResult |
-            Where-Object outcome -EQ 'NotExecuted' | ForEach-Object testName
+    & dotnet test (Join-Path $root 'BlockBackup.sln') -c $Configuration -nologo `
+        --logger 'console;verbosity=normal' --logger trx --results-directory $results
+    $exitCode = $LASTEXITCODE
+    $outcomes = foreach ($trx in Get-ChildItem -LiteralPath $results -Filter *.trx -ErrorAction SilentlyContinue) {
+        ([xml](Get-Content -Raw -LiteralPath $trx.FullName)).TestRun.Results.UnitTestResult
     }
+    # A long run's failures scroll far above its end (and CI logs keep the end): repeat them last.
+    $failed = @($outcomes | Where-Object outcome -EQ 'Failed')
+    foreach ($test in $failed) {
+        $message = if ($test.PSObject.Properties['Output']) { "$($test.Output.ErrorInfo.Message)".Trim() } else { '' }
+        Write-Host "FAILED $($test.testName) [$($test.duration)]: $($message.Substring(0, [Math]::Min(2000, $message.Length)))"
+    }
+    if ($exitCode -ne 0) { throw "dotnet test failed with exit code $exitCode ($($failed.Count) failed test(s) listed above)" }
+    $skipped = $outcomes | Where-Object outcome -EQ 'NotExecuted' | ForEach-Object testName
     if ($skipped) {
         $message = "xunit skipped $(@($skipped).Count) test(s): $($skipped -join '; ')"
         if ($NoSkip) { throw "$message (-NoSkip: every test must run here)" }
@@ -111,7 +119,10 @@ if (`$skipped.Count) {
     if (`$$([bool]$NoSkip)) { Write-Host "Pester skipped `$(`$skipped.Count) test(s) (-NoSkip: every test must run here): `$names"; exit 2 }
     Write-Warning "Pester skipped `$(`$skipped.Count) test(s): `$names"
 }
-if (`$result.Result -ne 'Passed') { exit 1 }
+if (`$result.Result -ne 'Passed') {
+    foreach (`$test in `$result.Failed) { Write-Host "FAILED `$(`$test.ExpandedPath): `$(`$test.ErrorRecord | Select-Object -First 1)" }
+    exit 1
+}
 "@
     $runner = Join-Path $out 'test-results/run-pester.ps1'
     Set-Content -LiteralPath $runner -Value $script

@@ -215,6 +215,24 @@ public sealed class SwiftObjectStoreTests(SwiftContainers containers) : IClassFi
         Assert.Empty(await ListAll(segments, "")); // the segments went with their manifests
     }
 
+    [SwiftFact]
+    public async Task DeletesWorkForAnAccountThatMayNotSeeTheSegmentsContainer()
+    {
+        // Operators often give the backup user one container only; Swift answers 403 for the
+        // segments container, which only means no large objects of ours can be there.
+        var (proxy, store) = Proxied(containers.Container, "acl", r =>
+            r.Method == "HEAD" && r.Path.EndsWith(containers.Container + "_segments", StringComparison.Ordinal) ? new TestHttpServer.Response(403, "Forbidden") : null);
+        using (proxy)
+        using (store)
+        {
+            await store.PutAsync("x", new MemoryStream(Hello), 5, PutOptions.Default, CancellationToken.None);
+            await store.DeleteAsync("x");
+            Assert.Null(await store.StatAsync("x"));
+            Assert.Equal(1, proxy.Count("HEAD", t => t.EndsWith("_segments", StringComparison.Ordinal)));
+            Assert.Equal(1, proxy.Count("DELETE", t => t.EndsWith("/x", StringComparison.Ordinal) && !t.Contains("multipart-manifest", StringComparison.Ordinal)));
+        }
+    }
+
     private static async Task<List<ObjectInfo>> ListAll(IObjectStore store, string prefix)
     {
         var all = new List<ObjectInfo>();

@@ -364,7 +364,9 @@ public sealed class SwiftObjectStore : IObjectStore, IDisposable
         var exists = await ExecuteAsync("HEAD of the segments container", null, write: false, canRetry: true, async token =>
         {
             using var head = await SendAsync(s => new HttpRequestMessage(HttpMethod.Head, ContainerUri(s, container: SegmentContainer)), HttpCompletionOption.ResponseHeadersRead, true, token).ConfigureAwait(false);
-            return head.IsSuccessStatusCode || (head.StatusCode == HttpStatusCode.NotFound ? false : throw Refused(head, "HEAD of the segments container", null, write: false));
+            // Not found or not ours to see (an account limited to the backup container gets 403):
+            // either way this store never wrote segments there, so its objects are all plain ones.
+            return head.IsSuccessStatusCode || (head.StatusCode is HttpStatusCode.NotFound or HttpStatusCode.Forbidden ? false : throw Refused(head, "HEAD of the segments container", null, write: false));
         }, cancellationToken).ConfigureAwait(false);
         segmentsExist = exists;
         return exists;
