@@ -134,13 +134,21 @@ internal static partial class Benchmark
             psi.ArgumentList.Add(a);
         }
 
+        return Child(psi, $"bbk {string.Join(' ', args)}");
+    }
+
+    /// <summary>Runs a child that prints one RESULT line of key=value pairs (bbk, or a pwsh script) and returns the pairs; its other output is echoed indented.</summary>
+    internal static Dictionary<string, string> Child(ProcessStartInfo psi, string description)
+    {
+        psi.RedirectStandardOutput = true;
+        psi.UseShellExecute = false;
         using var p = Process.Start(psi)!;
         var output = p.StandardOutput.ReadToEnd();
         p.WaitForExit();
         Console.Write(output.Split('\n').Where(l => !l.StartsWith("RESULT", StringComparison.Ordinal)).Aggregate("", (acc, l) => l.Length == 0 ? acc : acc + "  " + l + "\n"));
         if (p.ExitCode != 0)
         {
-            throw new InvalidOperationException($"bbk {string.Join(' ', args)} failed with exit code {p.ExitCode}");
+            throw new InvalidOperationException($"{description} failed with exit code {p.ExitCode}");
         }
 
         var line = output.Split('\n').Single(l => l.StartsWith("RESULT ", StringComparison.Ordinal));

@@ -31,7 +31,7 @@ internal static class Cli
         bbk bench-retention [--backups 10000] [--volumes 20]  retention planning over a synthetic listing (chains, damaged)
         bbk bench-policy [--volumes 4] [--nights 10]           a policy run's overhead over the backups it makes
         bbk bench-objstore [--kind s3|swift] [--size 512M] [--compression zlib] [--runs 1] [--no-cinder] [--keep]   BlockBackup vs Cinder's s3/swift driver on one store (BLOCKBACKUP_S3_* / BLOCKBACKUP_SWIFT_*)
-        bbk bench-sparse [--sizes 1T,4T] [--data 64M] [--repository DIR|s3://…] [--rbd CEPH_CONF] [--keep]   peak RSS against volume size: sparse volumes; backup, incremental, verify, list, restore
+        bbk bench-sparse [--sizes 1T,4T] [--data 64M] [--repository DIR|s3://…] [--rbd CEPH_CONF] [--pwsh [--module PSD1]] [--keep]   peak RSS against volume size (--pwsh: the cmdlets in a fresh pwsh): sparse volumes; backup, incremental, verify, list, restore
         bbk bench-codec [--size 8M] [--codecs bz2,zlib,zstd] [--level N] [--dir DIR]   one object of repetitive text, random and JSON log per codec
         BBK_ALLOC=1 in the environment: allocations sampled by type and size, printed to stderr at exit
         """;

@@ -18,6 +18,14 @@ internal static class SparseBenchmark
         var dir = Cli.Option(args, "--dir") ?? Path.Combine(Path.GetTempPath(), "bbk-bench-sparse");
         var repositoryArg = Cli.Option(args, "--repository");
         var rbdConf = Cli.Option(args, "--rbd"); // a thin RBD image (pool rbd) instead of a sparse file
+        // --pwsh: each operation is the cmdlet in a fresh pwsh (as users run it: PowerShell's own
+        // memory included); otherwise the bbk CLI over the same engine.
+        var pwsh = Cli.Flag(args, "--pwsh") ? PwshRunner.Locate(Cli.Option(args, "--module")) : null;
+        if (pwsh is not null)
+        {
+            Console.WriteLine($"through {pwsh}");
+        }
+
         Directory.CreateDirectory(dir);
         string[] operations = ["backup", "incremental", "verify", "list", "restore"];
         var rows = new List<(long Size, Dictionary<string, Dictionary<string, string>> Results)>();
@@ -42,15 +50,20 @@ internal static class SparseBenchmark
             source.Write(pieces);
             var results = new Dictionary<string, Dictionary<string, string>>
             {
-                ["backup"] = Benchmark.Child([.. source.BackupCommand(repository), "--name", "sparse"]),
+                ["backup"] = Backup(pwsh, source, repository, "sparse", incremental: false),
             };
             var changed = pieces[pieces.Count / 2];
             new Random(4).NextBytes(changed.Data.AsSpan(0, Math.Min(1 << 20, changed.Data.Length)));
             source.Write([changed]);
-            results["incremental"] = Benchmark.Child([.. source.BackupCommand(repository), "--name", "sparse-incremental", "--incremental"]);
-            results["verify"] = Benchmark.Child(["verify", repository, results["incremental"]["id"], "--chain"]);
-            results["list"] = Benchmark.Child(["list", repository]);
-            results["restore"] = Benchmark.Child(["restore", repository, results["incremental"]["id"], restored]);
+            results["incremental"] = Backup(pwsh, source, repository, "sparse-incremental", incremental: true);
+            var id = results["incremental"]["id"];
+            var q = PwshRunner.Quote;
+            results["verify"] = pwsh is null ? Benchmark.Child(["verify", repository, id, "--chain"])
+                : pwsh.Run("verify", $"$r = Test-VolumeBackup -Repository {q(repository)} -BackupId {id} -IncludeChain; \"valid=$($r.IsValid)\"");
+            results["list"] = pwsh is null ? Benchmark.Child(["list", repository])
+                : pwsh.Run("list", $"\"count=$(@(Get-VolumeBackup -Repository {q(repository)}).Count)\"");
+            results["restore"] = pwsh is null ? Benchmark.Child(["restore", repository, id, restored])
+                : pwsh.Run("restore", $"$null = Restore-VolumeBackup -Repository {q(repository)} -BackupId {id} -TargetPath {q(restored)} -Confirm:$false; ''");
             if (results["verify"]["valid"] != "True" || !SameData(restored, size, pieces))
             {
                 Console.Error.WriteLine(results["verify"]["valid"] != "True" ? "the chain did not verify" : "the restored volume differs from the source");
@@ -62,7 +75,7 @@ internal static class SparseBenchmark
         }
 
         Console.WriteLine();
-        Console.WriteLine($"Sparse {(rbdConf is null ? "image files" : "RBD images")} ({data >> 20} MiB of data, one 1 MiB piece changed for the incremental), {Environment.ProcessorCount} cores; seconds / peak RSS MB:");
+        Console.WriteLine($"Sparse {(rbdConf is null ? "image files" : "RBD images")} ({data >> 20} MiB of data, one 1 MiB piece changed for the incremental), {(pwsh is null ? "bbk" : "cmdlets in pwsh")}, {Environment.ProcessorCount} cores; seconds / peak RSS MB:");
         Console.WriteLine($"{"volume",8} " + string.Join(" ", operations.Select(o => $"{o,18}")));
         foreach (var (size, results) in rows)
         {
@@ -77,6 +90,11 @@ internal static class SparseBenchmark
 
         return 0;
     }
+
+    private static Dictionary<string, string> Backup(PwshRunner? pwsh, SparseSource source, string repository, string name, bool incremental) =>
+        pwsh is null
+            ? Benchmark.Child([.. source.BackupCommand(repository), "--name", name, .. incremental ? new[] { "--incremental" } : []])
+            : pwsh.Run("backup", $"$b = New-VolumeBackup {source.CmdletSource} -Repository {PwshRunner.Quote(repository)} -Name {name}{(incremental ? " -Incremental" : "")}; \"id=$($b.Id)\"");
 
     /// <summary><paramref name="data"/> bytes of mixed content in 64 equal pieces spread over <paramref name="size"/> bytes.</summary>
     private static List<Piece> Scatter(long size, long data)
@@ -126,6 +144,9 @@ internal static class SparseBenchmark
 
         public abstract string[] BackupCommand(string repository);
 
+        /// <summary>New-VolumeBackup's parameters naming this source.</summary>
+        public abstract string CmdletSource { get; }
+
         public virtual void Dispose()
         {
         }
@@ -154,6 +175,8 @@ internal static class SparseBenchmark
         }
 
         public override string[] BackupCommand(string repository) => ["backup", path, repository, "--no-snapshot"];
+
+        public override string CmdletSource => $"-Path {PwshRunner.Quote(path)} -NoSnapshot";
 
         public override void Dispose() => File.Delete(path);
     }
@@ -192,6 +215,8 @@ internal static class SparseBenchmark
         }
 
         public override string[] BackupCommand(string repository) => ["backup-rbd", image.Spec, repository, "--conf", conf];
+
+        public override string CmdletSource => $"-RbdImage {PwshRunner.Quote(image.Spec)} -CephConfig {PwshRunner.Quote(conf)}";
 
         public override void Dispose()
         {

@@ -75,6 +75,21 @@ public class HostileMetadataTests
         Assert.Equal("BackupDamaged", Assert.Throws<BackupException>(() => c.S.Repository.Get(c.Backup.Id)).ErrorId);
     }
 
+    [Theory]
+    [InlineData("-00002")]        // a numbered name, kept as a bit of a number set
+    [InlineData("-00002.extra")]  // a name that is not numbered, kept whole
+    public void AnObjectListedTwiceIsRejected(string suffix)
+    {
+        using var c = new Case();
+        var objects = (JArray)c.Root["objects"]!;
+        var name = c.Backup.Prefix + suffix;
+        objects[1] = new JObject { [name] = c.Descriptor(1) };
+        objects[2] = new JObject { [name] = c.Descriptor(2) };
+        c.Save();
+        var ex = Assert.Throws<BackupException>(() => MetadataSerializer.Read(c.MetadataPath, c.Backup.Prefix));
+        Assert.Contains($"object '{name}' is listed twice", ex.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void NegativeOffsetIsRejected()
     {

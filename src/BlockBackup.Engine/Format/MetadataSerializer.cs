@@ -455,7 +455,8 @@ public static class MetadataSerializer
     private sealed class ObjectListParser(string path, string expectedPrefix)
     {
         private readonly List<ObjectDescriptor> _objects = new();
-        private readonly HashSet<(string, int)> _names = new();
+        private readonly ObjectNumberSet _numbered = new(); // not a set of names: half a million for a 4 TiB backup
+        private readonly HashSet<string> _others = new(StringComparer.Ordinal);
         private BackupException? _problem;
 
         public void NotAList() => _problem ??= Invalid(path, "'objects' is missing or not a list");
@@ -525,7 +526,8 @@ public static class MetadataSerializer
             }
 
             var descriptor = new ObjectDescriptor(name, offset, length, compression, md5.ToLowerInvariant());
-            if (!_names.Add(descriptor.NameKey))
+            var (head, number) = descriptor.NameKey;
+            if (number >= 0 ? !_numbered.Add(head, number) : !_others.Add(head))
             {
                 throw Invalid(path, $"object '{name}' is listed twice");
             }

@@ -45,6 +45,13 @@ public interface IObjectStore
     /// <summary>Every object whose name starts with <paramref name="prefix"/>, in ordinal name order.</summary>
     IAsyncEnumerable<ObjectInfo> ListAsync(string prefix, CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// <see cref="ListAsync"/> in no particular order, for callers that only gather names into a
+    /// set: a store that has to sort (a directory tree) then streams instead of holding every
+    /// name of a half-million-object backup at once.
+    /// </summary>
+    IAsyncEnumerable<ObjectInfo> ListUnorderedAsync(string prefix, CancellationToken cancellationToken = default) => ListAsync(prefix, cancellationToken);
+
     /// <summary>Deletes an object; deleting one that does not exist is not an error (deletes are retried).</summary>
     Task DeleteAsync(string name, CancellationToken cancellationToken = default);
 

@@ -37,7 +37,7 @@ internal static class ChunkedReads
     public static ObjectSet ListObjects(IChunkedRepository repository, BackupInfo backup, CancellationToken cancellationToken)
     {
         var set = new ObjectSet(repository.ObjectKey(backup.Container, string.Empty));
-        var enumerator = repository.Store.ListAsync(repository.ObjectKey(backup.Container, backup.Prefix), cancellationToken).GetAsyncEnumerator(cancellationToken);
+        var enumerator = repository.Store.ListUnorderedAsync(repository.ObjectKey(backup.Container, backup.Prefix), cancellationToken).GetAsyncEnumerator(cancellationToken);
         try
         {
             while (enumerator.MoveNextAsync().AsTask().GetAwaiter().GetResult())
@@ -56,7 +56,7 @@ internal static class ChunkedReads
     /// <summary>The objects of one backup's container that a listing found.</summary>
     internal sealed class ObjectSet(string containerKey)
     {
-        private readonly HashSet<(string, int)> _objects = new();
+        private readonly ObjectNumberSet _objects = new();
         private readonly List<string> _others = new();
 
         public void Add(string key)
@@ -65,7 +65,7 @@ internal static class ChunkedReads
             var k = ObjectDescriptor.KeyOf(name);
             if (k.Number >= 0)
             {
-                _objects.Add(k);
+                _objects.Add(k.Head, k.Number);
             }
             else
             {
@@ -73,13 +73,21 @@ internal static class ChunkedReads
             }
         }
 
-        public bool Contains(ObjectDescriptor o) => o.NameKey.Number >= 0 ? _objects.Contains(o.NameKey) : _others.Contains(o.Name, StringComparer.Ordinal);
+        public bool Contains(ObjectDescriptor o) => o.NameKey.Number >= 0 ? _objects.Contains(o.NameKey.Head, o.NameKey.Number) : _others.Contains(o.Name, StringComparer.Ordinal);
 
         /// <summary>Names found that are not among <paramref name="listed"/> (nor the side files).</summary>
         public IEnumerable<string> NotIn(IReadOnlyList<ObjectDescriptor> listed, string prefix)
         {
-            var known = listed.Select(o => o.NameKey).ToHashSet();
-            foreach (var (head, number) in _objects.Where(k => !known.Contains(k)))
+            var known = new ObjectNumberSet();
+            foreach (var o in listed)
+            {
+                if (o.NameKey.Number >= 0)
+                {
+                    known.Add(o.NameKey.Head, o.NameKey.Number);
+                }
+            }
+
+            foreach (var (head, number) in _objects.Where(k => !known.Contains(k.Head, k.Number)))
             {
                 yield return head + "-" + number.ToString("D5", System.Globalization.CultureInfo.InvariantCulture); // D5 gives back every name the key was made from
             }
