@@ -81,7 +81,9 @@ internal sealed class PwshRunner
                 psi.ArgumentList.Add(a);
             }
 
-            return Benchmark.Child(psi, $"pwsh: {description}");
+            var result = Benchmark.Child(psi, $"pwsh: {description}");
+            Console.WriteLine($"  {description} in pwsh: {result["elapsed"]} s, peak RSS {result["maxrss_mb"]} MB");
+            return result;
         }
         finally
         {
