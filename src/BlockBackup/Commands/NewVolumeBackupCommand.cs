@@ -221,6 +221,20 @@ public sealed class NewVolumeBackupCommand : RepositoryCmdlet
     /// <summary>Removes a repository directory this call created, if nothing but empty directories is in it.</summary>
     private static void RemoveIfEmpty(string root)
     {
+        // A stopped backup's workers and lock holder let go of their files (lock, in-flight
+        // record) a moment after the pipeline thread gets here: try again briefly before leaving
+        // the directory this call created.
+        var deadline = DateTime.UtcNow.AddSeconds(3);
+        while (!TryRemoveIfEmpty(root) && DateTime.UtcNow < deadline && Directory.Exists(root)
+            && !Directory.EnumerateFiles(root, "*", new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = FileAttributes.ReparsePoint }).Any(f => !f.Contains("/.blockbackup/", StringComparison.Ordinal) && !f.Contains("\\.blockbackup\\", StringComparison.Ordinal)))
+        {
+            Thread.Sleep(50);
+        }
+    }
+
+    /// <summary>One pass of <see cref="RemoveIfEmpty"/>: true when the directory is gone.</summary>
+    private static bool TryRemoveIfEmpty(string root)
+    {
         try
         {
             foreach (var dir in Directory.EnumerateDirectories(root, "*", new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = FileAttributes.ReparsePoint }).OrderByDescending(d => d.Length))
@@ -234,6 +248,7 @@ public sealed class NewVolumeBackupCommand : RepositoryCmdlet
             if (!Directory.EnumerateFileSystemEntries(root).Any())
             {
                 Directory.Delete(root);
+                return true;
             }
         }
         catch (IOException)
@@ -242,6 +257,9 @@ public sealed class NewVolumeBackupCommand : RepositoryCmdlet
         }
         catch (UnauthorizedAccessException)
         {
+            return true; // nothing more to try
         }
+
+        return !Directory.Exists(root);
     }
 }
