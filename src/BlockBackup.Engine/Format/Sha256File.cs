@@ -300,8 +300,17 @@ public static class Sha256File
             _ => throw Invalid(path, $"'{key}' is not a string"),
         };
 
-        private static bool DecodeHash(ref Utf8JsonReader r, Span<byte> destination) =>
-            r.ValueIsEscaped ? Hex.TryDecode(r.GetString()!, destination) : Hex.TryDecode(r.ValueSpan, destination);
+        private static bool DecodeHash(ref Utf8JsonReader r, Span<byte> destination)
+        {
+            if (!r.ValueIsEscaped)
+            {
+                return Hex.TryDecode(r.ValueSpan, destination);
+            }
+
+            // 64 digits written as \uXXXX escapes take at most 384 bytes; anything longer is not a hash.
+            Span<byte> unescaped = stackalloc byte[384];
+            return r.ValueSpan.Length <= unescaped.Length && Hex.TryDecode(unescaped[..r.CopyString(unescaped)], destination);
+        }
 
         public Sha256FileHeader Finish(Guid expectedBackupId)
         {
@@ -366,17 +375,6 @@ public static class Sha256File
 /// <summary>Lower-case hex without allocation.</summary>
 public static class Hex
 {
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
-    public static void Encode(ReadOnlySpan<byte> bytes, Span<char> chars)
-    {
-        const string digits = "0123456789abcdef";
-        for (var i = 0; i < bytes.Length; i++)
-        {
-            chars[2 * i] = digits[bytes[i] >> 4];
-            chars[2 * i + 1] = digits[bytes[i] & 15];
-        }
-    }
-
     /// <summary>UTF-8 hex digits, as JSON writes them.</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
     public static void Encode(ReadOnlySpan<byte> bytes, Span<byte> utf8)
@@ -402,29 +400,6 @@ public static class Hex
         {
             var hi = Nibble((char)utf8[2 * i]);
             var lo = Nibble((char)utf8[2 * i + 1]);
-            if ((hi | lo) < 0)
-            {
-                return false;
-            }
-
-            destination[i] = (byte)(hi << 4 | lo);
-        }
-
-        return true;
-    }
-
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
-    public static bool TryDecode(string s, Span<byte> destination)
-    {
-        if (s.Length != destination.Length * 2)
-        {
-            return false;
-        }
-
-        for (var i = 0; i < destination.Length; i++)
-        {
-            var hi = Nibble(s[2 * i]);
-            var lo = Nibble(s[2 * i + 1]);
             if ((hi | lo) < 0)
             {
                 return false;

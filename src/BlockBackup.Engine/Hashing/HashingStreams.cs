@@ -22,26 +22,3 @@ internal sealed class HashingWriteStream(Stream inner, IncrementalHash hash) : S
         inner.Write(buffer);
     }
 }
-
-/// <summary>Hashes everything read through it.</summary>
-internal sealed class HashingReadStream(Stream inner, IncrementalHash hash) : Stream
-{
-    public override bool CanRead => true;
-    public override bool CanSeek => false;
-    public override bool CanWrite => false;
-    public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-    public override void Flush() { }
-    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
-
-    public override int Read(Span<byte> buffer)
-    {
-        var n = inner.Read(buffer);
-        hash.AppendData(buffer[..n]);
-        return n;
-    }
-
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-}

@@ -226,11 +226,13 @@ public sealed class NewVolumeBackupCommand : RepositoryCmdlet
         // the directory this call created.
         var deadline = DateTime.UtcNow.AddSeconds(3);
         while (!TryRemoveIfEmpty(root) && DateTime.UtcNow < deadline && Directory.Exists(root)
-            && !Directory.EnumerateFiles(root, "*", new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = FileAttributes.ReparsePoint }).Any(f => !f.Contains("/.blockbackup/", StringComparison.Ordinal) && !f.Contains("\\.blockbackup\\", StringComparison.Ordinal)))
+            && !Directory.EnumerateFiles(root, "*", new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = FileAttributes.ReparsePoint }).Any(f => !f.Contains(Bookkeeping, StringComparison.Ordinal)))
         {
             Thread.Sleep(50);
         }
     }
+
+    private static readonly string Bookkeeping = $"{System.IO.Path.DirectorySeparatorChar}.blockbackup{System.IO.Path.DirectorySeparatorChar}";
 
     /// <summary>One pass of <see cref="RemoveIfEmpty"/>: true when the directory is gone.</summary>
     private static bool TryRemoveIfEmpty(string root)
