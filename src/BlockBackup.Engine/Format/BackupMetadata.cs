@@ -46,6 +46,9 @@ public sealed record ObjectDescriptor
 
     public long End => Offset + Length;
 
+    /// <summary>Whether the MD5 is <paramref name="md5"/> (as a 128-bit number), without formatting it: restore and verification ask this of every object.</summary>
+    internal bool Md5Is(UInt128 md5) => _md5Text is null && _md5 == md5;
+
     /// <summary>The name's identity without building it (duplicate checks over half a million names).</summary>
     internal (string Head, int Number) NameKey => (_head, _number);
 

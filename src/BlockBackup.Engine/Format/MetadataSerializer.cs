@@ -172,7 +172,7 @@ public static class MetadataSerializer
         // The list was parsed as it was read; its first problem is reported only now, so that a
         // wrong version or id is named first, as before anything else.
         var objects = (objectList ?? throw Invalid(path, "'objects' is missing or not a list")).Result();
-        var sorted = objects.OrderBy(o => o.Offset).ToList();
+        var sorted = ObjectOrder.ByOffset(objects);
         for (var i = 1; i < sorted.Count; i++)
         {
             if (sorted[i].Offset < sorted[i - 1].End)

@@ -6,36 +6,39 @@ using BlockBackup.Engine.Repository;
 namespace BlockBackup.Engine.Operations;
 
 /// <summary>One object and the parts of it the restore needs (the rest is overwritten by newer backups).</summary>
-// Container, not the object's key: one string shared by a backup's tasks (a 4 TiB restore has half a million).
+// Container, not the object's key: one string shared by a backup's tasks.
 internal sealed record RestoreTask(string Container, ObjectDescriptor Object, Guid BackupId, IReadOnlyList<ByteRange> Needed);
 
 /// <summary>
 /// Decides, before anything is written, where every byte of the restored volume comes from: the
 /// newest backup in the chain that has an object covering it. Each block is then written exactly
-/// once, instead of layer over layer as Cinder does. Ranges no object covers must be zero.
+/// once, instead of layer over layer as Cinder does. Ranges no object covers, and objects whose
+/// MD5 is that of zeros, restore to zeros without being read (a sparse 1 TiB volume is mostly
+/// such objects). Nothing is held per object beyond the metadata itself: the plan is a sweep
+/// over the chain (<see cref="ChainSweep"/>), walked once to check and once to restore.
 /// </summary>
 internal sealed class RestorePlan
 {
-    public required IReadOnlyList<RestoreTask> Tasks { get; init; }
-    public required IReadOnlyList<ByteRange> Gaps { get; init; }
+    private readonly BackupChain _chain;
+    private readonly IReadOnlyList<IReadOnlyList<ObjectDescriptor>> _layers;
 
-    /// <summary>
-    /// Needed ranges of objects whose MD5 is that of zeros: they restore to zeros without being
-    /// read (a sparse 1 TiB volume is mostly such objects), once the hash list agrees.
-    /// </summary>
-    public required IReadOnlyList<(ByteRange Range, ObjectDescriptor Object, Guid BackupId)> ZeroObjects { get; init; }
-    public required long VolumeSize { get; init; }
-
-    public static RestorePlan Create(IChunkedRepository repository, BackupChain chain, IReadOnlyList<BackupMetadata> layers, int hashBlockSize, long size)
+    private RestorePlan(BackupChain chain, IReadOnlyList<IReadOnlyList<ObjectDescriptor>> layers, long size)
     {
-        var covered = new List<ByteRange>();
-        var tasks = new List<RestoreTask>();
-        var zeros = new List<(ByteRange, ObjectDescriptor, Guid)>();
-        for (var i = layers.Count - 1; i >= 0; i--)
+        _chain = chain;
+        _layers = layers;
+        VolumeSize = size;
+    }
+
+    public long VolumeSize { get; }
+
+    /// <summary>Checks every object's extent against the volume and the hash blocks; refuses a damaged one before anything is written.</summary>
+    public static RestorePlan Create(BackupChain chain, IReadOnlyList<BackupMetadata> layers, int hashBlockSize, long size)
+    {
+        var ordered = new IReadOnlyList<ObjectDescriptor>[layers.Count];
+        for (var i = 0; i < layers.Count; i++)
         {
             var backup = chain.Backups[i];
-            var objects = layers[i].Objects.OrderBy(o => o.Offset).ToList();
-            foreach (var o in objects)
+            foreach (var o in layers[i].Objects)
             {
                 if (o.End > size)
                 {
@@ -48,31 +51,63 @@ internal sealed class RestorePlan
                 }
             }
 
-            var ranges = objects.Select(o => new ByteRange(o.Offset, o.End)).ToList();
-            foreach (var o in objects)
+            // The metadata reader refused objects that overlap within a backup, which the sweep relies on.
+            ordered[i] = ObjectOrder.ByOffset(layers[i].Objects);
+        }
+
+        return new RestorePlan(chain, ordered, size);
+    }
+
+    /// <summary>The whole volume in order, each stretch with the backup and object it comes from.</summary>
+    public IEnumerable<ChainSegment> Segments() => ChainSweep.Segments(_layers, VolumeSize);
+
+    /// <summary>True when the stretch restores to zeros without reading anything.</summary>
+    public static bool IsZeros(ChainSegment segment) => segment.Object is null || ZeroBlock.IsZeroObject(segment.Object);
+
+    public BackupInfo BackupOf(ChainSegment segment) => _chain.Backups[segment.Layer];
+
+    /// <summary>
+    /// The objects to read and what each must give, roughly in volume order: a task is handed
+    /// out once the sweep has passed its object's end (each backup has at most one open at a time).
+    /// </summary>
+    public IEnumerable<RestoreTask> Tasks()
+    {
+        var open = new (ObjectDescriptor Object, List<ByteRange> Needed)?[_layers.Count];
+        foreach (var s in Segments())
+        {
+            for (var i = 0; i < open.Length; i++)
             {
-                var needed = Ranges.Subtract([new ByteRange(o.Offset, o.End)], covered);
-                if (needed.Count > 0 && ZeroBlock.IsZeroObject(o))
+                if (open[i] is { } done && done.Object.End <= s.Start)
                 {
-                    zeros.AddRange(needed.Select(r => (r, o, backup.Id)));
-                }
-                else if (needed.Count > 0)
-                {
-                    tasks.Add(new RestoreTask(backup.Container, o, backup.Id, needed));
+                    open[i] = null;
+                    yield return Task(i, done.Object, done.Needed);
                 }
             }
 
-            covered = Ranges.Union(covered, ranges);
+            if (IsZeros(s))
+            {
+                continue;
+            }
+
+            if (open[s.Layer] is { } current && ReferenceEquals(current.Object, s.Object))
+            {
+                current.Needed.Add(s.Range);
+            }
+            else
+            {
+                // Objects of one backup do not overlap, so the previous one was handed out above.
+                open[s.Layer] = (s.Object!, [s.Range]);
+            }
         }
 
-        return new RestorePlan
+        foreach (var (layer, task) in open.Select((t, i) => (i, t)).Where(t => t.t is not null).OrderBy(t => t.t!.Value.Needed[0].Start))
         {
-            Tasks = tasks.OrderBy(t => t.Needed[0].Start).ToList(),
-            Gaps = Ranges.Subtract([new ByteRange(0, size)], covered),
-            ZeroObjects = zeros.OrderBy(z => z.Item1.Start).ToList(),
-            VolumeSize = size,
-        };
+            yield return Task(layer, task!.Value.Object, task.Value.Needed);
+        }
     }
+
+    private RestoreTask Task(int layer, ObjectDescriptor o, List<ByteRange> needed) =>
+        new(_chain.Backups[layer].Container, o, _chain.Backups[layer].Id, needed);
 
     private static BackupException Invalid(BackupInfo backup, ObjectDescriptor o, string what) =>
         new(BackupErrorKind.InvalidData, "InvalidObjectExtent",

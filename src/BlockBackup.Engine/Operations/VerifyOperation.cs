@@ -389,59 +389,48 @@ public static class VerifyOperation
     {
         var requested = layers[^1].Hashes;
         var size = chain.VolumeSize;
-        var covered = new List<ByteRange>();
         // Hashes are compared a batch at a time: a spilled list is a file, and a 1 TiB chain has
         // 33 million blocks (one read per block took minutes).
         const int Batch = 4096;
         var a = new byte[Batch * 32];
         var e = new byte[Batch * 32];
         var reported = 0;
-        for (var i = layers.Count - 1; i >= 0; i--)
+        var ordered = layers.Select(l => ObjectOrder.ByOffset(l.Metadata.Objects)).ToList();
+        foreach (var segment in ChainSweep.Segments(ordered, size))
         {
-            var ranges = layers[i].Metadata.Objects.Select(o => new ByteRange(o.Offset, Math.Min(o.End, size))).OrderBy(r => r.Start).ToList();
-            var layer = layers[i].Hashes;
-            foreach (var range in Ranges.Subtract(ranges, covered))
+            if (reported >= 8)
             {
-                var end = Math.Min((range.End + blockSize - 1) / blockSize, Math.Min(layer.Count, requested.Count));
-                for (var blk = range.Start / blockSize; blk < end && reported < 8 && !ReferenceEquals(layer, requested); blk += Batch)
-                {
-                    cancel.ThrowIfCancellationRequested();
-                    var n = (int)Math.Min(Batch, end - blk);
-                    layer.Get(blk, a.AsSpan(0, n * 32));
-                    requested.Get(blk, e.AsSpan(0, n * 32));
-                    for (var k = 0; k < n && reported < 8; k++)
-                    {
-                        if (!a.AsSpan(k * 32, 32).SequenceEqual(e.AsSpan(k * 32, 32)))
-                        {
-                            reported++;
-                            var offset = (blk + k) * blockSize;
-                            issues.Add(new VerificationIssue(chain.Backups[i].Id, null, offset, VerificationProblem.ChainInconsistent,
-                                $"block at volume offset {offset} comes from backup {chain.Backups[i].Id}, whose hash differs from backup {chain.BackupId}'s list: the chain does not restore to the requested backup"));
-                        }
-                    }
-                }
+                break;
             }
 
-            covered = Ranges.Union(covered, ranges);
-        }
+            if (segment.Layer == layers.Count - 1)
+            {
+                continue; // the requested backup's own objects: checked against its list object by object
+            }
 
-        foreach (var gap in Ranges.Subtract([new ByteRange(0, size)], covered))
-        {
-            var end = Math.Min((gap.End + blockSize - 1) / blockSize, requested.Count);
-            for (var blk = gap.Start / blockSize; blk < end && reported < 8; blk += Batch)
+            var layer = segment.Object is null ? null : layers[segment.Layer].Hashes;
+            var end = Math.Min((segment.End + blockSize - 1) / blockSize, Math.Min(layer?.Count ?? long.MaxValue, requested.Count));
+            for (var blk = segment.Start / blockSize; blk < end && reported < 8; blk += Batch)
             {
                 cancel.ThrowIfCancellationRequested();
                 var n = (int)Math.Min(Batch, end - blk);
+                layer?.Get(blk, a.AsSpan(0, n * 32));
                 requested.Get(blk, e.AsSpan(0, n * 32));
                 for (var k = 0; k < n && reported < 8; k++)
                 {
                     var offset = (blk + k) * blockSize;
-                    if (!ZeroBlock.Sha256((int)Math.Min(blockSize, size - offset)).SequenceEqual(e.AsSpan(k * 32, 32)))
+                    var provided = layer is null ? ZeroBlock.Sha256((int)Math.Min(blockSize, size - offset)) : a.AsSpan(k * 32, 32);
+                    if (provided.SequenceEqual(e.AsSpan(k * 32, 32)))
                     {
-                        reported++;
-                        issues.Add(new VerificationIssue(chain.BackupId, null, offset, VerificationProblem.ChainInconsistent,
-                            $"block at volume offset {offset} holds data according to the hash list, but no object in the chain covers it"));
+                        continue;
                     }
+
+                    reported++;
+                    issues.Add(layer is null
+                        ? new VerificationIssue(chain.BackupId, null, offset, VerificationProblem.ChainInconsistent,
+                            $"block at volume offset {offset} holds data according to the hash list, but no object in the chain covers it")
+                        : new VerificationIssue(chain.Backups[segment.Layer].Id, null, offset, VerificationProblem.ChainInconsistent,
+                            $"block at volume offset {offset} comes from backup {chain.Backups[segment.Layer].Id}, whose hash differs from backup {chain.BackupId}'s list: the chain does not restore to the requested backup"));
                 }
             }
         }
