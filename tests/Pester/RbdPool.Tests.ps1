@@ -37,6 +37,26 @@ Describe 'Ceph RBD backup pools and the differential restore rules' -Skip:(-not 
             try { Get-Sha $file } finally { Remove-Item -LiteralPath $file }
         }
 
+        # Runs a backup in a child pwsh and kills it (kill -9, with the rbd children it started)
+        # once -Started says it is under way; true when it was caught before it finished.
+        function script:Stop-BackupWhenStarted {
+            param([string] $Command, [scriptblock] $Started)
+            $start = [System.Diagnostics.ProcessStartInfo]::new($Pwsh)
+            foreach ($a in '-NoProfile', '-NonInteractive', '-Command', "Import-Module '$ModuleManifest'; $Command | Out-Null") {
+                $start.ArgumentList.Add($a)
+            }
+            $start.RedirectStandardOutput = $true
+            $child = [System.Diagnostics.Process]::Start($start)
+            $clock = [System.Diagnostics.Stopwatch]::StartNew()
+            while (-not $child.HasExited -and $clock.Elapsed.TotalSeconds -lt 120 -and -not (& $Started)) {
+                Start-Sleep -Milliseconds 20
+            }
+            if ($child.HasExited) { return $false }
+            $child.Kill($true)
+            $child.WaitForExit()
+            $true
+        }
+
         $local = Join-Path $TestDrive 'rbd-source.img'
         New-TestVolume -Path $local -MiB 16 -Seed 21
         $script:sourceSha = Get-Sha $local
@@ -166,24 +186,11 @@ Describe 'Ceph RBD backup pools and the differential restore rules' -Skip:(-not 
 
         $killed = $false
         for ($attempt = 0; $attempt -lt 3 -and -not $killed; $attempt++) {
-            $start = [System.Diagnostics.ProcessStartInfo]::new($Pwsh)
-            foreach ($a in '-NoProfile', '-NonInteractive', '-Command', "Import-Module '$ModuleManifest'; New-VolumeBackup -RbdImage '$image' -Repository rbd:backups -Name 'pester-$tag-killed' -CephConfig '$conf' | Out-Null") {
-                $start.ArgumentList.Add($a)
-            }
-            $start.RedirectStandardOutput = $true
-            $child = [System.Diagnostics.Process]::Start($start)
-            $clock = [System.Diagnostics.Stopwatch]::StartNew()
             # The transfer has begun once the new backup's base image exists in the pool.
-            while (-not $child.HasExited -and $clock.Elapsed.TotalSeconds -lt 120 -and
-                   -not (@(& rbd --conf $conf ls backups 2>$null) | Where-Object { $_ -notin $before })) {
-                Start-Sleep -Milliseconds 20
+            $killed = Stop-BackupWhenStarted "New-VolumeBackup -RbdImage '$image' -Repository rbd:backups -Name 'pester-$tag-killed' -CephConfig '$conf'" {
+                @(& rbd --conf $conf ls backups 2>$null) | Where-Object { $_ -notin $before }
             }
-            if (-not $child.HasExited) {
-                $child.Kill($true)   # pwsh and the rbd children it started: the whole backup dies
-                $child.WaitForExit()
-                $killed = $true
-            }
-            else {
+            if (-not $killed) {
                 # Finished before it could be caught: remove it and try again.
                 Get-VolumeBackup -Repository rbd:backups -Name "pester-$tag-killed" @ceph | Remove-VolumeBackup -IncludeDependents -Confirm:$false @ceph
             }
@@ -208,11 +215,67 @@ Describe 'Ceph RBD backup pools and the differential restore rules' -Skip:(-not 
         $next = $output | Where-Object { $_ -is [BlockBackup.Engine.BackupInfo] }
         (($output | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] }).Message -join "`n") | Should -Match ([regex]::Escape("Removed base image '$($leftover[0].Container)'"))
         @(Invoke-Rbd ls backups) | Should -Not -Contain $leftover[0].Container
+        $leftover[0].Problem | Should -Match 'which took snapshot'
+        @((Invoke-Rbd snap ls --format json $image | ConvertFrom-Json).name) | Should -Be @($first.Prefix, $next.Prefix) -Because 'the snapshot the killed backup took of the source goes with its base image'
         $out = Join-Path $TestDrive 'rbd-kill-next.img'
         Restore-VolumeBackup -Repository rbd:backups -BackupId $next.Id -TargetPath $out @ceph | Out-Null
         Get-Sha $out | Should -Be $killSha
         Remove-VolumeBackup -Repository rbd:backups -BackupId $next.Id -IncludeDependents -Confirm:$false @ceph
         @(Invoke-Rbd ls backups) | Where-Object { $_ -notin $before } | Should -BeNullOrEmpty -Because 'nothing of the killed backup is left in the pool'
+        Remove-VolumeBackup -Repository rbd:backups -BackupId $first.Id -IncludeDependents -Confirm:$false @ceph
+    }
+
+    It 'cleans up after a pool incremental killed once it snapshotted the source (kill -9): its snapshot and mark go, the chain restores' {
+        $local = Join-Path $TestDrive 'rbd-kill-incr.img'
+        $bytes = [byte[]]::new(192MB)
+        [System.Random]::new(78).NextBytes($bytes)
+        [System.IO.File]::WriteAllBytes($local, $bytes)
+        $image = New-RbdImage -Name "pester-killi-$tag" -From $local
+        $first = New-VolumeBackup -RbdImage $image -Repository rbd:backups -Name "pester-$tag-incr-base" @ceph
+        $firstSha = Get-RbdSha $image
+        # Every object rewritten: the differential transfer is the whole image, long enough to be caught.
+        Invoke-Rbd bench --io-type write --io-size 4M --io-total 192M --io-pattern seq $image | Out-Null
+        $changedSha = Get-RbdSha $image
+        $snapshotsBefore = @((Invoke-Rbd snap ls --format json $image | ConvertFrom-Json).name)
+
+        $killed = $false
+        for ($attempt = 0; $attempt -lt 3 -and -not $killed; $attempt++) {
+            # The backup is under way once its snapshot of the source exists.
+            $killed = Stop-BackupWhenStarted "New-VolumeBackup -RbdImage '$image' -Repository rbd:backups -Incremental -Name 'pester-$tag-incr-killed' -CephConfig '$conf'" {
+                @((& rbd --conf $conf snap ls --format json $image 2>$null | ConvertFrom-Json).name) | Where-Object { $_ -notin $snapshotsBefore }
+            }
+            if (-not $killed) {
+                Get-VolumeBackup -Repository rbd:backups -Name "pester-$tag-incr-killed" @ceph | Remove-VolumeBackup -Confirm:$false @ceph
+            }
+        }
+        $killed | Should -BeTrue -Because 'the backup must be killed while it runs'
+
+        # Not listed as a backup; listed as what it is with -IncludeIncomplete, naming the snapshot it took.
+        (Get-VolumeBackup -Repository rbd:backups -Name "pester-$tag-incr-killed" @ceph) | Should -BeNullOrEmpty
+        $leftover = @(Get-VolumeBackup -Repository rbd:backups -IncludeIncomplete @ceph | Where-Object { $_.Status -eq 'Incomplete' -and $_.Container -eq $first.Container })
+        $leftover.Count | Should -Be 1
+        $leftover[0].Problem | Should -Match 'interrupted incremental backup'
+        $leftover[0].Problem | Should -Match 'no longer runs'
+        $taken = @((Invoke-Rbd snap ls --format json $image | ConvertFrom-Json).name) | Where-Object { $_ -notin $snapshotsBefore }
+        @($taken).Count | Should -Be 1
+        $leftover[0].Problem | Should -Match ([regex]::Escape("$image@$taken"))
+
+        # -Incomplete removes the snapshot on the user's image and the mark on the base, nothing else.
+        $removed = @(Remove-VolumeBackup -Repository rbd:backups -Incomplete -PassThru -Confirm:$false @ceph)
+        $removed.Id | Should -Contain $leftover[0].Id
+        @((Invoke-Rbd snap ls --format json $image | ConvertFrom-Json).name) | Should -Be $snapshotsBefore
+        @(Invoke-Rbd image-meta list --format json "backups/$($first.Container)" | ConvertFrom-Json).PSObject.Properties.Name | Where-Object { $_ -like 'blockbackup.inflight*' } | Should -BeNullOrEmpty
+        @(Get-VolumeBackup -Repository rbd:backups -IncludeIncomplete @ceph | Where-Object { $_.Status -eq 'Incomplete' -and $_.Container -eq $first.Container }) | Should -BeNullOrEmpty
+
+        # The chain is intact: the next incremental works, and both points restore exactly.
+        $next = New-VolumeBackup -RbdImage $image -Repository rbd:backups -Incremental -Name "pester-$tag-incr-after-kill" @ceph
+        $next.ParentId | Should -Be $first.Id
+        $out = Join-Path $TestDrive 'rbd-kill-incr-next.img'
+        Restore-VolumeBackup -Repository rbd:backups -BackupId $next.Id -TargetPath $out @ceph | Out-Null
+        Get-Sha $out | Should -Be $changedSha
+        $out = Join-Path $TestDrive 'rbd-kill-incr-first.img'
+        Restore-VolumeBackup -Repository rbd:backups -BackupId $first.Id -TargetPath $out @ceph | Out-Null
+        Get-Sha $out | Should -Be $firstSha
         Remove-VolumeBackup -Repository rbd:backups -BackupId $first.Id -IncludeDependents -Confirm:$false @ceph
     }
 

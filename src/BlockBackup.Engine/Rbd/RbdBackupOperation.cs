@@ -88,18 +88,33 @@ public static class RbdBackupOperation
         var snapshot = RbdBackupPool.SnapshotName(backupId, created);
         var createdBase = false;
         baseImage = parent is null ? pool.Image(RbdBackupPool.BaseName(volumeId, backupId)) : pool.Image(parent.Container);
+        // Leftovers of this volume's interrupted backups whose process is gone go first: their
+        // base images, marks and the snapshots they took of the source.
+        foreach (var leftover in pool.RemoveIncomplete(Repository.IncompleteBackups.DefaultMinimumAge, volumeId))
+        {
+            request.Log?.Invoke(leftover.Container == RbdBackupPool.BaseName(volumeId, leftover.Id)
+                ? $"Removed base image '{leftover.Container}' that interrupted backup {leftover.Id} of volume {volumeId} left in {pool.Repository}: {leftover.Problem}."
+                : $"Removed what interrupted backup {leftover.Id} of volume {volumeId} left on base image '{leftover.Container}' in {pool.Repository}: {leftover.Problem}.");
+        }
+
+        // Marked before the source is snapshotted or anything copied, so a kill at any later point
+        // leaves a leftover cleanup knows.
+        var mark = RbdInFlight.ForThisProcess(backupId, volumeId, source, snapshot).ToJson();
+        var markKey = parent is null ? RbdInFlight.Key : RbdInFlight.IncrementalKey(backupId);
         if (parent is null)
         {
-            // Leftovers of this volume's interrupted full backups whose process is gone go first.
-            foreach (var leftover in pool.RemoveIncomplete(Repository.IncompleteBackups.DefaultMinimumAge, volumeId))
-            {
-                request.Log?.Invoke($"Removed base image '{leftover.Container}' that interrupted backup {leftover.Id} of volume {volumeId} left in {pool.Repository}.");
-            }
-
             client.CreateImage(baseImage, size);
             createdBase = true;
-            // Marked before anything is copied, so a kill at any later point leaves a leftover cleanup knows.
-            client.SetImageMetadata(baseImage, RbdInFlight.Key, RbdInFlight.ForThisProcess(backupId, volumeId).ToJson());
+        }
+
+        try
+        {
+            client.SetImageMetadata(baseImage, markKey, mark);
+        }
+        catch
+        {
+            Cleanup(client, baseImage, createdBase, snapshot, source, createdSourceSnapshot: false, markKey);
+            throw;
         }
 
         var createdSourceSnapshot = false;
@@ -117,10 +132,7 @@ public static class RbdBackupOperation
                 RbdBackupPool.WriteRecord(target, new RbdBackupPool.Record(backupId, volumeId, parent?.Id, request.Name, request.Description, created, source.Spec, baseImage.Image, snapshot));
             }
 
-            if (createdBase)
-            {
-                client.RemoveImageMetadata(baseImage, RbdInFlight.Key); // the snapshot exists: no longer a leftover
-            }
+            client.RemoveImageMetadata(baseImage, markKey); // the snapshot exists: no longer a leftover
 
             if (request.KeepSourceSnapshots > 0)
             {
@@ -147,7 +159,7 @@ public static class RbdBackupOperation
         }
         catch
         {
-            Cleanup(client, baseImage, createdBase, snapshot, source, createdSourceSnapshot);
+            Cleanup(client, baseImage, createdBase, snapshot, source, createdSourceSnapshot, markKey);
             throw;
         }
     }
@@ -185,17 +197,18 @@ public static class RbdBackupOperation
         }
     }
 
-    private static void Cleanup(RbdClient client, RbdImageRef baseImage, bool createdBase, string snapshot, RbdImageRef source, bool createdSourceSnapshot)
+    private static void Cleanup(RbdClient client, RbdImageRef baseImage, bool createdBase, string snapshot, RbdImageRef source, bool createdSourceSnapshot, string markKey)
     {
-        void Try(Action action)
+        bool Try(Action action)
         {
             try
             {
                 action();
+                return true;
             }
             catch (BackupException)
             {
-                // Best effort: report the original failure, not the cleanup's.
+                return false; // best effort: report the original failure, not the cleanup's
             }
         }
 
@@ -222,9 +235,12 @@ public static class RbdBackupOperation
             });
         }
 
-        if (createdSourceSnapshot)
+        var sourceClean = !createdSourceSnapshot || Try(() => client.RemoveSnapshot(source, snapshot));
+
+        // Last, and only once the source snapshot is gone: while it remains, the mark says whose it is.
+        if (!createdBase && sourceClean)
         {
-            Try(() => client.RemoveSnapshot(source, snapshot));
+            Try(() => client.RemoveImageMetadata(baseImage, markKey));
         }
     }
 

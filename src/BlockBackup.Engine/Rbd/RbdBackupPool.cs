@@ -47,8 +47,9 @@ public sealed partial class RbdBackupPool : Repository.IBackupRepository
     IReadOnlyList<BackupInfo> Repository.IBackupRepository.RemoveIncomplete(TimeSpan minimumAge, CancellationToken cancellationToken) => RemoveIncomplete(minimumAge);
 
     /// <summary>
-    /// Removes the base images interrupted full backups left (of one volume, or all) whose holder is
-    /// gone or that are older than <paramref name="minimumAge"/>; returns what was removed.
+    /// Removes what interrupted backups left (of one volume, or all) whose holder is gone or that
+    /// are older than <paramref name="minimumAge"/>: the snapshot each took of its source, then a
+    /// full backup's new base image or an incremental's mark; returns what was removed.
     /// </summary>
     public IReadOnlyList<BackupInfo> RemoveIncomplete(TimeSpan minimumAge, Guid? onlyVolume = null)
     {
@@ -58,18 +59,48 @@ public sealed partial class RbdBackupPool : Repository.IBackupRepository
         {
             var baseImage = Image(leftover.Container);
             // Read again just before: the backup may have finished (or been cleaned) meanwhile.
-            var mark = Client.ImageMetadata(baseImage).TryGetValue(RbdInFlight.Key, out var json) ? RbdInFlight.Parse(json) : null;
-            if (mark is null || !mark.MayRemove(minimumAge, now) || Client.Snapshots(baseImage).Count > 0)
+            var meta = Client.ImageMetadata(baseImage);
+            var full = meta.TryGetValue(RbdInFlight.Key, out var json) && RbdInFlight.Parse(json)?.BackupId == leftover.Id;
+            var key = full ? RbdInFlight.Key : RbdInFlight.IncrementalKey(leftover.Id);
+            var mark = meta.TryGetValue(key, out json) ? RbdInFlight.Parse(json) : null;
+            var snapshots = Client.Snapshots(baseImage);
+            if (mark is null || mark.BackupId != leftover.Id || !mark.MayRemove(minimumAge, now) || (full ? snapshots.Count > 0 : snapshots.Any(s => IsSnapshotOf(s.Name, mark.BackupId))))
             {
                 continue;
             }
 
-            Client.RemoveImage(baseImage);
+            if (mark.SourceSnapshot() is var (source, snapshot))
+            {
+                try
+                {
+                    if (Client.Snapshots(source).Any(s => s.Name == snapshot))
+                    {
+                        Client.RemoveSnapshot(source, snapshot);
+                    }
+                }
+                catch (BackupException ex) when (ex.ErrorId == "RbdNotFound")
+                {
+                    // The source image is gone, and its snapshots with it.
+                }
+            }
+
+            if (full)
+            {
+                Client.RemoveImage(baseImage);
+            }
+            else
+            {
+                Client.RemoveImageMetadata(baseImage, key);
+            }
+
             removed.Add(leftover);
         }
 
         return removed;
     }
+
+    private static bool IsSnapshotOf(string snapshot, Guid backupId) =>
+        SnapshotRegex().Match(snapshot) is { Success: true } m && Guid.TryParse(m.Groups["bid"].Value, out var id) && id == backupId;
 
     public BackupChain GetChain(Guid backupId) => BackupGraph.Chain(List(), backupId, Repository);
 
@@ -130,6 +161,32 @@ public sealed partial class RbdBackupPool : Repository.IBackupRepository
     public static partial Regex SnapshotRegex();
 
     /// <summary>
+    /// What interrupted backups left on one base image: a new base image no backup snapshot made
+    /// (full), or a mark whose backup never got its snapshot (incremental).
+    /// </summary>
+    private IEnumerable<BackupInfo> Leftovers(string imageName, IReadOnlyDictionary<string, string> meta, IReadOnlyList<RbdSnapshot> snapshots)
+    {
+        foreach (var (key, value) in meta.Where(m => RbdInFlight.IsKey(m.Key)).OrderBy(m => m.Key, StringComparer.Ordinal))
+        {
+            var full = key == RbdInFlight.Key;
+            if (RbdInFlight.Parse(value) is not { } mark || (!full && key != RbdInFlight.IncrementalKey(mark.BackupId))
+                || (full ? snapshots.Any(s => SnapshotRegex().IsMatch(s.Name)) : snapshots.Any(s => IsSnapshotOf(s.Name, mark.BackupId))))
+            {
+                continue;
+            }
+
+            var took = mark.SourceSnapshot() is var (source, snapshot) ? $", which took snapshot {source.SnapSpec(snapshot)}" : "";
+            yield return new BackupInfo
+            {
+                Id = mark.BackupId, VolumeId = mark.VolumeId, CreatedUtc = mark.StartedUtc, Status = BackupStatus.Incomplete,
+                Compression = "none", Consistency = "rbd-snapshot", WrittenBy = "BlockBackup", Repository = Repository,
+                Container = imageName, Prefix = string.Empty, ServiceMetadata = ServiceMetadata(imageName),
+                Problem = $"an interrupted {(full ? "full backup's base image" : "incremental backup")} (started {mark.StartedUtc:u} on {mark.Host}, process {mark.Pid}{(mark.HolderIsGone ? ", which no longer runs" : "")}){took}",
+            };
+        }
+    }
+
+    /// <summary>
     /// The backups in the pool (or of one volume: only its base images are read), oldest first;
     /// with <paramref name="includeIncomplete"/> also the base images interrupted full backups left.
     /// </summary>
@@ -158,16 +215,9 @@ public sealed partial class RbdBackupPool : Repository.IBackupRepository
                 continue; // removed meanwhile
             }
 
-            if (includeIncomplete && meta.TryGetValue(RbdInFlight.Key, out var inFlight) && RbdInFlight.Parse(inFlight) is { } mark
-                && !snapshots.Any(s => SnapshotRegex().IsMatch(s.Name)))
+            if (includeIncomplete)
             {
-                result.Add(new BackupInfo
-                {
-                    Id = mark.BackupId, VolumeId = mark.VolumeId, CreatedUtc = mark.StartedUtc, Status = BackupStatus.Incomplete,
-                    Compression = "none", Consistency = "rbd-snapshot", WrittenBy = "BlockBackup", Repository = Repository,
-                    Container = imageName, Prefix = string.Empty, ServiceMetadata = ServiceMetadata(imageName),
-                    Problem = $"an interrupted full backup's base image (started {mark.StartedUtc:u} on {mark.Host}, process {mark.Pid}{(mark.HolderIsGone ? ", which no longer runs" : "")})",
-                });
+                result.AddRange(Leftovers(imageName, meta, snapshots));
             }
 
             Guid? previous = null;

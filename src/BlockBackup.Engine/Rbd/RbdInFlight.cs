@@ -6,19 +6,51 @@ using Newtonsoft.Json.Linq;
 namespace BlockBackup.Engine.Rbd;
 
 /// <summary>
-/// The mark a full pool backup puts on the base image it creates (image metadata
-/// <c>blockbackup.inflight</c>) before anything is copied into it, and removes once the backup's
-/// snapshot and record exist. A base image that carries it and no backup snapshot is the leftover
-/// of an interrupted backup: listed as Incomplete, and removed by cleanup once its holder provably
-/// runs no more (same process space, PID gone) or it is older than the minimum age. Base images
-/// without the mark (Cinder's, possibly being written right now) are never touched.
+/// The mark a pool backup puts on its base image (image metadata) before the snapshot of its
+/// source is taken or anything is copied, and removes once the backup's snapshot and record
+/// exist: <c>blockbackup.inflight</c> on the base image a full backup creates,
+/// <c>blockbackup.inflight.&lt;backup id&gt;</c> on the existing base an incremental writes into.
+/// It names the source snapshot the backup takes, so a kill at any point leaves nothing cleanup
+/// does not know: the leftover is listed as Incomplete and removed (the snapshot on the user's
+/// image, the new base image or the mark) once its holder provably runs no more (same process
+/// space, PID gone) or it is older than the minimum age. Base images without a mark (Cinder's,
+/// possibly being written right now) and snapshots a mark does not name are never touched.
 /// </summary>
-internal sealed record RbdInFlight(Guid BackupId, Guid VolumeId, DateTime StartedUtc, string Host, string? Space, int Pid)
+internal sealed record RbdInFlight(Guid BackupId, Guid VolumeId, DateTime StartedUtc, string Host, string? Space, int Pid, string? Source = null, string? Snapshot = null)
 {
     public const string Key = "blockbackup.inflight";
 
-    public static RbdInFlight ForThisProcess(Guid backupId, Guid volumeId) =>
-        new(backupId, volumeId, DateTime.UtcNow, Environment.MachineName, ProcessSpace.Current, Environment.ProcessId);
+    /// <summary>The key of an incremental's mark: one per backup, as several may share a base image.</summary>
+    public static string IncrementalKey(Guid backupId) => $"{Key}.{backupId:D}";
+
+    /// <summary>True for the keys marks are stored under.</summary>
+    public static bool IsKey(string key) => key == Key || key.StartsWith(Key + ".", StringComparison.Ordinal);
+
+    public static RbdInFlight ForThisProcess(Guid backupId, Guid volumeId, RbdImageRef source, string snapshot) =>
+        new(backupId, volumeId, DateTime.UtcNow, Environment.MachineName, ProcessSpace.Current, Environment.ProcessId, source.Spec, snapshot);
+
+    /// <summary>
+    /// The source snapshot this backup took, when the mark names one as such backups name
+    /// theirs (<c>backup.&lt;its id&gt;.snap.…</c>) on a valid image: a mark is input others
+    /// with write access to the pool could have made, and must not name anything else.
+    /// </summary>
+    public (RbdImageRef Image, string Snapshot)? SourceSnapshot()
+    {
+        if (Source is null || Snapshot is null || RbdBackupPool.SnapshotRegex().Match(Snapshot) is not { Success: true } m
+            || !Guid.TryParse(m.Groups["bid"].Value, out var id) || id != BackupId)
+        {
+            return null;
+        }
+
+        try
+        {
+            return (RbdImageRef.Parse(Source), RbdNames.Validate(Snapshot, "snapshot"));
+        }
+        catch (Errors.BackupException)
+        {
+            return null;
+        }
+    }
 
     public bool HolderIsGone => ProcessSpace.IsGone(Space, Host, Pid);
 
@@ -32,6 +64,8 @@ internal sealed record RbdInFlight(Guid BackupId, Guid VolumeId, DateTime Starte
         ["host"] = Host,
         ["process_space"] = Space,
         ["pid"] = Pid,
+        ["source"] = Source,
+        ["source_snapshot"] = Snapshot,
     }.ToString(Formatting.None);
 
     /// <summary>Null for anything that is not a whole mark (then the image is left alone).</summary>
@@ -43,7 +77,8 @@ internal sealed record RbdInFlight(Guid BackupId, Guid VolumeId, DateTime Starte
             var o = JObject.Load(reader);
             return new RbdInFlight(Guid.Parse((string)o["backup_id"]!), Guid.Parse((string)o["volume_id"]!),
                 DateTime.Parse((string)o["started"]!, CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind).ToUniversalTime(),
-                (string?)o["host"] ?? "", (string?)o["process_space"], (int?)o["pid"] ?? 0);
+                (string?)o["host"] ?? "", (string?)o["process_space"], (int?)o["pid"] ?? 0,
+                (string?)o["source"], (string?)o["source_snapshot"]);
         }
         catch (Exception ex) when (ex is JsonException or FormatException or ArgumentNullException or NullReferenceException or InvalidCastException or OverflowException)
         {

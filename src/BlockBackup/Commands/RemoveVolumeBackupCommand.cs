@@ -139,7 +139,7 @@ public sealed class RemoveVolumeBackupCommand : RepositoryCmdlet
 
         foreach (var b in repository.RemoveIncomplete(MinimumAge, StopToken))
         {
-            WriteVerbose($"Removed incomplete backup {b.Id} ({b.Container}).");
+            WriteVerbose($"Removed incomplete backup {b.Id} ({b.Container}){(b.Problem is { } what ? ": " + what : "")}.");
             if (PassThru)
             {
                 WriteObject(b);
