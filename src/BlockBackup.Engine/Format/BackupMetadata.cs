@@ -33,6 +33,18 @@ public sealed record ObjectDescriptor
         }
     }
 
+    /// <summary>From the parts an <see cref="ObjectList"/> keeps (the head already shared).</summary>
+    internal ObjectDescriptor(string head, int number, byte digits, long offset, long length, CompressionAlgorithm compression, UInt128 md5, string? md5Text)
+    {
+        (_head, _number, _digits, _md5, _md5Text) = (head, number, digits, md5, md5Text);
+        Offset = offset;
+        Length = length;
+        Compression = compression;
+    }
+
+    /// <summary>What an <see cref="ObjectList"/> keeps of it.</summary>
+    internal (string Head, int Number, byte Digits, UInt128 Md5, string? Md5Text) Parts => (_head, _number, _digits, _md5, _md5Text);
+
     public string Name => _number < 0 ? _head : string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{_head}-{_number.ToString("D" + _digits, System.Globalization.CultureInfo.InvariantCulture)}");
 
     public long Offset { get; }

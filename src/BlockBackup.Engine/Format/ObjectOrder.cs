@@ -11,7 +11,7 @@ internal static class ObjectOrder
     {
         for (var i = 1; i < objects.Count; i++)
         {
-            if (objects[i].Offset < objects[i - 1].Offset)
+            if (objects is ObjectList list ? list.OffsetAt(i) < list.OffsetAt(i - 1) : objects[i].Offset < objects[i - 1].Offset)
             {
                 return objects.OrderBy(o => o.Offset).ToArray(); // stable: equal offsets keep their listed order
             }

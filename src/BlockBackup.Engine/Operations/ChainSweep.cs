@@ -25,6 +25,13 @@ internal static class ChainSweep
     public static IEnumerable<ChainSegment> Segments(IReadOnlyList<IReadOnlyList<ObjectDescriptor>> layers, long size)
     {
         var cursor = new int[layers.Count];
+        // Each layer's current object, fetched once per object (an ObjectList makes a descriptor per access).
+        var current = new ObjectDescriptor?[layers.Count];
+        for (var i = 0; i < layers.Count; i++)
+        {
+            current[i] = layers[i].Count > 0 ? layers[i][0] : null;
+        }
+
         long position = 0;
         while (position < size)
         {
@@ -34,19 +41,16 @@ internal static class ChainSweep
             // end or where a newer layer's next object begins, whichever comes first.
             for (var i = layers.Count - 1; i >= 0; i--)
             {
-                var objects = layers[i];
-                ref var c = ref cursor[i];
-                while (c < objects.Count && objects[c].End <= position)
+                while (current[i] is { } passed && passed.End <= position)
                 {
-                    c++;
+                    current[i] = ++cursor[i] < layers[i].Count ? layers[i][cursor[i]] : null;
                 }
 
-                if (c == objects.Count)
+                if (current[i] is not { } o)
                 {
                     continue;
                 }
 
-                var o = objects[c];
                 if (o.Offset <= position)
                 {
                     winner = i;
@@ -57,7 +61,7 @@ internal static class ChainSweep
                 end = Math.Min(end, o.Offset);
             }
 
-            yield return new ChainSegment(position, end, winner, winner < 0 ? null : layers[winner][cursor[winner]]);
+            yield return new ChainSegment(position, end, winner, winner < 0 ? null : current[winner]);
             position = end;
         }
     }

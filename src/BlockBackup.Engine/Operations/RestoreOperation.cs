@@ -119,7 +119,7 @@ public static class RestoreOperation
 
             // A backup's stretches come in its objects' order: each object is checked once.
             var backup = plan.BackupOf(s);
-            if (lastChecked.TryGetValue(backup.Id, out var last) && ReferenceEquals(last, s.Object))
+            if (lastChecked.TryGetValue(backup.Id, out var last) && last.Offset == s.Object!.Offset)
             {
                 continue;
             }

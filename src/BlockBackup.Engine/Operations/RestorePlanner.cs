@@ -89,7 +89,7 @@ internal sealed class RestorePlan
                 continue;
             }
 
-            if (open[s.Layer] is { } current && ReferenceEquals(current.Object, s.Object))
+            if (open[s.Layer] is { } current && current.Object.Offset == s.Object!.Offset) // objects of one backup do not overlap
             {
                 current.Needed.Add(s.Range);
             }

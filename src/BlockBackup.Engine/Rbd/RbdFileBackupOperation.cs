@@ -67,7 +67,7 @@ public static class RbdFileBackupOperation
                 Workers = request.Workers,
             };
             job = new BackupOperation.BackupJob(repository, jobRequest, null, parent, backup, size, progress, cancellationToken);
-            List<ObjectDescriptor> written;
+            ObjectList written;
             using (var image = client.Open(source, snapshot))
             {
                 var (snapshotSize, _) = image.Stat();
