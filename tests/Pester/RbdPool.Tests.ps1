@@ -37,6 +37,12 @@ Describe 'Ceph RBD backup pools and the differential restore rules' -Skip:(-not 
             try { Get-Sha $file } finally { Remove-Item -LiteralPath $file }
         }
 
+        # The names of an image's snapshots (none: an empty list, not one null).
+        function script:Get-RbdSnapshotName {
+            param([string] $Spec)
+            @(& rbd --conf $conf snap ls --format json $Spec 2>$null | ConvertFrom-Json | ForEach-Object name)
+        }
+
         # Runs a backup in a child pwsh and kills it (kill -9, with the rbd children it started)
         # once -Started says it is under way; true when it was caught before it finished.
         function script:Stop-BackupWhenStarted {
@@ -160,6 +166,52 @@ Describe 'Ceph RBD backup pools and the differential restore rules' -Skip:(-not 
         Get-VolumeBackup -Repository $repo | Should -BeNullOrEmpty
     }
 
+    It 'removes the source snapshot of an RBD backup into a file repository killed mid-read (kill -9) at the next backup' {
+        # 4 bits of entropy a byte: bz2 works on it (random bytes would be stored as they are), for seconds.
+        $local = Join-Path $TestDrive 'rbd-file-kill.img'
+        $block = [byte[]]::new(1MB)
+        [System.Random]::new(79).NextBytes($block)
+        for ($i = 0; $i -lt $block.Length; $i++) { $block[$i] = $block[$i] -band 15 }
+        $bytes = [byte[]]::new(96MB)
+        for ($k = 0; $k -lt 96; $k++) { [Array]::Copy($block, 0, $bytes, $k * 1MB, 1MB); $block[$k] = $block[$k] -bxor 1 }
+        [System.IO.File]::WriteAllBytes($local, $bytes)
+        $imageSha = Get-Sha $local
+        $image = New-RbdImage -Name "pester-fkill-$tag" -From $local
+        $repo = Join-Path $TestDrive 'rbd-file-kill-repo'
+        $killed = $false
+        for ($attempt = 0; $attempt -lt 3 -and -not $killed; $attempt++) {
+            # Under way once its snapshot of the source exists.
+            $killed = Stop-BackupWhenStarted "New-VolumeBackup -RbdImage '$image' -Repository '$repo' -Name 'pester-$tag-file-killed' -Compression bz2 -CephConfig '$conf'" {
+                (Get-RbdSnapshotName $image).Count -gt 0
+            }
+            if (-not $killed -or (Get-VolumeBackup -Repository $repo)) {
+                # Finished before it could be caught: remove it and try again.
+                $killed = $false
+                Get-VolumeBackup -Repository $repo | Remove-VolumeBackup -Confirm:$false
+                Invoke-Rbd snap purge --no-progress $image | Out-Null
+            }
+        }
+        $killed | Should -BeTrue -Because 'the backup must be killed while it reads the image'
+
+        # It left its snapshot on the user's image, and the mark on the image that names it.
+        $taken = @(Get-RbdSnapshotName $image)
+        $taken.Count | Should -Be 1
+        $mark = (Invoke-Rbd image-meta list --format json $image | ConvertFrom-Json).PSObject.Properties | Where-Object Name -like 'blockbackup.inflight.*'
+        @($mark).Count | Should -Be 1
+        $mark.Value | Should -Match ([regex]::Escape($taken[0]))
+
+        # The next backup of the image into the repository removes both, says so, and restores exactly.
+        $output = New-VolumeBackup -RbdImage $image -Repository $repo -Name "pester-$tag-file-after-kill" -Verbose @ceph 4>&1
+        $next = $output | Where-Object { $_ -is [BlockBackup.Engine.BackupInfo] }
+        (($output | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] }).Message -join "`n") | Should -Match ([regex]::Escape("Removed snapshot $image@$($taken[0])"))
+        (Get-RbdSnapshotName $image).Count | Should -Be 1 -Because 'only the new backup''s snapshot remains'
+        (Get-RbdSnapshotName $image) | Should -Not -Contain $taken[0]
+        (Invoke-Rbd image-meta list --format json $image | ConvertFrom-Json).PSObject.Properties.Name | Where-Object { $_ -like 'blockbackup.inflight*' } | Should -BeNullOrEmpty
+        $out = Join-Path $TestDrive 'rbd-file-kill-next.img'
+        Restore-VolumeBackup -Repository $repo -BackupId $next.Id -TargetPath $out | Out-Null
+        Get-Sha $out | Should -Be $imageSha
+    }
+
     It 'chains, refuses to delete a parent, and deletes snapshots and the base' {
         $incr = New-VolumeBackup -RbdImage $source -Repository rbd:backups -Incremental -Parent $backup.Id -Name "pester-$tag-incr" @ceph
         $incr.ParentId | Should -Be $backup.Id
@@ -216,7 +268,7 @@ Describe 'Ceph RBD backup pools and the differential restore rules' -Skip:(-not 
         (($output | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] }).Message -join "`n") | Should -Match ([regex]::Escape("Removed base image '$($leftover[0].Container)'"))
         @(Invoke-Rbd ls backups) | Should -Not -Contain $leftover[0].Container
         $leftover[0].Problem | Should -Match 'which took snapshot'
-        @((Invoke-Rbd snap ls --format json $image | ConvertFrom-Json).name) | Should -Be @($first.Prefix, $next.Prefix) -Because 'the snapshot the killed backup took of the source goes with its base image'
+        (Get-RbdSnapshotName $image) | Should -Be @($first.Prefix, $next.Prefix) -Because 'the snapshot the killed backup took of the source goes with its base image'
         $out = Join-Path $TestDrive 'rbd-kill-next.img'
         Restore-VolumeBackup -Repository rbd:backups -BackupId $next.Id -TargetPath $out @ceph | Out-Null
         Get-Sha $out | Should -Be $killSha
@@ -236,13 +288,13 @@ Describe 'Ceph RBD backup pools and the differential restore rules' -Skip:(-not 
         # Every object rewritten: the differential transfer is the whole image, long enough to be caught.
         Invoke-Rbd bench --io-type write --io-size 4M --io-total 192M --io-pattern seq $image | Out-Null
         $changedSha = Get-RbdSha $image
-        $snapshotsBefore = @((Invoke-Rbd snap ls --format json $image | ConvertFrom-Json).name)
+        $snapshotsBefore = @(Get-RbdSnapshotName $image)
 
         $killed = $false
         for ($attempt = 0; $attempt -lt 3 -and -not $killed; $attempt++) {
             # The backup is under way once its snapshot of the source exists.
             $killed = Stop-BackupWhenStarted "New-VolumeBackup -RbdImage '$image' -Repository rbd:backups -Incremental -Name 'pester-$tag-incr-killed' -CephConfig '$conf'" {
-                @((& rbd --conf $conf snap ls --format json $image 2>$null | ConvertFrom-Json).name) | Where-Object { $_ -notin $snapshotsBefore }
+                Get-RbdSnapshotName $image | Where-Object { $_ -notin $snapshotsBefore }
             }
             if (-not $killed) {
                 Get-VolumeBackup -Repository rbd:backups -Name "pester-$tag-incr-killed" @ceph | Remove-VolumeBackup -Confirm:$false @ceph
@@ -256,14 +308,14 @@ Describe 'Ceph RBD backup pools and the differential restore rules' -Skip:(-not 
         $leftover.Count | Should -Be 1
         $leftover[0].Problem | Should -Match 'interrupted incremental backup'
         $leftover[0].Problem | Should -Match 'no longer runs'
-        $taken = @((Invoke-Rbd snap ls --format json $image | ConvertFrom-Json).name) | Where-Object { $_ -notin $snapshotsBefore }
+        $taken = @(Get-RbdSnapshotName $image | Where-Object { $_ -notin $snapshotsBefore })
         @($taken).Count | Should -Be 1
         $leftover[0].Problem | Should -Match ([regex]::Escape("$image@$taken"))
 
         # -Incomplete removes the snapshot on the user's image and the mark on the base, nothing else.
         $removed = @(Remove-VolumeBackup -Repository rbd:backups -Incomplete -PassThru -Confirm:$false @ceph)
         $removed.Id | Should -Contain $leftover[0].Id
-        @((Invoke-Rbd snap ls --format json $image | ConvertFrom-Json).name) | Should -Be $snapshotsBefore
+        (Get-RbdSnapshotName $image) | Should -Be $snapshotsBefore
         @(Invoke-Rbd image-meta list --format json "backups/$($first.Container)" | ConvertFrom-Json).PSObject.Properties.Name | Where-Object { $_ -like 'blockbackup.inflight*' } | Should -BeNullOrEmpty
         @(Get-VolumeBackup -Repository rbd:backups -IncludeIncomplete @ceph | Where-Object { $_.Status -eq 'Incomplete' -and $_.Container -eq $first.Container }) | Should -BeNullOrEmpty
 

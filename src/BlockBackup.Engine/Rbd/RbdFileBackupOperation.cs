@@ -26,6 +26,7 @@ public static class RbdFileBackupOperation
         var volumeId = request.VolumeId ?? RbdBackupPool.VolumeIdFor(source);
         using var volumeLock = repository.AcquireLock(volumeId, "backup", cancellationToken, progress);
         BackupOperation.RemoveLeftovers(repository, volumeLock, request.Log, progress, cancellationToken);
+        RemoveAbandonedSnapshots(client, source, repository, request.Log);
         var parent = BackupOperation.ChooseParent(repository, request, volumeId, size);
 
         string? fromSnapshot = null;
@@ -56,9 +57,17 @@ public static class RbdFileBackupOperation
         var snapshot = RbdBackupPool.SnapshotName(backup.BackupId, backup.StartedUtc);
         BackupOperation.BackupJob? job = null;
         var committed = false;
+        // The source is marked before it is snapshotted: a kill from here on leaves a snapshot the
+        // next backup of the image into this repository knows to remove.
+        var markKey = RbdInFlight.IncrementalKey(backup.BackupId);
+        var marked = false;
+        var snapshotted = false;
         try
         {
+            client.SetImageMetadata(source, markKey, RbdInFlight.ForThisProcess(backup.BackupId, volumeId, source, snapshot, repository.Location).ToJson());
+            marked = true;
             client.CreateSnapshot(source, snapshot);
+            snapshotted = true;
             var jobRequest = new BackupRequest
             {
                 SourcePath = "rbd:" + source.Spec, VolumeId = volumeId, Name = request.Name, Description = request.Description,
@@ -87,6 +96,7 @@ public static class RbdFileBackupOperation
                 new BackupOperation.CommitInfo(backup, parent, ConsistencyNames.ToRecordName(ConsistencyMethod.RbdSnapshot), "rbd:" + source.Spec, snapshot, size),
                 progress, cancellationToken);
             committed = true;
+            TryRemoveMark(client, source, markKey); // left behind, the next backup finds the backup exists and removes only the mark
             if (keepSourceSnapshots > 0)
             {
                 RbdBackupOperation.PruneSourceSnapshots(client, source, keepSourceSnapshots);
@@ -110,11 +120,19 @@ public static class RbdFileBackupOperation
             repository.AbandonBackup(backup);
             try
             {
-                client.RemoveSnapshot(source, snapshot);
+                if (snapshotted)
+                {
+                    client.RemoveSnapshot(source, snapshot);
+                }
+
+                if (marked)
+                {
+                    client.RemoveImageMetadata(source, markKey); // only once the snapshot is gone: until then the mark says whose it is
+                }
             }
             catch (BackupException)
             {
-                // Report the original failure; a leftover snapshot is only space.
+                // Report the original failure; a leftover snapshot is only space, and its mark remains for the next backup.
             }
 
             throw;
@@ -122,6 +140,52 @@ public static class RbdFileBackupOperation
         finally
         {
             job?.Hashes.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Removes the snapshots that interrupted backups of <paramref name="source"/> into this
+    /// repository took (their marks on the image name them) once their process is gone or they
+    /// are older than the minimum age; a mark whose backup completed goes alone, as its snapshot
+    /// is that backup's parent point. Marks of other repositories, and snapshots no mark names
+    /// (Cinder's), are never touched.
+    /// </summary>
+    internal static void RemoveAbandonedSnapshots(RbdClient client, RbdImageRef source, IChunkedRepository repository, Action<string>? log)
+    {
+        var now = DateTime.UtcNow;
+        var marks = client.ImageMetadata(source).Where(m => RbdInFlight.IsKey(m.Key))
+            .Select(m => (m.Key, Mark: RbdInFlight.Parse(m.Value)))
+            .Where(m => m.Mark is { } mark && m.Key == RbdInFlight.IncrementalKey(mark.BackupId) && mark.Repository == repository.Location
+                && mark.MayRemove(Repository.IncompleteBackups.DefaultMinimumAge, now))
+            .ToList();
+        if (marks.Count == 0)
+        {
+            return;
+        }
+
+        var completed = repository.List(includeIncomplete: false).Select(b => b.Id).ToHashSet();
+        foreach (var (key, mark) in marks)
+        {
+            if (!completed.Contains(mark!.BackupId) && mark.SourceSnapshot() is var (image, snapshot) && image == source
+                && client.Snapshots(source).Any(s => s.Name == snapshot))
+            {
+                client.RemoveSnapshot(source, snapshot);
+                log?.Invoke($"Removed snapshot {source.SnapSpec(snapshot)} that interrupted backup {mark.BackupId} took of the source ({repository.Location}).");
+            }
+
+            client.RemoveImageMetadata(source, key);
+        }
+    }
+
+    private static void TryRemoveMark(RbdClient client, RbdImageRef source, string key)
+    {
+        try
+        {
+            client.RemoveImageMetadata(source, key);
+        }
+        catch (BackupException)
+        {
+            // The backup exists; a stale mark costs nothing and the next backup removes it.
         }
     }
 }

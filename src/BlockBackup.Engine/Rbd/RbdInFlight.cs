@@ -16,7 +16,12 @@ namespace BlockBackup.Engine.Rbd;
 /// space, PID gone) or it is older than the minimum age. Base images without a mark (Cinder's,
 /// possibly being written right now) and snapshots a mark does not name are never touched.
 /// </summary>
-internal sealed record RbdInFlight(Guid BackupId, Guid VolumeId, DateTime StartedUtc, string Host, string? Space, int Pid, string? Source = null, string? Snapshot = null)
+/// <remarks>
+/// A backup of an RBD image into a chunked repository marks the source image itself the same way
+/// (<c>blockbackup.inflight.&lt;backup id&gt;</c>, naming the repository), since its repository
+/// may be a file system or an object store that knows nothing of Ceph.
+/// </remarks>
+internal sealed record RbdInFlight(Guid BackupId, Guid VolumeId, DateTime StartedUtc, string Host, string? Space, int Pid, string? Source = null, string? Snapshot = null, string? Repository = null)
 {
     public const string Key = "blockbackup.inflight";
 
@@ -26,8 +31,8 @@ internal sealed record RbdInFlight(Guid BackupId, Guid VolumeId, DateTime Starte
     /// <summary>True for the keys marks are stored under.</summary>
     public static bool IsKey(string key) => key == Key || key.StartsWith(Key + ".", StringComparison.Ordinal);
 
-    public static RbdInFlight ForThisProcess(Guid backupId, Guid volumeId, RbdImageRef source, string snapshot) =>
-        new(backupId, volumeId, DateTime.UtcNow, Environment.MachineName, ProcessSpace.Current, Environment.ProcessId, source.Spec, snapshot);
+    public static RbdInFlight ForThisProcess(Guid backupId, Guid volumeId, RbdImageRef source, string snapshot, string? repository = null) =>
+        new(backupId, volumeId, DateTime.UtcNow, Environment.MachineName, ProcessSpace.Current, Environment.ProcessId, source.Spec, snapshot, repository);
 
     /// <summary>
     /// The source snapshot this backup took, when the mark names one as such backups name
@@ -66,6 +71,7 @@ internal sealed record RbdInFlight(Guid BackupId, Guid VolumeId, DateTime Starte
         ["pid"] = Pid,
         ["source"] = Source,
         ["source_snapshot"] = Snapshot,
+        ["repository"] = Repository,
     }.ToString(Formatting.None);
 
     /// <summary>Null for anything that is not a whole mark (then the image is left alone).</summary>
@@ -78,7 +84,7 @@ internal sealed record RbdInFlight(Guid BackupId, Guid VolumeId, DateTime Starte
             return new RbdInFlight(Guid.Parse((string)o["backup_id"]!), Guid.Parse((string)o["volume_id"]!),
                 DateTime.Parse((string)o["started"]!, CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind).ToUniversalTime(),
                 (string?)o["host"] ?? "", (string?)o["process_space"], (int?)o["pid"] ?? 0,
-                (string?)o["source"], (string?)o["source_snapshot"]);
+                (string?)o["source"], (string?)o["source_snapshot"], (string?)o["repository"]);
         }
         catch (Exception ex) when (ex is JsonException or FormatException or ArgumentNullException or NullReferenceException or InvalidCastException or OverflowException)
         {
