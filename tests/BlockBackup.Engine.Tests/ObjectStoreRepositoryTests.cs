@@ -34,12 +34,12 @@ public abstract class ObjectStoreRepositoryContract : IDisposable
         GC.SuppressFinalize(this);
     }
 
-    private BackupResult Backup(string volume, bool incremental = false, CompressionAlgorithm compression = CompressionAlgorithm.Zlib, CancellationToken cancel = default) =>
+    private BackupResult Backup(string volume, bool incremental = false, CompressionAlgorithm compression = CompressionAlgorithm.Zlib) =>
         BackupOperation.Run(Repository, new BackupRequest
         {
             SourcePath = volume, Incremental = incremental, Compression = compression, ObjectSize = 1 << 20, UseSnapshot = false,
             VolumeId = Guid.Parse("6f1c1b7e-4f7a-4a43-9a55-0b8f6f3f2a10"),
-        }, cancellationToken: cancel);
+        });
 
     private RestoreResult Restore(Guid id, string target) =>
         RestoreOperation.Run(Repository, new RestoreRequest { BackupId = id, TargetPath = target });
@@ -49,8 +49,6 @@ public abstract class ObjectStoreRepositoryContract : IDisposable
         Store.PutAsync(name, new MemoryStream(bytes), bytes.Length, PutOptions.Default, CancellationToken.None).GetAwaiter().GetResult();
 
     private void Delete(string name) => Store.DeleteAsync(name).GetAwaiter().GetResult();
-
-    private static void Await(Task task) => task.GetAwaiter().GetResult();
 
     private List<string> Names(string prefix = "") =>
         Store.ListAsync(prefix).ToBlockingEnumerable().Select(o => o.Name).ToList();
@@ -134,19 +132,20 @@ public abstract class ObjectStoreRepositoryContract : IDisposable
         var first = Backup(volume).Backup;
         using (var cancel = new CancellationTokenSource())
         {
-            // Stop the second backup once some of its objects are stored.
-            var watcher = Task.Run(async () =>
+            // Stop the second backup once its second data object is stored (of four): the put
+            // completes, so the backup itself has to notice, stop and remove what it wrote.
+            var interrupted = new ObjectStoreRepository(
+                new CancelAfterPutStore(Store, name => !name.StartsWith(first.Prefix, StringComparison.Ordinal) && name.EndsWith("-00002", StringComparison.Ordinal), cancel),
+                Kind, "volumebackups");
+            Assert.ThrowsAny<OperationCanceledException>(() => BackupOperation.Run(interrupted, new BackupRequest
             {
-                while (!cancel.IsCancellationRequested && !Names("volume_").Any(n => !n.StartsWith(first.Prefix, StringComparison.Ordinal) && n.EndsWith("-00002", StringComparison.Ordinal)))
-                {
-                    await Task.Delay(1);
-                }
-
-                cancel.Cancel();
-            });
-            Assert.ThrowsAny<OperationCanceledException>(() => Backup(volume, compression: CompressionAlgorithm.Bz2, cancel: cancel.Token));
-            Await(watcher);
+                SourcePath = volume, Compression = CompressionAlgorithm.Bz2, ObjectSize = 1 << 20, UseSnapshot = false, VolumeId = first.VolumeId,
+            }, cancellationToken: cancel.Token));
+            Assert.True(cancel.IsCancellationRequested, "the backup reached its second object");
         }
+
+        Assert.All(Names("volume_"), n => Assert.StartsWith(first.Prefix, n, StringComparison.Ordinal)); // a stopped backup removes what it wrote
+        Assert.Empty(Names(".blockbackup/inflight/"));
 
         // A failed backup removes what it wrote; simulate a kill instead by leaving objects and an in-flight record.
         var killedId = Guid.NewGuid();

@@ -63,6 +63,45 @@ Describe 'Ceph RBD backup pools and the differential restore rules' -Skip:(-not 
             $true
         }
 
+        # Backs up a new image into a new file repository and kills the backup (kill -9) while it
+        # reads the image; checks it left its snapshot and the image's mark naming it.
+        function script:New-KilledFileBackupOfRbd {
+            param([string] $Name)
+            # 4 bits of entropy a byte: bz2 works on it (random bytes would be stored as they are), for seconds.
+            $local = Join-Path $TestDrive "rbd-file-kill-$Name-source.img"
+            $block = [byte[]]::new(1MB)
+            [System.Random]::new(79).NextBytes($block)
+            for ($i = 0; $i -lt $block.Length; $i++) { $block[$i] = $block[$i] -band 15 }
+            $bytes = [byte[]]::new(96MB)
+            for ($k = 0; $k -lt 96; $k++) { [Array]::Copy($block, 0, $bytes, $k * 1MB, 1MB); $block[$k] = $block[$k] -bxor 1 }
+            [System.IO.File]::WriteAllBytes($local, $bytes)
+            $imageSha = Get-Sha $local
+            $image = New-RbdImage -Name "pester-fkill-$Name-$tag" -From $local
+            $repo = Join-Path $TestDrive "rbd-file-kill-$Name-repo"
+            $killed = $false
+            for ($attempt = 0; $attempt -lt 3 -and -not $killed; $attempt++) {
+                # Under way once its snapshot of the source exists.
+                $killed = Stop-BackupWhenStarted "New-VolumeBackup -RbdImage '$image' -Repository '$repo' -Name 'pester-$tag-file-killed' -Compression bz2 -CephConfig '$conf'" {
+                    (Get-RbdSnapshotName $image).Count -gt 0
+                }
+                if (-not $killed -or (Get-VolumeBackup -Repository $repo)) {
+                    # Finished before it could be caught: remove it and try again.
+                    $killed = $false
+                    Get-VolumeBackup -Repository $repo | Remove-VolumeBackup -Confirm:$false
+                    Invoke-Rbd snap purge --no-progress $image | Out-Null
+                }
+            }
+            $killed | Should -BeTrue -Because 'the backup must be killed while it reads the image'
+
+            # It left its snapshot on the user's image, and the mark on the image that names it.
+            $taken = @(Get-RbdSnapshotName $image)
+            $taken.Count | Should -Be 1
+            $mark = (Invoke-Rbd image-meta list --format json $image | ConvertFrom-Json).PSObject.Properties | Where-Object Name -like 'blockbackup.inflight.*'
+            @($mark).Count | Should -Be 1
+            $mark.Value | Should -Match ([regex]::Escape($taken[0]))
+            [pscustomobject]@{ Image = $image; Repository = $repo; Snapshot = $taken[0]; Sha = $imageSha }
+        }
+
         $local = Join-Path $TestDrive 'rbd-source.img'
         New-TestVolume -Path $local -MiB 16 -Seed 21
         $script:sourceSha = Get-Sha $local
@@ -167,49 +206,46 @@ Describe 'Ceph RBD backup pools and the differential restore rules' -Skip:(-not 
     }
 
     It 'removes the source snapshot of an RBD backup into a file repository killed mid-read (kill -9) at the next backup' {
-        # 4 bits of entropy a byte: bz2 works on it (random bytes would be stored as they are), for seconds.
-        $local = Join-Path $TestDrive 'rbd-file-kill.img'
-        $block = [byte[]]::new(1MB)
-        [System.Random]::new(79).NextBytes($block)
-        for ($i = 0; $i -lt $block.Length; $i++) { $block[$i] = $block[$i] -band 15 }
-        $bytes = [byte[]]::new(96MB)
-        for ($k = 0; $k -lt 96; $k++) { [Array]::Copy($block, 0, $bytes, $k * 1MB, 1MB); $block[$k] = $block[$k] -bxor 1 }
-        [System.IO.File]::WriteAllBytes($local, $bytes)
-        $imageSha = Get-Sha $local
-        $image = New-RbdImage -Name "pester-fkill-$tag" -From $local
-        $repo = Join-Path $TestDrive 'rbd-file-kill-repo'
-        $killed = $false
-        for ($attempt = 0; $attempt -lt 3 -and -not $killed; $attempt++) {
-            # Under way once its snapshot of the source exists.
-            $killed = Stop-BackupWhenStarted "New-VolumeBackup -RbdImage '$image' -Repository '$repo' -Name 'pester-$tag-file-killed' -Compression bz2 -CephConfig '$conf'" {
-                (Get-RbdSnapshotName $image).Count -gt 0
-            }
-            if (-not $killed -or (Get-VolumeBackup -Repository $repo)) {
-                # Finished before it could be caught: remove it and try again.
-                $killed = $false
-                Get-VolumeBackup -Repository $repo | Remove-VolumeBackup -Confirm:$false
-                Invoke-Rbd snap purge --no-progress $image | Out-Null
-            }
-        }
-        $killed | Should -BeTrue -Because 'the backup must be killed while it reads the image'
-
-        # It left its snapshot on the user's image, and the mark on the image that names it.
-        $taken = @(Get-RbdSnapshotName $image)
-        $taken.Count | Should -Be 1
-        $mark = (Invoke-Rbd image-meta list --format json $image | ConvertFrom-Json).PSObject.Properties | Where-Object Name -like 'blockbackup.inflight.*'
-        @($mark).Count | Should -Be 1
-        $mark.Value | Should -Match ([regex]::Escape($taken[0]))
+        $killed = New-KilledFileBackupOfRbd -Name next
+        $image = $killed.Image
+        $repo = $killed.Repository
+        $taken = $killed.Snapshot
+        $imageSha = $killed.Sha
 
         # The next backup of the image into the repository removes both, says so, and restores exactly.
         $output = New-VolumeBackup -RbdImage $image -Repository $repo -Name "pester-$tag-file-after-kill" -Verbose @ceph 4>&1
         $next = $output | Where-Object { $_ -is [BlockBackup.Engine.BackupInfo] }
-        (($output | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] }).Message -join "`n") | Should -Match ([regex]::Escape("Removed snapshot $image@$($taken[0])"))
+        (($output | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] }).Message -join "`n") | Should -Match ([regex]::Escape("Removed snapshot $image@$taken"))
         (Get-RbdSnapshotName $image).Count | Should -Be 1 -Because 'only the new backup''s snapshot remains'
-        (Get-RbdSnapshotName $image) | Should -Not -Contain $taken[0]
+        (Get-RbdSnapshotName $image) | Should -Not -Contain $taken
         (Invoke-Rbd image-meta list --format json $image | ConvertFrom-Json).PSObject.Properties.Name | Where-Object { $_ -like 'blockbackup.inflight*' } | Should -BeNullOrEmpty
         $out = Join-Path $TestDrive 'rbd-file-kill-next.img'
-        Restore-VolumeBackup -Repository $repo -BackupId $next.Id -TargetPath $out | Out-Null
+        Restore-VolumeBackup -Repository $repo -BackupId $next.Id -TargetPath $out -ErrorAction Stop | Out-Null
         Get-Sha $out | Should -Be $imageSha
+    }
+
+    It 'removes the source snapshot of an RBD backup into a file repository killed mid-read (kill -9) with Remove-VolumeBackup -Incomplete' {
+        $killed = New-KilledFileBackupOfRbd -Name incomplete
+        $leftover = Get-VolumeBackup -Repository $killed.Repository -IncludeIncomplete | Where-Object Status -eq Incomplete
+        @($leftover).Count | Should -Be 1
+
+        # -WhatIf names the leftover and changes nothing, on the image either.
+        Remove-VolumeBackup -Repository $killed.Repository -Incomplete -WhatIf @ceph
+        Get-RbdSnapshotName $killed.Image | Should -Be $killed.Snapshot
+
+        $output = Remove-VolumeBackup -Repository $killed.Repository -Incomplete -PassThru -Verbose -Confirm:$false @ceph 4>&1
+        ($output | Where-Object { $_ -is [BlockBackup.Engine.BackupInfo] }).Id | Should -Be $leftover.Id
+        (($output | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] }).Message -join "`n") |
+            Should -Match ([regex]::Escape("Removed snapshot $($killed.Image)@$($killed.Snapshot) that incomplete backup $($leftover.Id)"))
+        Get-RbdSnapshotName $killed.Image | Should -BeNullOrEmpty
+        (Invoke-Rbd image-meta list --format json $killed.Image | ConvertFrom-Json).PSObject.Properties.Name | Where-Object { $_ -like 'blockbackup.inflight*' } | Should -BeNullOrEmpty
+        Get-VolumeBackup -Repository $killed.Repository -IncludeIncomplete | Should -BeNullOrEmpty
+
+        # The image is untouched and backs up afresh.
+        $full = New-VolumeBackup -RbdImage $killed.Image -Repository $killed.Repository @ceph
+        $out = Join-Path $TestDrive 'rbd-file-kill-incomplete.img'
+        Restore-VolumeBackup -Repository $killed.Repository -BackupId $full.Id -TargetPath $out -ErrorAction Stop | Out-Null
+        Get-Sha $out | Should -Be $killed.Sha
     }
 
     It 'chains, refuses to delete a parent, and deletes snapshots and the base' {

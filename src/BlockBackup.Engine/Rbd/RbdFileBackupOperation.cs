@@ -53,7 +53,9 @@ public static class RbdFileBackupOperation
             }
         }
 
-        var backup = repository.BeginBackup(volumeLock, volumeId, Guid.NewGuid(), DateTime.UtcNow);
+        // The repository's in-flight record names the image, so Remove-VolumeBackup -Incomplete
+        // can find the snapshot a kill leaves there (the image's mark says which one it is).
+        var backup = repository.BeginBackup(volumeLock, volumeId, Guid.NewGuid(), DateTime.UtcNow, rbdSource: "rbd:" + source.Spec);
         var snapshot = RbdBackupPool.SnapshotName(backup.BackupId, backup.StartedUtc);
         BackupOperation.BackupJob? job = null;
         var committed = false;
@@ -152,12 +154,7 @@ public static class RbdFileBackupOperation
     /// </summary>
     internal static void RemoveAbandonedSnapshots(RbdClient client, RbdImageRef source, IChunkedRepository repository, Action<string>? log)
     {
-        var now = DateTime.UtcNow;
-        var marks = client.ImageMetadata(source).Where(m => RbdInFlight.IsKey(m.Key))
-            .Select(m => (m.Key, Mark: RbdInFlight.Parse(m.Value)))
-            .Where(m => m.Mark is { } mark && m.Key == RbdInFlight.IncrementalKey(mark.BackupId) && mark.Repository == repository.Location
-                && mark.MayRemove(Repository.IncompleteBackups.DefaultMinimumAge, now))
-            .ToList();
+        var marks = MarksOf(client, source, repository.Location, backupId: null, Repository.IncompleteBackups.DefaultMinimumAge);
         if (marks.Count == 0)
         {
             return;
@@ -166,15 +163,60 @@ public static class RbdFileBackupOperation
         var completed = repository.List(includeIncomplete: false).Select(b => b.Id).ToHashSet();
         foreach (var (key, mark) in marks)
         {
-            if (!completed.Contains(mark!.BackupId) && mark.SourceSnapshot() is var (image, snapshot) && image == source
-                && client.Snapshots(source).Any(s => s.Name == snapshot))
+            if (RemoveMarked(client, source, key, mark, snapshotToo: !completed.Contains(mark.BackupId)) is { } removed)
             {
-                client.RemoveSnapshot(source, snapshot);
-                log?.Invoke($"Removed snapshot {source.SnapSpec(snapshot)} that interrupted backup {mark.BackupId} took of the source ({repository.Location}).");
+                log?.Invoke($"Removed snapshot {removed} that interrupted backup {mark.BackupId} took of the source ({repository.Location}).");
             }
-
-            client.RemoveImageMetadata(source, key);
         }
+    }
+
+    /// <summary>
+    /// For Remove-VolumeBackup -Incomplete, once it removed <paramref name="backupId"/>'s leftover
+    /// from <paramref name="repository"/>: the snapshot that backup took of <paramref name="source"/>
+    /// (as the image's mark names it) and the mark, when the mark is old enough by
+    /// <paramref name="minimumAge"/> or its process is gone. Returns the snapshot removed, or null
+    /// when the image holds no such mark (or no longer that snapshot).
+    /// </summary>
+    public static string? RemoveSnapshotOfIncomplete(RbdClient client, RbdImageRef source, IBackupRepository repository, Guid backupId, TimeSpan minimumAge)
+    {
+        string? removed = null;
+        foreach (var (key, mark) in MarksOf(client, source, repository.Location, backupId, minimumAge))
+        {
+            removed = RemoveMarked(client, source, key, mark, snapshotToo: true) ?? removed;
+        }
+
+        return removed;
+    }
+
+    /// <summary>The marks on <paramref name="source"/> of backups into <paramref name="repositoryLocation"/> (of one backup, when given) that may be acted on now.</summary>
+    private static List<(string Key, RbdInFlight Mark)> MarksOf(RbdClient client, RbdImageRef source, string repositoryLocation, Guid? backupId, TimeSpan minimumAge)
+    {
+        var now = DateTime.UtcNow;
+        var marks = new List<(string, RbdInFlight)>();
+        foreach (var (key, value) in client.ImageMetadata(source))
+        {
+            if (RbdInFlight.IsKey(key) && RbdInFlight.Parse(value) is { } mark && key == RbdInFlight.IncrementalKey(mark.BackupId)
+                && mark.Repository == repositoryLocation && (backupId is null || mark.BackupId == backupId) && mark.MayRemove(minimumAge, now))
+            {
+                marks.Add((key, mark));
+            }
+        }
+
+        return marks;
+    }
+
+    /// <summary>Removes the mark, after the snapshot it names when <paramref name="snapshotToo"/> (until then the mark says whose the snapshot is); returns the snapshot removed.</summary>
+    private static string? RemoveMarked(RbdClient client, RbdImageRef source, string key, RbdInFlight mark, bool snapshotToo)
+    {
+        string? removed = null;
+        if (snapshotToo && mark.SourceSnapshot() is var (image, snapshot) && image == source && client.Snapshots(source).Any(s => s.Name == snapshot))
+        {
+            client.RemoveSnapshot(source, snapshot);
+            removed = source.SnapSpec(snapshot);
+        }
+
+        client.RemoveImageMetadata(source, key);
+        return removed;
     }
 
     private static void TryRemoveMark(RbdClient client, RbdImageRef source, string key)

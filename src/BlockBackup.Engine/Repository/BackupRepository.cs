@@ -68,7 +68,7 @@ public sealed class BackupRepository : IChunkedRepository
     /// cache saying the backup is being written. The record comes first: a kill at any later
     /// step leaves something the next backup and Remove-VolumeBackup -Incomplete find.
     /// </summary>
-    public NewBackup BeginBackup(IVolumeLock volumeLock, Guid volumeId, Guid backupId, DateTime startedUtc, string? snapshotPath = null)
+    public NewBackup BeginBackup(IVolumeLock volumeLock, Guid volumeId, Guid backupId, DateTime startedUtc, string? snapshotPath = null, string? rbdSource = null)
     {
         var backup = new NewBackup(backupId, volumeId, ObjectNaming.DefaultContainer(backupId), ObjectNaming.Prefix(volumeId, startedUtc, backupId), startedUtc);
         var container = Path.Combine(Root, backup.Container);
@@ -82,7 +82,7 @@ public sealed class BackupRepository : IChunkedRepository
         var what = $"Starting backup {backupId} in '{Root}'";
         try
         {
-            new InFlightRecord(backupId, volumeId, backup.Prefix, startedUtc, snapshotPath).Write(Root);
+            new InFlightRecord(backupId, volumeId, backup.Prefix, startedUtc, snapshotPath, rbdSource).Write(Root);
         }
         catch (IOException ex)
         {
@@ -347,8 +347,9 @@ public sealed class BackupRepository : IChunkedRepository
                 continue; // completed meanwhile
             }
 
+            var source = InFlightRecord.TryRead(Root, leftover.Id)?.Source; // read before the record goes with the files
             DeleteFiles(leftover);
-            removed.Add(leftover);
+            removed.Add(leftover with { Source = leftover.Source ?? source });
         }
 
         RemoveSettledRecords(volumeId: null, cancellationToken);

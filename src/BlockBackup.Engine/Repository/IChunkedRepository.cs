@@ -43,9 +43,11 @@ public interface IChunkedRepository : IBackupRepository
     /// Reserves the names of a new backup and records it as being written before any object
     /// exists (so that even a kill at the first step leaves something cleanup finds), with
     /// <paramref name="snapshotPath"/>, the temporary copy it may make outside the repository
-    /// (a reflink clone beside the image), which cleanup then removes too once no one holds it.
+    /// (a reflink clone beside the image), which cleanup then removes too once no one holds it,
+    /// and <paramref name="rbdSource"/>, the RBD image (<c>rbd:pool/image</c>) it snapshots: a
+    /// leftover's <see cref="BackupInfo.Source"/>, so that cleanup can look for the snapshot there.
     /// </summary>
-    NewBackup BeginBackup(IVolumeLock volumeLock, Guid volumeId, Guid backupId, DateTime startedUtc, string? snapshotPath = null);
+    NewBackup BeginBackup(IVolumeLock volumeLock, Guid volumeId, Guid backupId, DateTime startedUtc, string? snapshotPath = null, string? rbdSource = null);
 
     /// <summary>After the metadata was stored (the commit point): the new backup as listed.</summary>
     BackupInfo CompleteBackup(NewBackup backup, BackupMetadata metadata);

@@ -16,8 +16,10 @@ namespace BlockBackup.Engine.Repository;
 /// record that the next backup of the volume and Remove-VolumeBackup -Incomplete find. Read as
 /// hostile input (others may write the share): the container is derived from the id, never taken
 /// from the file, and a clone path is only acted on when it is named exactly as clones are.
+/// <see cref="Source"/> names an RBD source (<c>rbd:pool/image</c>) whose snapshot the backup may
+/// have left on the image; only the image's own mark can say which snapshot that is.
 /// </summary>
-internal sealed record InFlightRecord(Guid BackupId, Guid VolumeId, string Prefix, DateTime StartedUtc, string? Snapshot)
+internal sealed record InFlightRecord(Guid BackupId, Guid VolumeId, string Prefix, DateTime StartedUtc, string? Snapshot, string? Source = null)
 {
     private static readonly Regex FileName = new(@"^backup-(?<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.json$", RegexOptions.CultureInvariant);
 
@@ -41,6 +43,7 @@ internal sealed record InFlightRecord(Guid BackupId, Guid VolumeId, string Prefi
             ["prefix"] = Prefix,
             ["started"] = StartedUtc.ToString("O", CultureInfo.InvariantCulture),
             ["snapshot"] = Snapshot,
+            ["source"] = Source,
             ["host"] = Environment.MachineName,
             ["pid"] = Environment.ProcessId,
         };
@@ -82,13 +85,15 @@ internal sealed record InFlightRecord(Guid BackupId, Guid VolumeId, string Prefi
             }
 
             var started = DateTime.TryParse((string?)json["started"], CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind, out var s) ? s.ToUniversalTime() : info.LastWriteTimeUtc;
-            return new InFlightRecord(backupId, volumeId, prefix, started, json["snapshot"]?.Type == JTokenType.String ? (string?)json["snapshot"] : null);
+            return new InFlightRecord(backupId, volumeId, prefix, started, StringOrNull(json["snapshot"]), StringOrNull(json["source"]));
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or JsonException or FormatException or InvalidCastException or ArgumentException or OverflowException)
         {
             return null; // unreadable or hostile: proves nothing, owns nothing
         }
     }
+
+    private static string? StringOrNull(JToken? token) => token?.Type == JTokenType.String ? (string?)token : null;
 
     /// <summary>The prefix is this very backup's (Cinder's naming, with its ids): nothing else may be deleted in its name.</summary>
     public static bool IsValid(Guid backupId, Guid volumeId, string prefix)

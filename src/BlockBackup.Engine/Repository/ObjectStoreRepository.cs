@@ -140,6 +140,21 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
             }
         }
 
+        // Backups known only by their in-flight record (killed before their first object was
+        // stored): incomplete, so that -Incomplete finds them too, or being created while locked.
+        foreach (var (backupId, record) in inflight)
+        {
+            if (record.Prefix is { } prefix && !groups.ContainsKey(prefix))
+            {
+                if (!lockedVolumes.TryGetValue(record.VolumeId, out var locked))
+                {
+                    lockedVolumes[record.VolumeId] = locked = ObjectStoreLock.IsHeld(Store, LockPrefix(record.VolumeId), cancellationToken);
+                }
+
+                found.Add(Incomplete(prefix, record.VolumeId, backupId, record.StartedUtc, locked, ours: true));
+            }
+        }
+
         RepositoryListing.InheritVolumeSizes(found);
         return found
             .Where(b => includeIncomplete || b.Status == BackupStatus.Available)
@@ -213,8 +228,9 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
                 continue; // completed meanwhile
             }
 
+            var source = ReadInFlightRecord(leftover.Id, cancellationToken)?["source"] is { Type: JTokenType.String } named ? (string?)named : null;
             DeleteObjects(leftover.Prefix, leftover.Id, cancellationToken);
-            removed.Add(leftover);
+            removed.Add(leftover with { Source = leftover.Source ?? source });
         }
 
         return removed;
@@ -227,7 +243,7 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
         ObjectStoreLock.Acquire(Store, LockPrefix(volumeId), volumeId, operation, LockTimeout, DisplayName(LockPrefix(volumeId)), cancellationToken, progress);
 
     /// <summary>Names the backup and records it as in flight (outside every backup prefix) before any of its objects exists.</summary>
-    public NewBackup BeginBackup(IVolumeLock volumeLock, Guid volumeId, Guid backupId, DateTime startedUtc, string? snapshotPath = null)
+    public NewBackup BeginBackup(IVolumeLock volumeLock, Guid volumeId, Guid backupId, DateTime startedUtc, string? snapshotPath = null, string? rbdSource = null)
     {
         var prefix = ObjectNaming.ObjectStorePrefix(_keyPrefix, volumeId, startedUtc, _availabilityZone, backupId);
         var record = new JObject
@@ -239,6 +255,7 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
             ["host"] = Environment.MachineName,
             ["pid"] = Environment.ProcessId,
             ["snapshot"] = snapshotPath,
+            ["source"] = rbdSource,
         };
         var bytes = Encoding.UTF8.GetBytes(record.ToString(Newtonsoft.Json.Formatting.None));
         Store.PutAsync(InFlightKey(backupId), new MemoryStream(bytes), bytes.Length, PutOptions.Default, CancellationToken.None).GetAwaiter().GetResult();
@@ -295,9 +312,9 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
         }
 
         // In-flight records whose backup never stored an object (killed at the first step).
-        foreach (var (backupId, volumeId) in InFlightRecords(cancellationToken).Where(r => r.Value == volumeLock.VolumeId && removed.All(b => b.Id != r.Key)))
+        foreach (var (backupId, record) in InFlightRecords(cancellationToken).Where(r => r.Value.VolumeId == volumeLock.VolumeId && removed.All(b => b.Id != r.Key)))
         {
-            if (!Enumerate(_keyPrefix + "volume_" + ObjectNaming.FormatId(volumeId) + "/", cancellationToken).Any(o => o.Name.Contains("_backup_" + ObjectNaming.FormatId(backupId), StringComparison.Ordinal)))
+            if (!Enumerate(_keyPrefix + "volume_" + ObjectNaming.FormatId(record.VolumeId) + "/", cancellationToken).Any(o => o.Name.Contains("_backup_" + ObjectNaming.FormatId(backupId), StringComparison.Ordinal)))
             {
                 TryDelete(InFlightKey(backupId));
             }
@@ -327,18 +344,24 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
     /// <summary>The clone beside the image that the in-flight record names, once no process holds it (the record goes right after).</summary>
     private void RemoveRecordedSnapshot(Guid backupId, CancellationToken cancellationToken)
     {
+        if (ReadInFlightRecord(backupId, cancellationToken)?["snapshot"] is { Type: JTokenType.String } snapshot)
+        {
+            Consistency.ConsistentView.RemoveRecordedClone((string?)snapshot);
+        }
+    }
+
+    /// <summary>A backup's in-flight record, or null when there is none or an unreadable one (which then names nothing).</summary>
+    private JObject? ReadInFlightRecord(Guid backupId, CancellationToken cancellationToken)
+    {
         try
         {
             using var stream = Store.GetAsync(InFlightKey(backupId), 0, 64 << 10, cancellationToken).GetAwaiter().GetResult();
             using var reader = new StreamReader(stream, Encoding.UTF8);
-            if (JObject.Parse(reader.ReadToEnd())["snapshot"] is { Type: JTokenType.String } snapshot)
-            {
-                Consistency.ConsistentView.RemoveRecordedClone((string?)snapshot);
-            }
+            return JObject.Parse(reader.ReadToEnd());
         }
         catch (Exception ex) when (ex is BackupException or Newtonsoft.Json.JsonException or IOException or HttpRequestException)
         {
-            // No record, or an unreadable one: it names nothing to remove.
+            return null;
         }
     }
 
@@ -395,9 +418,14 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
         Prefix = prefix,
     };
 
-    private Dictionary<Guid, Guid> InFlightRecords(CancellationToken cancellationToken)
+    /// <summary>
+    /// The in-flight records by backup id. Read as hostile input (others may write the bucket): a
+    /// record's prefix is used only when it is exactly this backup's name in Cinder's layout, so
+    /// nothing else can be listed or deleted in its name.
+    /// </summary>
+    private Dictionary<Guid, InFlight> InFlightRecords(CancellationToken cancellationToken)
     {
-        var records = new Dictionary<Guid, Guid>();
+        var records = new Dictionary<Guid, InFlight>();
         foreach (var o in Enumerate(_keyPrefix + InternalDirectory + "inflight/", cancellationToken))
         {
             try
@@ -405,12 +433,16 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
                 using var stream = Store.GetAsync(o.Name, 0, Math.Min(o.Size, 64 << 10), cancellationToken).GetAwaiter().GetResult();
                 using var reader = new StreamReader(stream, Encoding.UTF8);
                 var json = JObject.Parse(reader.ReadToEnd());
-                if (Guid.TryParse((string?)json["backup_id"], out var backupId) && Guid.TryParse((string?)json["volume_id"], out var volumeId))
+                if (Guid.TryParse((string?)json["backup_id"], out var backupId) && Guid.TryParse((string?)json["volume_id"], out var volumeId)
+                    && o.Name == InFlightKey(backupId))
                 {
-                    records[backupId] = volumeId;
+                    var prefix = json["prefix"] is { Type: JTokenType.String } named && IsPrefixOf((string)named!, volumeId, backupId) ? (string)named! : null;
+                    var started = json["started"] is { Type: JTokenType.String } at
+                        && DateTime.TryParse((string?)at, CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind, out var t) ? t.ToUniversalTime() : DateTime.UtcNow;
+                    records[backupId] = new InFlight(volumeId, prefix, started);
                 }
             }
-            catch (Exception ex) when (ex is BackupException or Newtonsoft.Json.JsonException or IOException)
+            catch (Exception ex) when (ex is BackupException or Newtonsoft.Json.JsonException or IOException or InvalidCastException or HttpRequestException)
             {
                 // Unreadable or gone meanwhile: it proves nothing, so it owns nothing.
             }
@@ -418,6 +450,21 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
 
         return records;
     }
+
+    /// <summary>Whether <paramref name="prefix"/> is exactly the name Cinder's layout gives this backup in this repository.</summary>
+    private bool IsPrefixOf(string prefix, Guid volumeId, Guid backupId)
+    {
+        if (!prefix.StartsWith(_keyPrefix, StringComparison.Ordinal))
+        {
+            return false;
+        }
+
+        var m = ObjectNaming.ObjectStoreNameRegex().Match(ObjectNaming.MetadataName(prefix)[_keyPrefix.Length..]);
+        return m.Success && _keyPrefix + m.Groups["prefix"].Value == prefix
+            && Guid.TryParse(m.Groups["vid"].Value, out var vid) && vid == volumeId && Guid.TryParse(m.Groups["bid"].Value, out var bid) && bid == backupId;
+    }
+
+    private sealed record InFlight(Guid VolumeId, string? Prefix, DateTime StartedUtc);
 
     private IEnumerable<ObjectInfo> Enumerate(string prefix, CancellationToken cancellationToken)
     {

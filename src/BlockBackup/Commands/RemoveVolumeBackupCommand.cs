@@ -1,6 +1,7 @@
 using System.Management.Automation;
 using BlockBackup.Engine;
 using BlockBackup.Engine.Errors;
+using BlockBackup.Engine.Rbd;
 using BlockBackup.Engine.Repository;
 
 namespace BlockBackup.Commands;
@@ -10,7 +11,9 @@ namespace BlockBackup.Commands;
 /// -Incomplete, removes what interrupted backups left behind. Piped backups are collected first
 /// and removed newest first, so a whole chain (Get-BackupChain | Remove-VolumeBackup) goes
 /// without -IncludeDependents, and a backup that an earlier item of the same call already
-/// removed (as a dependent) is not an error.
+/// removed (as a dependent) is not an error. A leftover of an RBD image's backup into a chunked
+/// repository also takes the snapshot that backup left on the image (through the Ceph
+/// parameters), as the next backup of the image would.
 /// </summary>
 [Cmdlet(VerbsCommon.Remove, "VolumeBackup", DefaultParameterSetName = ByIdSet, SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
 [OutputType(typeof(BackupInfo))]
@@ -116,7 +119,8 @@ public sealed class RemoveVolumeBackupCommand : RepositoryCmdlet
 
     private void RemoveLeftovers()
     {
-        var repository = OpenRepository(Repository);
+        // The Ceph parameters apply to any repository here: a leftover may be an RBD image's backup.
+        var repository = OpenRepository(Repository, usesCeph: true);
         var now = DateTime.UtcNow;
         var incomplete = repository.List(includeIncomplete: true, StopToken).Where(b => b.Status == BackupStatus.Incomplete).ToList();
         var leftovers = incomplete.Where(b => IncompleteBackups.MayRemove(b, MinimumAge, now)).ToList();
@@ -140,10 +144,37 @@ public sealed class RemoveVolumeBackupCommand : RepositoryCmdlet
         foreach (var b in repository.RemoveIncomplete(MinimumAge, StopToken))
         {
             WriteVerbose($"Removed incomplete backup {b.Id} ({b.Container}){(b.Problem is { } what ? ": " + what : "")}.");
+            if (repository is IChunkedRepository && b.Source is { } source && source.StartsWith("rbd:", StringComparison.Ordinal))
+            {
+                RemoveSourceSnapshot(repository, b, source["rbd:".Length..]);
+            }
+
             if (PassThru)
             {
                 WriteObject(b);
             }
+        }
+    }
+
+    /// <summary>
+    /// The snapshot an interrupted backup of an RBD image left on that image. A failure here is a
+    /// warning: the leftover in the repository is gone, and the next backup of the image removes
+    /// the snapshot too.
+    /// </summary>
+    private void RemoveSourceSnapshot(IBackupRepository repository, BackupInfo leftover, string spec)
+    {
+        try
+        {
+            var image = ParseImage(spec);
+            if (RbdFileBackupOperation.RemoveSnapshotOfIncomplete(RbdClient(), image, repository, leftover.Id, MinimumAge) is { } snapshot)
+            {
+                WriteVerbose($"Removed snapshot {snapshot} that incomplete backup {leftover.Id} took of its source.");
+            }
+        }
+        catch (BackupException ex)
+        {
+            WriteWarning($"Incomplete backup {leftover.Id} was of RBD image '{spec}', and the snapshot it may have left there was not checked: {ex.Message} " +
+                "The next backup of that image into this repository removes it; or pass -CephConfig/-CephUser/-CephKeyring and run this again.");
         }
     }
 }
