@@ -454,7 +454,7 @@ public static class MetadataSerializer
     /// </summary>
     private sealed class ObjectListParser(string path, string expectedPrefix)
     {
-        private readonly ObjectList _objects = new(1024);
+        private readonly ObjectList _objects = new();
         private readonly ObjectNumberSet _numbered = new(); // not a set of names: half a million for a 4 TiB backup
         private readonly HashSet<string> _others = new(StringComparer.Ordinal);
         private BackupException? _problem;

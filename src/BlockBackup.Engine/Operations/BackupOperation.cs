@@ -247,7 +247,7 @@ public static class BackupOperation
             _backup = backup;
             _numbering = new ObjectNumbering(cancel);
             _size = size;
-            _written = new ObjectList((int)Math.Min(1 << 16, (size + request.ObjectSize - 1) / request.ObjectSize + 16)); // an incremental may write few
+            _written = new ObjectList();
             _progress = progress;
             _cancel = cancel;
             Encoder = new ObjectEncoder(request.Compression, request.CompressionLevel);
@@ -457,7 +457,12 @@ public static class BackupOperation
                 var throttle = new ProgressThrottle(_progress, OperationPhase.Reading, _size, $"Backing up {_request.SourcePath}");
                 dataPhase(throttle);
                 throttle.Complete();
-                _written.SortByOffset(); // workers finish their ranges out of order
+                // Each object was put at its number (volume order): the list is in offset order.
+                if (!_written.IsComplete)
+                {
+                    throw new InvalidOperationException($"Backup {_backup.BackupId}: {_written.Count} objects were numbered but not all were recorded.");
+                }
+
                 return _written;
             }
             catch (AggregateException ex) when (ex.InnerExceptions.Count >= 1)
@@ -694,7 +699,7 @@ public static class BackupOperation
             var written = new ObjectDescriptor(name, offset, data.Length, used, md5);
             lock (_written)
             {
-                _written.Add(written);
+                _written.Put(number - 1, written); // numbers run from 1 in volume order; workers finish out of order
             }
         }
     }
