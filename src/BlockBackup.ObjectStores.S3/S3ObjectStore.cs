@@ -284,6 +284,70 @@ public sealed class S3ObjectStore : IObjectStore, IDisposable
         }, cancellationToken).ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// Aborts the multipart uploads under <paramref name="prefix"/> that were never completed (a
+    /// process killed mid-upload): their parts hold space in the bucket, and no object listing
+    /// shows them. Only uploads of keys <paramref name="isOwned"/> accepts.
+    /// </summary>
+    public async Task DeleteUnlistedAsync(string prefix, Func<string, bool> isOwned, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(prefix);
+        var full = this.prefix + prefix;
+        var orphans = new List<(string Key, string UploadId)>();
+        string? keyMarker = null, uploadMarker = null;
+        do
+        {
+            var page = await ExecuteAsync("LIST of unfinished uploads", prefix + "*", write: false, canRetry: true, async token =>
+            {
+                try
+                {
+                    return await client.ListMultipartUploadsAsync(new ListMultipartUploadsRequest
+                    {
+                        BucketName = options.Bucket, Prefix = full, KeyMarker = keyMarker, UploadIdMarker = uploadMarker,
+                    }, token).ConfigureAwait(false);
+                }
+                catch (AmazonS3Exception ex) when (ex.ErrorCode is "NoSuchBucket" or "AccessDenied" or "NotImplemented")
+                {
+                    // No bucket, or a credential (or service) that may not list uploads: this
+                    // removal cannot see unfinished uploads, and must not fail for them.
+                    return null;
+                }
+            }, cancellationToken).ConfigureAwait(false);
+            if (page is null)
+            {
+                return;
+            }
+
+            foreach (var upload in page.MultipartUploads ?? [])
+            {
+                if (upload.Key.StartsWith(this.prefix, StringComparison.Ordinal) && isOwned(upload.Key[this.prefix.Length..]))
+                {
+                    orphans.Add((upload.Key, upload.UploadId));
+                }
+            }
+
+            (keyMarker, uploadMarker) = page.IsTruncated == true ? (page.NextKeyMarker, page.NextUploadIdMarker) : (null, null);
+        }
+        while (keyMarker is not null);
+
+        foreach (var (key, uploadId) in orphans)
+        {
+            await ExecuteAsync("aborting the multipart upload of", key, write: true, canRetry: true, async token =>
+            {
+                try
+                {
+                    await client.AbortMultipartUploadAsync(new AbortMultipartUploadRequest { BucketName = options.Bucket, Key = key, UploadId = uploadId }, token).ConfigureAwait(false);
+                }
+                catch (AmazonS3Exception ex) when (ex.ErrorCode is "NoSuchUpload")
+                {
+                    // completed or aborted meanwhile
+                }
+
+                return true;
+            }, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
     /// <summary>A PUT returns once the object is stored: nothing to flush.</summary>
     public Task FlushAsync(CancellationToken cancellationToken = default) => Task.CompletedTask;
 

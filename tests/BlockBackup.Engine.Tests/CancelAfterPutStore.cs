@@ -44,5 +44,8 @@ internal sealed class CancelAfterPutStore(IObjectStore inner, Func<string, bool>
 
     public Task DeleteAsync(string name, CancellationToken cancellationToken = default) => inner.DeleteAsync(name, cancellationToken);
 
+    public Task DeleteUnlistedAsync(string prefix, Func<string, bool> isOwned, CancellationToken cancellationToken = default) =>
+        inner.DeleteUnlistedAsync(prefix, isOwned, cancellationToken);
+
     public Task FlushAsync(CancellationToken cancellationToken = default) => inner.FlushAsync(cancellationToken);
 }

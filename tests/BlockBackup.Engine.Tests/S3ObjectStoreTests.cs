@@ -2,7 +2,9 @@ using System.Runtime.Loader;
 using System.Security.Cryptography;
 using System.Text;
 using BlockBackup.Engine.Errors;
+using Amazon.S3.Model;
 using BlockBackup.Engine.ObjectStores;
+using BlockBackup.Engine.Repository;
 using Xunit;
 
 namespace BlockBackup.Engine.Tests;
@@ -245,6 +247,36 @@ public sealed class S3ObjectStoreTests(S3Buckets buckets) : IClassFixture<S3Buck
         }
 
         Assert.Equal(0, await S3Buckets.PendingUploadsAsync(buckets.Bucket));
+    }
+
+    [S3Fact]
+    public async Task UploadsOfAHashListKilledBeforeTheyCompletedAreAbortedWithTheBackupsLeftover()
+    {
+        var bucket = buckets.Track(ObjectStoreServers.NewName("mpkill"));
+        var store = Create(S3Buckets.Options(bucket, "p"));
+        var repository = new ObjectStoreRepository(store, RepositoryKind.S3, bucket);
+        var volumeId = Guid.NewGuid();
+        NewBackup killed;
+        using (var volumeLock = repository.AcquireLock(volumeId, "backup", CancellationToken.None))
+        {
+            killed = repository.BeginBackup(volumeLock, volumeId, Guid.NewGuid(), DateTime.UtcNow);
+        }
+
+        // What a kill during the hash list's multipart upload leaves: an upload with a part, never
+        // completed; and one of a key that is not the backup's, which stays.
+        await store.PutAsync(killed.Prefix + "-00001", new MemoryStream(Hello), 5, PutOptions.Default, CancellationToken.None);
+        using var client = S3Buckets.RawClient();
+        foreach (var key in new[] { $"p/{killed.Prefix}_sha256file", $"p/{killed.Prefix}_sha256file.unrelated" })
+        {
+            var upload = await client.InitiateMultipartUploadAsync(new InitiateMultipartUploadRequest { BucketName = bucket, Key = key });
+            await client.UploadPartAsync(new UploadPartRequest { BucketName = bucket, Key = key, UploadId = upload.UploadId, PartNumber = 1, InputStream = new MemoryStream(Random(6 << 20, 9)) });
+        }
+
+        Assert.Equal(2, await S3Buckets.PendingUploadsAsync(bucket));
+        Assert.Equal([killed.BackupId], repository.RemoveIncomplete(TimeSpan.Zero).Select(b => b.Id));
+        var left = await client.ListMultipartUploadsAsync(new ListMultipartUploadsRequest { BucketName = bucket });
+        Assert.Equal([$"p/{killed.Prefix}_sha256file.unrelated"], left.MultipartUploads.Select(u => u.Key));
+        Assert.Empty(await store.ListAsync("volume_").ToListAsync());
     }
 
     [S3Fact]

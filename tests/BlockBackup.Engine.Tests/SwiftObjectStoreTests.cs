@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using BlockBackup.Engine.Errors;
 using BlockBackup.Engine.ObjectStores;
+using BlockBackup.Engine.Repository;
 using Xunit;
 
 namespace BlockBackup.Engine.Tests;
@@ -213,6 +214,44 @@ public sealed class SwiftObjectStoreTests(SwiftContainers containers) : IClassFi
         Assert.Null(await store.StatAsync("volume_1/big_sha256file"));
         Assert.Empty(await ListAll(store, ""));
         Assert.Empty(await ListAll(segments, "")); // the segments went with their manifests
+    }
+
+    [SwiftFact]
+    public async Task SegmentsOfALargeHashListKilledBeforeItsManifestGoWithTheBackupsLeftover()
+    {
+        var container = containers.Track(ObjectStoreServers.NewName("slokill"));
+        containers.Track(container + "_segments");
+        using var store = new SwiftObjectStore(SwiftContainers.Options(container, "p") with { MaxObjectSize = 1 << 20, SegmentSize = 400 << 10 });
+        using var segments = new SwiftObjectStore(SwiftContainers.Options(container + "_segments"));
+        var repository = new ObjectStoreRepository(store, RepositoryKind.Swift, container);
+        var volumeId = Guid.NewGuid();
+        NewBackup killed, other;
+        using (var volumeLock = repository.AcquireLock(volumeId, "backup", CancellationToken.None))
+        {
+            killed = repository.BeginBackup(volumeLock, volumeId, Guid.NewGuid(), DateTime.UtcNow);
+            other = repository.BeginBackup(volumeLock, volumeId, Guid.NewGuid(), DateTime.UtcNow);
+        }
+
+        // What a kill during the hash list's upload leaves: its first segments, and no manifest.
+        // The other backup's large hash list is whole, and a key not named as segments are stays.
+        await store.PutAsync(killed.Prefix + "-00001", new MemoryStream(Hello), 5, PutOptions.Default, CancellationToken.None);
+        var upload = $"p/{killed.Prefix}_sha256file/{DateTime.UtcNow:yyyyMMddHHmmssfff}-{Guid.NewGuid():N}";
+        foreach (var n in new[] { 1, 2 })
+        {
+            await segments.PutAsync($"{upload}/{n:D8}", new MemoryStream(Hello), 5, PutOptions.Default, CancellationToken.None);
+        }
+
+        await segments.PutAsync($"p/{killed.Prefix}_sha256file/not-a-segment", new MemoryStream(Hello), 5, PutOptions.Default, CancellationToken.None);
+        var data = new byte[(3 << 19) + 7];
+        new Random(12).NextBytes(data);
+        await store.PutAsync(other.Prefix + "_sha256file", new MemoryStream(data), data.Length, PutOptions.Default, CancellationToken.None);
+        var otherSegments = (await ListAll(segments, $"p/{other.Prefix}")).Select(o => o.Name).ToList();
+        Assert.Equal(4, otherSegments.Count);
+
+        var removed = repository.RemoveIncomplete(TimeSpan.Zero).Select(b => b.Id).ToList();
+        Assert.Equal(new[] { killed.BackupId, other.BackupId }.Order(), removed.Order());
+        Assert.Equal([$"p/{killed.Prefix}_sha256file/not-a-segment"], (await ListAll(segments, "")).Select(o => o.Name));
+        Assert.Empty(await ListAll(store, "volume_"));
     }
 
     [SwiftFact]

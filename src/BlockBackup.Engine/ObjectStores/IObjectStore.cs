@@ -56,6 +56,15 @@ public interface IObjectStore
     Task DeleteAsync(string name, CancellationToken cancellationToken = default);
 
     /// <summary>
+    /// For a caller removing everything under <paramref name="prefix"/>: deletes what interrupted
+    /// puts of objects there (those <paramref name="isOwned"/> accepts) left where no listing
+    /// shows it (Swift: the segments of a large object whose manifest was never stored). Stores
+    /// whose interrupted puts leave nothing outside their listing (or only temporaries they sweep
+    /// themselves) do nothing.
+    /// </summary>
+    Task DeleteUnlistedAsync(string prefix, Func<string, bool> isOwned, CancellationToken cancellationToken = default) => Task.CompletedTask;
+
+    /// <summary>
     /// Makes every object put with <see cref="PutOptions.DeferDurability"/> durable (POSIX: one
     /// file-system sync rather than one fsync per object). Object stores are durable when a PUT
     /// returns, so for them this does nothing.

@@ -4,6 +4,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.ExceptionServices;
 using System.Text;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using BlockBackup.Engine.Errors;
 
 namespace BlockBackup.Engine.ObjectStores;
@@ -26,7 +27,7 @@ namespace BlockBackup.Engine.ObjectStores;
 /// <c>&lt;container&gt;_segments</c>, then the manifest) and deleted with their segments. Throttling,
 /// 5xx and network errors are retried with backoff when the content can be sent again (seekable).
 /// </summary>
-public sealed class SwiftObjectStore : IObjectStore, IDisposable
+public sealed partial class SwiftObjectStore : IObjectStore, IDisposable
 {
     private const int ListPageSize = 1000;
     private readonly SwiftStoreOptions options;
@@ -299,14 +300,22 @@ public sealed class SwiftObjectStore : IObjectStore, IDisposable
     public async IAsyncEnumerable<ObjectInfo> ListAsync(string prefix, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(prefix);
-        var full = this.prefix + prefix;
+        await foreach (var (key, size) in ListKeysAsync(options.Container, this.prefix + prefix, prefix, cancellationToken).ConfigureAwait(false))
+        {
+            yield return new ObjectInfo(key[this.prefix.Length..], size);
+        }
+    }
+
+    /// <summary>The keys in <paramref name="container"/> that start with <paramref name="full"/> (the store's prefix included), in order.</summary>
+    private async IAsyncEnumerable<(string Key, long Size)> ListKeysAsync(string container, string full, string prefix, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
         var marker = "";
         while (true)
         {
             var query = $"?format=json&limit={ListPageSize}&prefix={Uri.EscapeDataString(full)}" + (marker.Length > 0 ? $"&marker={Uri.EscapeDataString(marker)}" : "");
             var page = await ExecuteAsync("LIST", prefix.Length > 0 ? prefix + "*" : null, write: false, canRetry: true, async token =>
             {
-                using var response = await SendAsync(s => new HttpRequestMessage(HttpMethod.Get, ContainerUri(s, query)), HttpCompletionOption.ResponseContentRead, true, token).ConfigureAwait(false);
+                using var response = await SendAsync(s => new HttpRequestMessage(HttpMethod.Get, ContainerUri(s, query, container)), HttpCompletionOption.ResponseContentRead, true, token).ConfigureAwait(false);
                 switch (response.StatusCode)
                 {
                     case HttpStatusCode.NotFound or HttpStatusCode.NoContent:
@@ -323,15 +332,55 @@ public sealed class SwiftObjectStore : IObjectStore, IDisposable
                 yield break;
             }
 
-            foreach (var (key, size) in page)
+            foreach (var entry in page)
             {
-                if (key.StartsWith(full, StringComparison.Ordinal))
+                if (entry.Key.StartsWith(full, StringComparison.Ordinal))
                 {
-                    yield return new ObjectInfo(key[this.prefix.Length..], size);
+                    yield return entry;
                 }
             }
 
             marker = page[^1].Key;
+        }
+    }
+
+    /// <summary>A segment as <see cref="PutLargeAsync"/> names it: the object's key, the upload (time and id), the segment's number.</summary>
+    [GeneratedRegex(@"^(?<key>.+)/\d{17}-[0-9a-f]{32}/\d{8}$", RegexOptions.CultureInvariant)]
+    private static partial Regex SegmentKeyRegex();
+
+    /// <summary>
+    /// Deletes the segments of large objects under <paramref name="prefix"/> whose upload was
+    /// killed before its manifest was stored (a manifest's own segments go with it in
+    /// <see cref="DeleteAsync"/>; these nothing refers to, and no listing of the container shows).
+    /// Only keys named as this store names segments, of objects <paramref name="isOwned"/> accepts.
+    /// </summary>
+    public async Task DeleteUnlistedAsync(string prefix, Func<string, bool> isOwned, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(prefix);
+        if (!await SegmentsExistAsync(cancellationToken).ConfigureAwait(false))
+        {
+            return;
+        }
+
+        var orphans = new List<string>();
+        await foreach (var (key, _) in ListKeysAsync(SegmentContainer, this.prefix + prefix, prefix, cancellationToken).ConfigureAwait(false))
+        {
+            if (SegmentKeyRegex().Match(key) is { Success: true } m && m.Groups["key"].Value is var objectKey
+                && objectKey.StartsWith(this.prefix, StringComparison.Ordinal) && isOwned(objectKey[this.prefix.Length..]))
+            {
+                orphans.Add(key);
+            }
+        }
+
+        foreach (var key in orphans)
+        {
+            await ExecuteAsync("DELETE", key, write: true, canRetry: true, async token =>
+            {
+                using var response = await SendAsync(s => new HttpRequestMessage(HttpMethod.Delete, ObjectUri(s, key, SegmentContainer)), HttpCompletionOption.ResponseContentRead, true, token).ConfigureAwait(false);
+                return response.StatusCode is HttpStatusCode.NoContent or HttpStatusCode.OK or HttpStatusCode.NotFound
+                    ? true
+                    : throw Refused(response, "DELETE of a large-object segment", key, write: true);
+            }, cancellationToken).ConfigureAwait(false);
         }
     }
 

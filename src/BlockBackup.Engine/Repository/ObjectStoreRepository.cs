@@ -327,15 +327,19 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
     private void DeleteObjects(string prefix, Guid backupId, CancellationToken cancellationToken)
     {
         Store.DeleteAsync(ObjectNaming.MetadataName(prefix), cancellationToken).GetAwaiter().GetResult();
+        // Only this backup's names: another backup's prefix could extend this one only by digits, never match these suffixes.
+        bool IsOwn(string name) => name.StartsWith(prefix, StringComparison.Ordinal) && name[prefix.Length..] is var rest
+            && (rest == ObjectNaming.Sha256FileSuffix || rest == ObjectNaming.MetadataSuffix || (rest.Length >= 6 && rest[0] == '-' && rest[1..].All(char.IsAsciiDigit)));
         foreach (var o in Enumerate(prefix, cancellationToken).ToList())
         {
-            // Only this backup's names: another backup's prefix could extend this one only by digits, never match these suffixes.
-            var rest = o.Name[prefix.Length..];
-            if (rest == ObjectNaming.Sha256FileSuffix || rest == ObjectNaming.MetadataSuffix || (rest.Length >= 6 && rest[0] == '-' && rest[1..].All(char.IsAsciiDigit)))
+            if (IsOwn(o.Name))
             {
                 Store.DeleteAsync(o.Name, cancellationToken).GetAwaiter().GetResult();
             }
         }
+
+        // A large hash list whose upload was killed before its manifest: segments nothing lists.
+        Store.DeleteUnlistedAsync(prefix, IsOwn, cancellationToken).GetAwaiter().GetResult();
 
         RemoveRecordedSnapshot(backupId, cancellationToken);
         TryDelete(InFlightKey(backupId));
