@@ -183,13 +183,26 @@ public sealed class SwiftObjectStoreTests(SwiftContainers containers) : IClassFi
         }
     }
 
+    /// <summary>A new container, and its segments container, both removed at the end.</summary>
+    private string LargeObjectContainer(string name)
+    {
+        var container = containers.Track(ObjectStoreServers.NewName(name));
+        containers.Track(container + "_segments");
+        return container;
+    }
+
+    /// <summary>
+    /// A store (key prefix p) that makes static large objects of anything over 1 MiB, in 400 KiB
+    /// segments: small limits standing in for Swift's 5 GiB (a hash list of a volume over ~2 TiB).
+    /// </summary>
+    private static SwiftObjectStore LargeObjectStore(string container) =>
+        new(SwiftContainers.Options(container, "p") with { MaxObjectSize = 1 << 20, SegmentSize = 400 << 10 });
+
     [SwiftFact]
     public async Task AnObjectLargerThanOnePutIsAStaticLargeObjectAndGoesWithItsSegments()
     {
-        // Small limits stand in for Swift's 5 GiB (a hash list of a volume over ~2 TiB).
-        var container = containers.Track(ObjectStoreServers.NewName("slo"));
-        containers.Track(container + "_segments");
-        using var store = new SwiftObjectStore(SwiftContainers.Options(container, "p") with { MaxObjectSize = 1 << 20, SegmentSize = 400 << 10 });
+        var container = LargeObjectContainer("slo");
+        using var store = LargeObjectStore(container);
         using var segments = new SwiftObjectStore(SwiftContainers.Options(container + "_segments"));
         var data = new byte[(5 << 19) + 123]; // 2.5 MiB and a bit: seven segments, the last one short
         new Random(11).NextBytes(data);
@@ -219,9 +232,8 @@ public sealed class SwiftObjectStoreTests(SwiftContainers containers) : IClassFi
     [SwiftFact]
     public async Task SegmentsOfALargeHashListKilledBeforeItsManifestGoWithTheBackupsLeftover()
     {
-        var container = containers.Track(ObjectStoreServers.NewName("slokill"));
-        containers.Track(container + "_segments");
-        using var store = new SwiftObjectStore(SwiftContainers.Options(container, "p") with { MaxObjectSize = 1 << 20, SegmentSize = 400 << 10 });
+        var container = LargeObjectContainer("slokill");
+        using var store = LargeObjectStore(container);
         using var segments = new SwiftObjectStore(SwiftContainers.Options(container + "_segments"));
         var repository = new ObjectStoreRepository(store, RepositoryKind.Swift, container);
         var volumeId = Guid.NewGuid();

@@ -347,9 +347,8 @@ public sealed class BackupRepository : IChunkedRepository
                 continue; // completed meanwhile
             }
 
-            var source = InFlightRecord.TryRead(Root, leftover.Id)?.Source; // read before the record goes with the files
-            DeleteFiles(leftover);
-            removed.Add(leftover with { Source = leftover.Source ?? source });
+            var record = DeleteFiles(leftover);
+            removed.Add(leftover with { Source = leftover.Source ?? record?.Source });
         }
 
         RemoveSettledRecords(volumeId: null, cancellationToken);
@@ -431,13 +430,15 @@ public sealed class BackupRepository : IChunkedRepository
     /// <summary>
     /// Removes exactly one backup's files: metadata first (so a crash midway leaves an
     /// incomplete backup, never a listed one with missing objects), then everything with its
-    /// prefix, then its in-flight record, if any (after the clone that names).
+    /// prefix, then its in-flight record, if any (after the clone that names). Returns the record
+    /// as it was before the removal (null when there was none).
     /// </summary>
-    internal void DeleteFiles(BackupInfo backup)
+    internal InFlightRecord? DeleteFiles(BackupInfo backup)
     {
         var container = ContainerPath(backup);
         RefuseLinks(container);
-        if (InFlightRecord.TryRead(Root, backup.Id) is null && InFlightRecord.IsValid(backup.Id, backup.VolumeId, backup.Prefix))
+        var record = InFlightRecord.TryRead(Root, backup.Id);
+        if (record is null && InFlightRecord.IsValid(backup.Id, backup.VolumeId, backup.Prefix))
         {
             // A removal is in flight too: killed after its last file but before its directories
             // were gone, it would leave empty directories that nothing lists; its record lists
@@ -447,6 +448,7 @@ public sealed class BackupRepository : IChunkedRepository
 
         DeleteBackupFiles(container, backup.Prefix, backup.Id);
         RemoveRecord(backup.Id);
+        return record;
     }
 
     private void RefuseLinks(string container)

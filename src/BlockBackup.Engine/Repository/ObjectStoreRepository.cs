@@ -122,6 +122,9 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
         var inflight = includeIncomplete ? InFlightRecords(cancellationToken) : [];
         var found = new List<BackupInfo>();
         var lockedVolumes = new Dictionary<Guid, bool>();
+        bool IsLocked(Guid volumeId) => lockedVolumes.TryGetValue(volumeId, out var locked)
+            ? locked
+            : lockedVolumes[volumeId] = ObjectStoreLock.IsHeld(Store, LockPrefix(volumeId), cancellationToken);
         foreach (var (prefix, g) in groups)
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -131,12 +134,7 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
             }
             else if (includeIncomplete)
             {
-                if (!lockedVolumes.TryGetValue(g.VolumeId, out var locked))
-                {
-                    lockedVolumes[g.VolumeId] = locked = ObjectStoreLock.IsHeld(Store, LockPrefix(g.VolumeId), cancellationToken);
-                }
-
-                found.Add(Incomplete(prefix, g.VolumeId, g.BackupId, g.Started, locked, inflight.ContainsKey(g.BackupId)));
+                found.Add(Incomplete(prefix, g.VolumeId, g.BackupId, g.Started, IsLocked(g.VolumeId), inflight.ContainsKey(g.BackupId)));
             }
         }
 
@@ -146,12 +144,7 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
         {
             if (record.Prefix is { } prefix && !groups.ContainsKey(prefix))
             {
-                if (!lockedVolumes.TryGetValue(record.VolumeId, out var locked))
-                {
-                    lockedVolumes[record.VolumeId] = locked = ObjectStoreLock.IsHeld(Store, LockPrefix(record.VolumeId), cancellationToken);
-                }
-
-                found.Add(Incomplete(prefix, record.VolumeId, backupId, record.StartedUtc, locked, ours: true));
+                found.Add(Incomplete(prefix, record.VolumeId, backupId, record.StartedUtc, IsLocked(record.VolumeId), ours: true));
             }
         }
 
@@ -228,9 +221,8 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
                 continue; // completed meanwhile
             }
 
-            var source = ReadInFlightRecord(leftover.Id, cancellationToken)?["source"] is { Type: JTokenType.String } named ? (string?)named : null;
-            DeleteObjects(leftover.Prefix, leftover.Id, cancellationToken);
-            removed.Add(leftover with { Source = leftover.Source ?? source });
+            var record = DeleteObjects(leftover.Prefix, leftover.Id, cancellationToken);
+            removed.Add(leftover with { Source = leftover.Source ?? StringOrNull(record?["source"]) });
         }
 
         return removed;
@@ -323,8 +315,12 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
         return removed;
     }
 
-    /// <summary>Metadata first (so an interrupted deletion leaves an incomplete backup, never a listed one with missing objects), then the rest of the prefix.</summary>
-    private void DeleteObjects(string prefix, Guid backupId, CancellationToken cancellationToken)
+    /// <summary>
+    /// Metadata first (so an interrupted deletion leaves an incomplete backup, never a listed one
+    /// with missing objects), then the rest of the prefix, then the in-flight record (after the
+    /// clone it names); returns that record as it was, or null.
+    /// </summary>
+    private JObject? DeleteObjects(string prefix, Guid backupId, CancellationToken cancellationToken)
     {
         Store.DeleteAsync(ObjectNaming.MetadataName(prefix), cancellationToken).GetAwaiter().GetResult();
         // Only this backup's names: another backup's prefix could extend this one only by digits, never match these suffixes.
@@ -341,25 +337,23 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
         // A large hash list whose upload was killed before its manifest: segments nothing lists.
         Store.DeleteUnlistedAsync(prefix, IsOwn, cancellationToken).GetAwaiter().GetResult();
 
-        RemoveRecordedSnapshot(backupId, cancellationToken);
-        TryDelete(InFlightKey(backupId));
-    }
-
-    /// <summary>The clone beside the image that the in-flight record names, once no process holds it (the record goes right after).</summary>
-    private void RemoveRecordedSnapshot(Guid backupId, CancellationToken cancellationToken)
-    {
-        if (ReadInFlightRecord(backupId, cancellationToken)?["snapshot"] is { Type: JTokenType.String } snapshot)
+        // The clone beside the image that the record names, once no process holds it; the record goes right after.
+        var record = ReadRecord(InFlightKey(backupId), 64 << 10, cancellationToken);
+        if (StringOrNull(record?["snapshot"]) is { } clone)
         {
-            Consistency.ConsistentView.RemoveRecordedClone((string?)snapshot);
+            Consistency.ConsistentView.RemoveRecordedClone(clone);
         }
+
+        TryDelete(InFlightKey(backupId));
+        return record;
     }
 
-    /// <summary>A backup's in-flight record, or null when there is none or an unreadable one (which then names nothing).</summary>
-    private JObject? ReadInFlightRecord(Guid backupId, CancellationToken cancellationToken)
+    /// <summary>An in-flight record's JSON, or null when there is none or an unreadable one (which then names nothing).</summary>
+    private JObject? ReadRecord(string key, long maxLength, CancellationToken cancellationToken)
     {
         try
         {
-            using var stream = Store.GetAsync(InFlightKey(backupId), 0, 64 << 10, cancellationToken).GetAwaiter().GetResult();
+            using var stream = Store.GetAsync(key, 0, maxLength, cancellationToken).GetAwaiter().GetResult();
             using var reader = new StreamReader(stream, Encoding.UTF8);
             return JObject.Parse(reader.ReadToEnd());
         }
@@ -368,6 +362,8 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
             return null;
         }
     }
+
+    private static string? StringOrNull(JToken? token) => token is { Type: JTokenType.String } ? (string?)token : null;
 
     private BackupInfo FromMetadata(string prefix, Group g, long metadataSize)
     {
@@ -432,23 +428,14 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
         var records = new Dictionary<Guid, InFlight>();
         foreach (var o in Enumerate(_keyPrefix + InternalDirectory + "inflight/", cancellationToken))
         {
-            try
+            // Unreadable, gone meanwhile or not naming itself: it proves nothing, so it owns nothing.
+            if (ReadRecord(o.Name, Math.Min(o.Size, 64 << 10), cancellationToken) is { } json
+                && Guid.TryParse(StringOrNull(json["backup_id"]), out var backupId) && Guid.TryParse(StringOrNull(json["volume_id"]), out var volumeId)
+                && o.Name == InFlightKey(backupId))
             {
-                using var stream = Store.GetAsync(o.Name, 0, Math.Min(o.Size, 64 << 10), cancellationToken).GetAwaiter().GetResult();
-                using var reader = new StreamReader(stream, Encoding.UTF8);
-                var json = JObject.Parse(reader.ReadToEnd());
-                if (Guid.TryParse((string?)json["backup_id"], out var backupId) && Guid.TryParse((string?)json["volume_id"], out var volumeId)
-                    && o.Name == InFlightKey(backupId))
-                {
-                    var prefix = json["prefix"] is { Type: JTokenType.String } named && IsPrefixOf((string)named!, volumeId, backupId) ? (string)named! : null;
-                    var started = json["started"] is { Type: JTokenType.String } at
-                        && DateTime.TryParse((string?)at, CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind, out var t) ? t.ToUniversalTime() : DateTime.UtcNow;
-                    records[backupId] = new InFlight(volumeId, prefix, started);
-                }
-            }
-            catch (Exception ex) when (ex is BackupException or Newtonsoft.Json.JsonException or IOException or InvalidCastException or HttpRequestException)
-            {
-                // Unreadable or gone meanwhile: it proves nothing, so it owns nothing.
+                var prefix = StringOrNull(json["prefix"]) is { } named && IsPrefixOf(named, volumeId, backupId) ? named : null;
+                var started = DateTime.TryParse(StringOrNull(json["started"]), CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind, out var t) ? t.ToUniversalTime() : DateTime.UtcNow;
+                records[backupId] = new InFlight(volumeId, prefix, started);
             }
         }
 
