@@ -149,6 +149,54 @@ Describe 'New-VolumeBackup' {
         }
     }
 
+    It 'returns from a stop only once the stopped work has ended (what a stopped backup leaves is settled when Stop() returns)' {
+        # A cmdlet on the module's own base, whose work takes a while to let go after the stop,
+        # as a backup releasing its lock and in-flight record does. Before, the pipeline thread
+        # reported the stop at its next progress record while that work still ran, so the
+        # stopped backup's cleanup raced its lock (a CI failure on a busy machine).
+        $engine = [BlockBackup.Commands.EngineCmdlet].Assembly
+        Add-Type -ReferencedAssemblies $engine.Location, ([BlockBackup.Engine.OperationProgress].Assembly.Location), ([System.Management.Automation.PSCmdlet].Assembly.Location), 'System.Threading', 'System.Runtime' -IgnoreWarnings -TypeDefinition @'
+using System.Management.Automation;
+using System.Threading;
+using BlockBackup.Engine;
+namespace BlockBackupStopProbe
+{
+    [Cmdlet("Invoke", "StopProbe")]
+    public sealed class InvokeStopProbe : BlockBackup.Commands.EngineCmdlet
+    {
+        public static readonly ManualResetEventSlim Working = new ManualResetEventSlim();
+        public static volatile bool Ended;
+        private static readonly ManualResetEventSlim Never = new ManualResetEventSlim();
+        protected override void ProcessRecord() => ForItem(() => WriteObject(RunWithProgress<int>("Probe", (progress, token) =>
+        {
+            while (!token.IsCancellationRequested)
+            {
+                progress.Report(new OperationProgress(OperationPhase.Reading, 1, 2, "working"));
+                Working.Set();
+                Never.Wait(5);
+            }
+            progress.Report(new OperationProgress(OperationPhase.Reading, 1, 2, "letting go"));
+            Never.Wait(1500);
+            Ended = true;
+            return 0;
+        })));
+    }
+}
+'@
+        $ps = [powershell]::Create()
+        try {
+            $null = $ps.AddScript("Import-Module -Assembly ([BlockBackupStopProbe.InvokeStopProbe].Assembly); Invoke-StopProbe")
+            $async = $ps.BeginInvoke()
+            [BlockBackupStopProbe.InvokeStopProbe]::Working.Wait([TimeSpan]::FromSeconds(60)) | Should -BeTrue
+            $ps.Stop()
+            [BlockBackupStopProbe.InvokeStopProbe]::Ended | Should -BeTrue -Because 'Stop() must not return while the stopped work still runs'
+            $async.IsCompleted | Should -BeTrue
+        }
+        finally {
+            $ps.Dispose()
+        }
+    }
+
     It 'is stopped by Stop-Job; the next backup of the volume takes the lock at once and leaves nothing incomplete' {
         $big = Join-Path $TestDrive 'job.img'
         $text = [System.Text.Encoding]::ASCII.GetBytes(('job backup ' * 100000))

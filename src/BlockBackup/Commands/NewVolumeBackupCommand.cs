@@ -218,24 +218,12 @@ public sealed class NewVolumeBackupCommand : RepositoryCmdlet
         WriteVerbose($"Point-in-time view: {method}.");
     }
 
-    /// <summary>Removes a repository directory this call created, if nothing but empty directories is in it.</summary>
+    /// <summary>
+    /// Removes a repository directory this call created, if nothing but empty directories is in
+    /// it. The backup's work has ended by now (RunWithProgress waits for it even when the pipeline
+    /// is stopped), so its lock and in-flight record are already gone.
+    /// </summary>
     private static void RemoveIfEmpty(string root)
-    {
-        // A stopped backup's workers and lock holder let go of their files (lock, in-flight
-        // record) a moment after the pipeline thread gets here: try again briefly before leaving
-        // the directory this call created.
-        var deadline = DateTime.UtcNow.AddSeconds(3);
-        while (!TryRemoveIfEmpty(root) && DateTime.UtcNow < deadline && Directory.Exists(root)
-            && !Directory.EnumerateFiles(root, "*", new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = FileAttributes.ReparsePoint }).Any(f => !f.Contains(Bookkeeping, StringComparison.Ordinal)))
-        {
-            Thread.Sleep(50);
-        }
-    }
-
-    private static readonly string Bookkeeping = $"{System.IO.Path.DirectorySeparatorChar}.blockbackup{System.IO.Path.DirectorySeparatorChar}";
-
-    /// <summary>One pass of <see cref="RemoveIfEmpty"/>: true when the directory is gone.</summary>
-    private static bool TryRemoveIfEmpty(string root)
     {
         try
         {
@@ -250,7 +238,6 @@ public sealed class NewVolumeBackupCommand : RepositoryCmdlet
             if (!Directory.EnumerateFileSystemEntries(root).Any())
             {
                 Directory.Delete(root);
-                return true;
             }
         }
         catch (IOException)
@@ -259,9 +246,7 @@ public sealed class NewVolumeBackupCommand : RepositoryCmdlet
         }
         catch (UnauthorizedAccessException)
         {
-            return true; // nothing more to try
+            // Likewise.
         }
-
-        return !Directory.Exists(root);
     }
 }

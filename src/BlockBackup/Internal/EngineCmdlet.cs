@@ -75,6 +75,24 @@ public abstract class EngineCmdlet : PSCmdlet, IDisposable
 
             return task.GetAwaiter().GetResult();
         }
+        catch when (!task.IsCompleted)
+        {
+            // The pipeline is being stopped (WriteProgress/WriteVerbose threw PipelineStoppedException)
+            // or failed here while the work still runs: the work must have ended, its lock and
+            // in-flight record released and its cleanup done, before this cmdlet reports the stop,
+            // so that what a stopped backup leaves is decided when Stop() returns, not a moment later.
+            _stop.Cancel();
+            try
+            {
+                task.Wait();
+            }
+            catch (AggregateException)
+            {
+                // The work's own outcome (cancelled, as asked) is not what is being reported.
+            }
+
+            throw;
+        }
         finally
         {
             if (shown)
