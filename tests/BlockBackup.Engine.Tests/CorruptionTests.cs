@@ -53,6 +53,34 @@ public class CorruptionTests
     }
 
     [Fact]
+    public void AnObjectReplacedByASymbolicLinkIsReportedAsALinkNotAsMissing()
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            return; // symbolic links need a privilege there; the POSIX store refuses reparse points alike
+        }
+
+        var (s, b, meta) = Setup("link");
+        using var _ = s;
+        var victim = meta.Objects[1];
+        var path = ObjectPath(s, b, victim);
+        var elsewhere = s.PathOf("real-object");
+        File.Move(path, elsewhere);
+        File.CreateSymbolicLink(path, elsewhere); // the same bytes, behind a link
+
+        var result = VerifyOperation.Run(s.Repository, b.Backup.Id, includeChain: false);
+        var issue = Assert.Single(result.Issues);
+        Assert.Equal(VerificationProblem.ObjectPathIsSymbolicLink, issue.Problem);
+        Assert.Equal(victim.Name, issue.ObjectName);
+        Assert.Contains("is a symbolic link", issue.Message, StringComparison.Ordinal);
+        Assert.Contains(path, issue.Message, StringComparison.Ordinal);
+
+        var ex = Assert.Throws<BackupException>(() => s.Restore(b.Backup.Id, s.PathOf("out.img")));
+        Assert.Equal("ObjectPathIsSymbolicLink", ex.ErrorId);
+        Assert.False(File.Exists(s.PathOf("out.img")));
+    }
+
+    [Fact]
     public void CorruptRawObjectFailsBlockHashAndMd5()
     {
         var (s, b, meta) = Setup("raw");

@@ -58,6 +58,30 @@ Describe 'A full repository file system' -Skip:(-not $IsLinux -or [Environment]:
     }
 }
 
+Describe 'A restore that fills its file system' -Skip:(-not $IsLinux -or [Environment]::UserName -ne 'root') {
+    BeforeAll {
+        $script:mount = Join-Path $TestDrive 'small-target'
+        Mount-SmallFileSystem -Path $mount -Size 1m
+        $script:vol = Join-Path $TestDrive 'random4.img'
+        $bytes = [byte[]]::new(4MB); [System.Random]::new(11).NextBytes($bytes); [System.IO.File]::WriteAllBytes($vol, $bytes)
+        $script:repo = Join-Path $TestDrive 'fill-repo'
+        $script:backup = New-VolumeBackup -Path $vol -Repository $repo -Compression none
+    }
+
+    AfterAll {
+        & umount $mount
+    }
+
+    It 'names the target (not only its hidden temporary) and puts nothing in place' {
+        $target = Join-Path $mount 'restored.img'
+        Restore-VolumeBackup -Repository $repo -BackupId $backup.Id -TargetPath $target -ErrorAction SilentlyContinue -ErrorVariable err | Should -BeNullOrEmpty
+        $err[0].FullyQualifiedErrorId | Should -BeLike 'DiskFull,*'
+        $err[0].Exception.Message | Should -BeLike "Writing the restore target '$target': the file system is full*Nothing was put in place."
+        $err[0].TargetObject | Should -Be $target
+        Get-ChildItem -LiteralPath $mount -Force | Should -BeNullOrEmpty
+    }
+}
+
 Describe 'A read-only repository' -Skip:(-not $IsLinux -or [Environment]::UserName -ne 'root') {
     BeforeAll {
         $script:mount = Join-Path $TestDrive 'ro'

@@ -73,9 +73,14 @@ public static class RestoreOperation
         {
             throw new BackupException(ex.Kind, ex.ErrorId, ex.Message + PartialTarget(target), ex.Target, ex);
         }
-        catch (Exception ex) when (target.WritesInPlace && ex is IOException or UnauthorizedAccessException)
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
-            throw new BackupException(BackupErrorKind.WriteError, "RestoreWriteFailed", $"Writing the restore target failed: {ex.Message}{PartialTarget(target)}", target.Path, ex);
+            // Named by the target the user gave: .NET's message names only the hidden temporary a
+            // new target is written under.
+            var what = $"Writing the restore target '{target.Path}'";
+            var fault = StorageFault.Classify(ex, what)
+                ?? new BackupException(BackupErrorKind.WriteError, "RestoreWriteFailed", $"{what} failed: {ex.Message}.", target.Path, ex);
+            throw new BackupException(fault.Kind, fault.ErrorId, fault.Message + (target.WritesInPlace ? PartialTarget(target) : " Nothing was put in place."), target.Path, ex);
         }
     }
 

@@ -17,6 +17,8 @@ public enum VerificationProblem
     MetadataInvalid,
     HashListInvalid,
     ObjectMissing,
+    /// <summary>A symbolic link stands where the object should be: never followed, so the object cannot be read.</summary>
+    ObjectPathIsSymbolicLink,
     UnexpectedObject,
     ObjectTruncated,
     ObjectTooLong,
@@ -188,7 +190,18 @@ public static class VerifyOperation
 
         if (!exists)
         {
-            Report(VerificationProblem.ObjectMissing, null, "the object is missing");
+            // Listings leave out what a store never reads (a symbolic link in a directory
+            // repository); asking for the one name says which of the two it is.
+            try
+            {
+                store.StatAsync(key, cancel).GetAwaiter().GetResult();
+                Report(VerificationProblem.ObjectMissing, null, "the object is missing");
+            }
+            catch (BackupException ex) when (ex.ErrorId == "ObjectPathIsSymbolicLink")
+            {
+                Report(VerificationProblem.ObjectPathIsSymbolicLink, null, $"{ex.Message} Replace the link with the object itself.");
+            }
+
             return;
         }
 
