@@ -39,7 +39,7 @@ public sealed class PolicyRunner(PolicyStore store, TimeProvider clock, Func<Bac
         RbdClient Ceph() => client ??= ceph(policy);
         try
         {
-            repository = RepositoryFactory.Open(RepositoryLocation.Parse(policy.Repository, Path.GetFullPath), Ceph, create: true);
+            repository = RepositoryFactory.Open(PolicyRepository.Resolve(policy), Ceph, create: true);
         }
         catch (BackupException ex)
         {

@@ -60,7 +60,11 @@ public static class PolicyStatusReport
             var success = mine.LastOrDefault(r => r.Succeeded);
             var ofVolume = success?.BackupId is { } id && backups?.FirstOrDefault(b => b.Id == id) is { } made
                 ? backups.Where(b => b.VolumeId == made.VolumeId).ToList() : [];
-            var health = last is null ? PolicyHealth.NeverRun
+            // A run that failed for the whole policy (its repository could not be opened, say)
+            // after the volume's own last run is that volume's latest outcome too.
+            var failedSince = policyError is not null && (last is null || policyError.StartedUtc >= last.StartedUtc) ? policyError : null;
+            var health = failedSince is not null ? PolicyHealth.Failing
+                : last is null ? PolicyHealth.NeverRun
                 : last.Error is not null ? PolicyHealth.Failing
                 : overdue ? PolicyHealth.Late
                 : PolicyHealth.Healthy;
@@ -72,10 +76,10 @@ public static class PolicyStatusReport
                 LastSuccessUtc = success?.StartedUtc,
                 LastSuccessAgeSeconds = success is null ? null : Math.Round((now - success.StartedUtc).TotalSeconds),
                 LastBackupId = success?.BackupId,
-                LastRunUtc = last?.StartedUtc,
+                LastRunUtc = failedSince?.StartedUtc ?? last?.StartedUtc,
                 NextDueUtc = next,
-                LastError = last?.Error ?? repositoryError ?? policyError?.Error,
-                LastErrorId = last?.ErrorId ?? policyError?.ErrorId,
+                LastError = failedSince?.Error ?? last?.Error ?? repositoryError ?? policyError?.Error,
+                LastErrorId = failedSince?.ErrorId ?? last?.ErrorId ?? policyError?.ErrorId,
                 ChainLength = ofVolume.Count == 0 ? 0 : ChainLength(ofVolume),
                 StoredBytes = ofVolume.Sum(b => b.StoredBytes),
                 VerificationCoverageUtc = coverage,

@@ -8,8 +8,9 @@ namespace BlockBackup.Commands;
 /// <summary>
 /// Runs backup policies: -Name now, or -Due every policy whose schedule had an occurrence since it
 /// last ran (one catch-up run after downtime). Emits one run record per volume; every failed
-/// volume is also a non-terminating error, written after all the work, so one failure never
-/// stops the rest and `-ErrorAction Stop` / `pwsh -NonInteractive` end with a failure.
+/// volume (and every policy whose file cannot be read) is also a non-terminating error, written
+/// after all the work, so one failure never stops the rest and `-ErrorAction Stop` /
+/// `pwsh -NonInteractive` end with a failure.
 /// </summary>
 [Cmdlet(VerbsLifecycle.Invoke, "BackupPolicy", DefaultParameterSetName = NameSet, SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low)]
 [OutputType(typeof(PolicyRunRecord))]
@@ -18,6 +19,7 @@ public sealed class InvokeBackupPolicyCommand : PolicyCmdlet
     private const string NameSet = "Name";
     private const string DueSet = "Due";
     private readonly List<PolicyRunRecord> failures = [];
+    private readonly List<BackupException> unreadable = [];
 
     [Parameter(Mandatory = true, Position = 0, ParameterSetName = NameSet, ValueFromPipelineByPropertyName = true)]
     [SupportsWildcards]
@@ -36,7 +38,20 @@ public sealed class InvokeBackupPolicyCommand : PolicyCmdlet
         {
             ForItem(() =>
             {
-                var policy = store.Get(name);
+                // One unreadable policy file is that policy's failure, reported with the others
+                // after every due policy has run: under the scheduler's -ErrorAction Stop an
+                // immediate error would end the run and no policy would ever run again.
+                BackupPolicy policy;
+                try
+                {
+                    policy = store.Get(name);
+                }
+                catch (BackupException ex)
+                {
+                    unreadable.Add(ex);
+                    return;
+                }
+
                 if (Due && !ScheduleEvaluator.IsDue(policy, store.State(name).LastRunUtc, policy.CreatedUtc, now))
                 {
                     WriteVerbose($"Policy '{name}' is not due (next: {ScheduleEvaluator.Next(policy, store.State(name).LastRunUtc ?? policy.CreatedUtc):u}).");
@@ -74,6 +89,11 @@ public sealed class InvokeBackupPolicyCommand : PolicyCmdlet
 
     protected override void EndProcessing()
     {
+        foreach (var ex in unreadable)
+        {
+            WriteError(ToErrorRecord(ex));
+        }
+
         foreach (var failed in failures)
         {
             WriteError(ToErrorRecord(new BackupException(BackupErrorKind.WriteError, failed.ErrorId ?? "PolicyRunFailed",

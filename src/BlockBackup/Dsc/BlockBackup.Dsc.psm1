@@ -51,6 +51,7 @@ class BlockBackupPolicy {
         'Compression', 'Verify', 'VerifyPercent')
 
     [BlockBackupPolicy] Get() {
+        $this.AssertLocations()
         $current = [BlockBackupPolicy]::new()
         $current.Name = $this.Name
         $current.ScheduleEveryMinutes = $this.ScheduleEveryMinutes
@@ -93,6 +94,30 @@ class BlockBackupPolicy {
         if (-not (BlockBackup\Get-BackupSchedule -EveryMinutes $this.ScheduleEveryMinutes @where).IsCurrent) {
             BlockBackup\Register-BackupSchedule -EveryMinutes $this.ScheduleEveryMinutes -Confirm:$false -ErrorAction Stop @where
         }
+    }
+
+    # A DSC resource runs in whatever directory its host chose (the module's folder for DSC v3),
+    # so a relative path would name a place nobody meant, and a bare name that no registration
+    # has would become a directory of that name there: both are refused before anything is read
+    # or written.
+    hidden [void] AssertLocations() {
+        foreach ($volume in @($this.Path)) {
+            if ($volume -and -not [System.IO.Path]::IsPathFullyQualified($volume)) {
+                throw "Property 'path': '$volume' is not an absolute path; DSC resolves nothing against a current directory, so give each volume's full path."
+            }
+        }
+        $where = $this.Repository
+        if (-not $where -or $where -match '^[A-Za-z0-9]+://' -or $where -like 'rbd:*' -or [System.IO.Path]::IsPathFullyQualified($where)) {
+            return
+        }
+        # (The engine's type by name: a class is parsed before the module's assemblies are loaded.)
+        if (('BlockBackup.Engine.Configuration.RepositoryRegistry' -as [type])::IsValidName($where)) {
+            if (-not (BlockBackup\Get-BackupRepository -Name $where -ErrorAction SilentlyContinue)) {
+                throw "Property 'repository': no repository '$where' is registered on this node (Get-BackupRepository lists them); register it first, or give an absolute path, s3://, swift:// or rbd: location."
+            }
+            return
+        }
+        throw "Property 'repository': '$where' is a relative path; DSC resolves nothing against a current directory, so give an absolute path, an s3://, swift:// or rbd: location, or a registered repository's name."
     }
 
     hidden [hashtable] ScheduleLocation() {

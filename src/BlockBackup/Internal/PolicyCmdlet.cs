@@ -81,9 +81,8 @@ public abstract class PolicySettingsCmdlet : PolicyCmdlet
 
     private bool Bound(string name) => MyInvocation.BoundParameters.ContainsKey(name);
 
-    /// <summary>A repository location as stored: paths absolute (the runner has no current location), rbd: as given.</summary>
-    protected string StoredLocation(string repository) =>
-        Engine.Repository.RbdBackupPoolLocation.IsPool(repository) ? repository : ResolvePath(repository);
+    /// <summary>A repository location as stored: registered names, URLs and rbd: as given, paths absolute (the runner has no current location).</summary>
+    protected string StoredLocation(string repository) => PolicyRepository.ForStorage(repository, ResolvePath);
 
     /// <summary><paramref name="policy"/> with every bound setting applied.</summary>
     protected BackupPolicy Apply(BackupPolicy policy) => policy with
