@@ -83,7 +83,7 @@ public sealed class CinderBackupRecord
         JObject row;
         try
         {
-            row = JObject.Parse(Encoding.UTF8.GetString(Convert.FromBase64String(backupUrl.Trim())));
+            row = JsonDocumentText.ParseObject(Encoding.UTF8.GetString(Convert.FromBase64String(backupUrl.Trim())));
         }
         catch (Exception ex) when (ex is FormatException or JsonException or DecoderFallbackException)
         {

@@ -151,10 +151,10 @@ public static class SampledVerification
         {
             try
             {
-                var o = JObject.Parse(File.ReadAllText(path));
+                var o = Format.JsonDocumentText.ParseObject(File.ReadAllText(path));
                 return new SampleState((string)o["location"]!, (string?)o["cursor"] ?? string.Empty, (int?)o["covered_in_cycle"] ?? 0,
-                    ((DateTime?)o["cycle_started"])?.ToUniversalTime() ?? DateTime.UtcNow, ((DateTime?)o["last_full_coverage"])?.ToUniversalTime(),
-                    ((DateTime?)o["last_run"])?.ToUniversalTime(), o["history"] as JArray ?? []);
+                    Format.JsonDocumentText.Time(o["cycle_started"])?.UtcDateTime ?? DateTime.UtcNow, Format.JsonDocumentText.Time(o["last_full_coverage"])?.UtcDateTime,
+                    Format.JsonDocumentText.Time(o["last_run"])?.UtcDateTime, o["history"] as JArray ?? []);
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or JsonException or FormatException or InvalidCastException or ArgumentException or NullReferenceException)
             {

@@ -43,7 +43,7 @@ public sealed record PolicyRunRecord
     {
         Policy = policy,
         Volume = (string?)o["volume"] ?? string.Empty,
-        StartedUtc = DateTimeOffset.TryParse((string?)o["started"], CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var s) ? s : DateTimeOffset.MinValue,
+        StartedUtc = Format.JsonDocumentText.Time(o["started"]) ?? DateTimeOffset.MinValue,
         Duration = TimeSpan.FromSeconds((double?)o["seconds"] ?? 0),
         BackupId = Guid.TryParse((string?)o["backup"], out var b) ? b : null,
         Type = Enum.TryParse<BackupType>((string?)o["type"], out var t) ? t : null,
@@ -63,8 +63,8 @@ public sealed record PolicyState(DateTimeOffset? LastRunUtc, IReadOnlyList<JObje
     {
         try
         {
-            var o = JObject.Parse(File.ReadAllText(path));
-            return new PolicyState(DateTimeOffset.TryParse((string?)o["lastRun"], CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var last) ? last : null,
+            var o = Format.JsonDocumentText.ParseObject(File.ReadAllText(path));
+            return new PolicyState(Format.JsonDocumentText.Time(o["lastRun"]),
                 (o["history"] as JArray)?.OfType<JObject>().ToList() ?? []);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or Newtonsoft.Json.JsonException or InvalidCastException or FormatException)

@@ -297,7 +297,7 @@ public sealed partial class RbdBackupPool : Repository.IBackupRepository
     {
         try
         {
-            return backup.ServiceMetadata is { } json ? (string?)JObject.Parse(json)["base"] : null;
+            return backup.ServiceMetadata is { } json ? (string?)Format.JsonDocumentText.ParseObject(json)["base"] : null;
         }
         catch (JsonException)
         {

@@ -31,7 +31,7 @@ internal sealed class ContainerSummary
         var path = Path.Combine(containerPath, FileName);
         try
         {
-            var o = JObject.Parse(File.ReadAllText(path));
+            var o = Format.JsonDocumentText.ParseObject(File.ReadAllText(path));
             var info = o["info"] as JObject;
             return new ContainerSummary
             {

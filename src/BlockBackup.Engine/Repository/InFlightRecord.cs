@@ -76,7 +76,7 @@ internal sealed record InFlightRecord(Guid BackupId, Guid VolumeId, string Prefi
                 return null;
             }
 
-            var json = JObject.Parse(File.ReadAllText(path));
+            var json = Format.JsonDocumentText.ParseObject(File.ReadAllText(path));
             var volumeId = Guid.Parse((string?)json["volume_id"] ?? string.Empty);
             var prefix = (string?)json["prefix"] ?? string.Empty;
             if (Guid.Parse((string?)json["backup_id"] ?? string.Empty) != backupId || !IsValid(backupId, volumeId, prefix))

@@ -246,7 +246,7 @@ public sealed class RepositoryLock : IVolumeLock
         {
             var info = new FileInfo(path);
             var age = DateTime.UtcNow - info.LastWriteTimeUtc;
-            var json = JObject.Parse(File.ReadAllText(path));
+            var json = Format.JsonDocumentText.ParseObject(File.ReadAllText(path));
             var host = (string?)json["host"];
             var pid = (int?)json["pid"];
             var operation = (string?)json["operation"];
