@@ -29,6 +29,17 @@ Describe 'Export-VolumeBackupRecord and Import-VolumeBackupRecord' {
         $row.status | Should -Be 'available'
     }
 
+    It 'runs help example 1 as written (with this repository for /mnt/nfs/backups): a record per backup of the chain, full first' {
+        New-TestVolume -Path $vol -MiB 2 -Seed 9
+        $incremental = New-VolumeBackup -Path $vol -Repository $repo -Incremental
+        $example = (Get-Help Export-VolumeBackupRecord -Examples).examples.example[0].code
+        $example | Should -BeLike 'Get-VolumeBackup -Repository /mnt/nfs/backups *'
+        $records = @(& ([scriptblock]::Create($example.Replace('/mnt/nfs/backups', "'$repo'"))))
+        $records.Count | Should -Be 2
+        $ids = $records | ForEach-Object { ([System.Text.Encoding]::UTF8.GetString([System.Convert]::FromBase64String($_.BackupUrl)) | ConvertFrom-Json).id }
+        $ids | Should -Be @($backup.Id.ToString(), $incremental.Id.ToString())
+    }
+
     It 'imports a record whose files are in the repository, and explains what to copy when not' {
         $record = Export-VolumeBackupRecord -Repository $repo -BackupId $backup.Id
         ($record | Import-VolumeBackupRecord -Repository $repo).Id | Should -Be $backup.Id
