@@ -73,6 +73,10 @@ public static class RestoreOperation
         {
             throw new BackupException(ex.Kind, ex.ErrorId, ex.Message + PartialTarget(target), ex.Target, ex);
         }
+        catch (OperationCanceledException ex) when (target.WritesInPlace)
+        {
+            throw new OperationStoppedException($"The restore of backup {chain.BackupId} was stopped.{PartialTarget(target)}", ex, cancellationToken);
+        }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             // Named by the target the user gave: .NET's message names only the hidden temporary a

@@ -20,6 +20,9 @@ public abstract class EngineCmdlet : PSCmdlet, IDisposable
 
     protected override void StopProcessing() => _stop.Cancel();
 
+    /// <summary>Asks every running cmdlet of the module to stop, as Ctrl+C would (see <see cref="TerminationSignal"/>).</summary>
+    internal void StopFromSignal() => _stop.Cancel();
+
     /// <summary>Resolves a path against the current PowerShell location (PSDrives, relative paths).</summary>
     protected string ResolvePath(string path) => SessionState.Path.GetUnresolvedProviderPathFromPSPath(path);
 
@@ -39,9 +42,19 @@ public abstract class EngineCmdlet : PSCmdlet, IDisposable
         void Log(string line) => progress.Add(line);
         var task = Task.Run(() =>
         {
+            // While the work runs, SIGTERM (systemd stopping the unit, kill) stops it as Ctrl+C
+            // does, and the process ends once it has cleaned up.
+            using var running = TerminationSignal.Running(this);
             try
             {
                 return work(progress, Log, _stop.Token);
+            }
+            catch (OperationStoppedException stopped)
+            {
+                // Told here, before the work counts as ended: after Ctrl+C the pipeline thread
+                // may already be gone, and after SIGTERM the process ends right after this.
+                ShowStopNote(stopped);
+                throw;
             }
             finally
             {
@@ -88,7 +101,7 @@ public abstract class EngineCmdlet : PSCmdlet, IDisposable
             }
             catch (AggregateException)
             {
-                // The work's own outcome (cancelled, as asked) is not what is being reported.
+                // The work's own outcome (cancelled, as asked; a stop note is already shown) is not what is being reported.
             }
 
             throw;
@@ -157,6 +170,9 @@ public abstract class EngineCmdlet : PSCmdlet, IDisposable
     /// </summary>
     protected void ForItem(Action action)
     {
+        // The item's cleanup (a stopped first backup's repository directory) runs here, after
+        // its work: SIGTERM waits for it too.
+        using var running = TerminationSignal.Running(this);
         try
         {
             action();
@@ -177,6 +193,22 @@ public abstract class EngineCmdlet : PSCmdlet, IDisposable
         {
             WriteError(new ErrorRecord(ex, ex is UnauthorizedAccessException ? "AccessDenied" : "IOError",
                 ex is UnauthorizedAccessException ? ErrorCategory.PermissionDenied : ErrorCategory.WriteError, null));
+        }
+    }
+
+    /// <summary>
+    /// What a stopped operation must still tell: its warning stream is closed once the pipeline
+    /// stops, so it goes to the host, where Ctrl+C left the user.
+    /// </summary>
+    private void ShowStopNote(OperationStoppedException stopped)
+    {
+        try
+        {
+            Host?.UI?.WriteWarningLine(stopped.Message);
+        }
+        catch (Exception hostFailure) when (hostFailure is PipelineStoppedException or InvalidOperationException or NotImplementedException or IOException)
+        {
+            // No host to tell (a hosted runspace without UI); the exception still says it.
         }
     }
 
