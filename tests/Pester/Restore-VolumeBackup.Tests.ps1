@@ -119,6 +119,22 @@ Describe 'Restore-VolumeBackup and its restore path rules (file targets)' {
         Get-Sha $target | Should -Be $incrSha
     }
 
+    It 'restores only the first of several piped backups to one -TargetPath, even with -Force (TargetAlreadyRestored)' {
+        $other = Join-Path $TestDrive 'other-volume.img'
+        New-TestVolume -Path $other -MiB 3 -Seed 40
+        $two = Join-Path $TestDrive 'two-volumes'
+        $first = New-VolumeBackup -Path $vol -Repository $two
+        $second = New-VolumeBackup -Path $other -Repository $two
+        $target = Join-Path $TestDrive 'multi.img'
+        $results = Get-VolumeBackup -Repository $two -Latest | Sort-Object Created | Restore-VolumeBackup -TargetPath $target -Force -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable err
+        @($results).Count | Should -Be 1
+        $err.Count | Should -Be 1
+        $err[0].FullyQualifiedErrorId | Should -BeLike 'TargetAlreadyRestored,*'
+        $err[0].Exception.Message | Should -Match ([regex]::Escape("already received backup $($first.Id)"))
+        Get-Sha $target | Should -Be (Get-Sha $vol)   # the first volume, not overwritten by the second
+        $second.Id | Should -Not -Be $first.Id
+    }
+
     It 'reports damaged data with ObjectCorrupt or BlockHashMismatch' {
         $copy = Join-Path $TestDrive 'damaged'
         Copy-Item -LiteralPath $repo -Destination $copy -Recurse

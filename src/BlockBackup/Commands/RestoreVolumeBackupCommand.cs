@@ -32,8 +32,21 @@ public sealed class RestoreVolumeBackupCommand : BackupItemCmdlet
     [Parameter]
     public SwitchParameter Force { get; set; }
 
+    /// <summary>The backup each target of this pipeline received (a second backup for one target would overwrite the first).</summary>
+    private readonly Dictionary<string, Guid> _restoredTo = new(OperatingSystem.IsWindows() ? StringComparer.OrdinalIgnoreCase : StringComparer.Ordinal);
+
     protected override void ProcessRecord() => ForItem(() =>
     {
+        // Several backups piped to one -TargetPath (Get-VolumeBackup -Latest of a repository
+        // with several volumes, say): only the first is restored there; with -Force the next
+        // would silently replace it with another volume.
+        var targetName = ParameterSetName == ToRbdSet ? ParseImage(TargetRbdImage).Spec : ResolvePath(TargetPath);
+        if (_restoredTo.TryGetValue(targetName, out var earlier) && earlier != BackupId)
+        {
+            throw new BackupException(BackupErrorKind.InvalidOperation, "TargetAlreadyRestored",
+                $"Backup {BackupId} was not restored: '{targetName}' already received backup {earlier} in this pipeline, and a target holds one volume. Give each backup its own target: … | ForEach-Object {{ $_ | Restore-VolumeBackup -TargetPath \"./$($_.Id).img\" }}.", BackupId);
+        }
+
         var repository = OpenRepository(Repository, usesCeph: ParameterSetName == ToRbdSet);
         switch (repository)
         {
@@ -64,6 +77,7 @@ public sealed class RestoreVolumeBackupCommand : BackupItemCmdlet
 
         var request = new RestoreRequest { BackupId = BackupId, TargetPath = target, Overwrite = Force };
         var result = RunWithProgress($"Restoring {BackupId} to {target}", (progress, token) => RestoreOperation.Run(repository, request, progress, token));
+        _restoredTo[target] = BackupId;
         WriteVerbose($"{result.Decision.ToString().TrimEnd('.')}. Wrote {Units.Size(result.BytesWritten)}, {Units.Size(result.ZeroBytes)} zero, verified {result.BlocksVerified} blocks in {result.Duration.TotalSeconds:F1} s.");
         WriteObject(result);
     }
@@ -87,6 +101,7 @@ public sealed class RestoreVolumeBackupCommand : BackupItemCmdlet
         }
 
         var result = RunWithProgress($"Restoring {BackupId} to {target}", (progress, token) => RbdRestoreOperation.Run(pool, request, progress, token));
+        _restoredTo[target] = BackupId;
         WriteVerbose($"{result.Decision.ToString().TrimEnd('.')}. Wrote {Units.Size(result.BytesWritten)} in {result.Duration.TotalSeconds:F1} s.");
         WriteObject(result);
     }
