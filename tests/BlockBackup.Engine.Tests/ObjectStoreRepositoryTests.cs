@@ -214,7 +214,7 @@ public abstract class ObjectStoreRepositoryContract : IDisposable
 
         // A holder killed without releasing: its claim expired, so the next one takes over at once.
         var expired = Encoding.UTF8.GetBytes($"{{\"token\":\"x\",\"operation\":\"backup\",\"host\":\"gone\",\"pid\":1,\"acquired\":\"2020-01-01T00:00:00Z\",\"expires\":\"2020-01-01T00:02:00Z\"}}");
-        Put($".blockbackup/locks/volume-{volumeId:D}/0000000000000000001-dead", expired);
+        Put($".blockbackup/locks/volume-{volumeId:D}/0000000000000000001-{Guid.NewGuid():N}", expired);
         var clock = System.Diagnostics.Stopwatch.StartNew();
         using (var taken = Repository.AcquireLock(volumeId, "backup", CancellationToken.None))
         {
@@ -232,9 +232,10 @@ public abstract class ObjectStoreRepositoryContract : IDisposable
         // cloned VM, a container): its PID means nothing here, so only its lease can expire it.
         var volumeId = Guid.NewGuid();
         Repository.LockTimeout = TimeSpan.FromSeconds(1);
+        var acquired = DateTime.UtcNow.ToString("O", System.Globalization.CultureInfo.InvariantCulture);
         var expires = DateTime.UtcNow.AddMinutes(2).ToString("O", System.Globalization.CultureInfo.InvariantCulture);
-        var claim = Encoding.UTF8.GetBytes($"{{\"token\":\"x\",\"operation\":\"backup\",\"host\":\"{Environment.MachineName}\",\"pid\":{int.MaxValue - 7},\"acquired\":\"2026-01-01T00:00:00Z\",\"expires\":\"{expires}\",\"process_space\":\"another-boot pid:[1]\"}}");
-        Put($".blockbackup/locks/volume-{volumeId:D}/0000000000000000001-clone", claim);
+        var claim = Encoding.UTF8.GetBytes($"{{\"token\":\"x\",\"operation\":\"backup\",\"host\":\"{Environment.MachineName}\",\"pid\":{int.MaxValue - 7},\"acquired\":\"{acquired}\",\"expires\":\"{expires}\",\"process_space\":\"another-boot pid:[1]\"}}");
+        Put($".blockbackup/locks/volume-{volumeId:D}/0000000000000000001-{Guid.NewGuid():N}", claim);
         Assert.Equal("VolumeLocked", Assert.Throws<BackupException>(() => Repository.AcquireLock(volumeId, "backup", CancellationToken.None)).ErrorId);
     }
 
@@ -251,9 +252,31 @@ public abstract class ObjectStoreRepositoryContract : IDisposable
         }
 
         var expired = Encoding.UTF8.GetBytes($"{{\"token\":\"x\",\"operation\":\"restore\",\"host\":\"gone\",\"pid\":1,\"acquired\":\"2020-01-01T00:00:00Z\",\"expires\":\"2020-01-01T00:02:00Z\",\"backups\":[\"{backup.Id:D}\"]}}");
-        Put($".blockbackup/readers/volume-{backup.VolumeId:D}/0000000000000000001-dead", expired);
+        Put($".blockbackup/readers/volume-{backup.VolumeId:D}/0000000000000000001-{Guid.NewGuid():N}", expired);
         Assert.Equal([backup.Id], Repository.Remove(backup.Id, includeDependents: false).Select(b => b.Id));
         Assert.Empty(Names(".blockbackup/readers/"));
+    }
+
+    [ContractTheory]
+    [InlineData("2026-01-01T00:00:00Z", "9999-12-31T23:59:59Z")] // expires far beyond one lease
+    [InlineData("9999-12-30T00:00:00Z", "9999-12-30T00:02:00Z")] // a lease's length, acquired far in the future
+    public void AForgedLeaseThatNeverExpiresBlocksNeitherBackupNorRemoval(string acquired, string expires)
+    {
+        var volume = _scratch.MixedVolume("vol.img", 1 << 20, seed: 77);
+        var backup = Backup(volume).Backup;
+        Repository.LockTimeout = TimeSpan.FromSeconds(1);
+        string Forged(string operation) =>
+            $"{{\"token\":\"x\",\"operation\":\"{operation}\",\"host\":\"elsewhere\",\"pid\":4242,\"acquired\":\"{acquired}\",\"expires\":\"{expires}\",\"backups\":[\"{backup.Id:D}\"]}}";
+        var locks = $".blockbackup/locks/volume-{backup.VolumeId:D}/";
+        var readers = $".blockbackup/readers/volume-{backup.VolumeId:D}/";
+        Put($"{locks}0000000000000000001-{Guid.NewGuid():N}", Encoding.UTF8.GetBytes(Forged("backup")));
+        Put($"{readers}0000000000000000001-{Guid.NewGuid():N}", Encoding.UTF8.GetBytes(Forged("restore")));
+
+        var next = Backup(volume, incremental: true).Backup;
+        Put($"{locks}0000000000000000002-{Guid.NewGuid():N}", Encoding.UTF8.GetBytes(Forged("backup")));
+        Assert.Equal([next.Id, backup.Id], Repository.Remove(backup.Id, includeDependents: true).Select(b => b.Id));
+        Assert.Empty(Names(locks));
+        Assert.Empty(Names(readers));
     }
 
     [ContractFact]

@@ -2,7 +2,9 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using BlockBackup.Engine.Errors;
+using BlockBackup.Engine.Format;
 using BlockBackup.Engine.ObjectStores;
+using BlockBackup.Engine.Operations;
 using BlockBackup.Engine.Repository;
 using Xunit;
 
@@ -264,6 +266,116 @@ public sealed class SwiftObjectStoreTests(SwiftContainers containers) : IClassFi
         Assert.Equal(new[] { killed.BackupId, other.BackupId }.Order(), removed.Order());
         Assert.Equal([$"p/{killed.Prefix}_sha256file/not-a-segment"], (await ListAll(segments, "")).Select(o => o.Name));
         Assert.Empty(await ListAll(store, "volume_"));
+    }
+
+    /// <summary>
+    /// Manifests planted where BlockBackup deletes (among a backup's own names, and under a lock
+    /// prefix, one named as a claim is) and listing objects of another backup and of another
+    /// container: a listing, a backup of the volume (its lock) and removal delete the manifests
+    /// at most, never what they list; our own large hash lists still go with their segments.
+    /// </summary>
+    [SwiftFact]
+    public async Task APlantedLargeObjectManifestNeverTakesTheObjectsItListsWithIt()
+    {
+        var container = LargeObjectContainer("slohostile");
+        var victimContainer = containers.Track(ObjectStoreServers.NewName("victim"));
+        using var store = new SwiftObjectStore(SwiftContainers.Options(container, "p") with { MaxObjectSize = 64 << 10, SegmentSize = 24 << 10 });
+        using var raw = new SwiftObjectStore(SwiftContainers.Options(container));
+        using var segments = new SwiftObjectStore(SwiftContainers.Options(container + "_segments"));
+        using var victims = new SwiftObjectStore(SwiftContainers.Options(victimContainer));
+        var repository = new ObjectStoreRepository(store, RepositoryKind.Swift, container, "r/");
+        using var scratch = new Scratch();
+
+        // Volume A: 10 MiB, mostly zeros, in 4 KiB hash blocks: an 80 KiB hash list, a large
+        // object in 24 KiB segments, beside data objects well under the 64 KiB limit.
+        var volumeA = scratch.PathOf("a.img");
+        using (var f = File.Create(volumeA))
+        {
+            f.SetLength(10 << 20);
+            var rng = new Random(3);
+            foreach (var at in new[] { 0L, 3 << 20, 7 << 20 })
+            {
+                var block = new byte[4096];
+                rng.NextBytes(block);
+                f.Position = at;
+                f.Write(block);
+            }
+        }
+
+        BackupResult Back(string volume, Guid volumeId, bool incremental = false) => BackupOperation.Run(repository, new BackupRequest
+        {
+            SourcePath = volume, VolumeId = volumeId, Incremental = incremental, ObjectSize = 1 << 20, HashBlockSize = 4096, UseSnapshot = false,
+        });
+        var idA = Guid.NewGuid();
+        var a1 = Back(volumeA, idA).Backup;
+        var volumeB = scratch.MixedVolume("b.img", 96 << 10, seed: 5);
+        var b1 = BackupOperation.Run(repository, new BackupRequest { SourcePath = volumeB, ObjectSize = 32 << 10, HashBlockSize = 4096, UseSnapshot = false }).Backup;
+        Assert.NotEmpty(await ListAll(segments, $"p/{a1.Prefix}_sha256file/")); // ours, large
+
+        var precious = new Dictionary<string, byte[]> { ["precious.txt"] = Encoding.UTF8.GetBytes("precious"), ["precious2.txt"] = Encoding.UTF8.GetBytes("precious two") };
+        foreach (var (name, bytes) in precious)
+        {
+            await victims.PutAsync(name, new MemoryStream(bytes), bytes.Length, PutOptions.Default, CancellationToken.None);
+        }
+
+        var bNames = (await ListAll(store, b1.Prefix)).Select(o => "p/" + o.Name).ToList();
+        var before = new Dictionary<string, byte[]>();
+        foreach (var name in bNames)
+        {
+            before[name] = await ReadAll(raw, name);
+        }
+
+        using var http = new HttpClient();
+        var (url, token) = await SwiftContainers.AuthAsync(http);
+        async Task PlantManifest(string key, IEnumerable<(string Container, string Key, byte[] Bytes)> listed)
+        {
+            var manifest = JsonSerializer.Serialize(listed.Select(l => new Dictionary<string, object>
+            {
+                ["path"] = $"/{l.Container}/{l.Key}",
+                ["etag"] = Convert.ToHexString(MD5.HashData(l.Bytes)).ToLowerInvariant(),
+                ["size_bytes"] = l.Bytes.Length,
+            }));
+            using var request = new HttpRequestMessage(HttpMethod.Put, $"{url.TrimEnd('/')}/{container}/{key}?multipart-manifest=put") { Content = new StringContent(manifest) };
+            request.Headers.Add("X-Auth-Token", token);
+            using var response = await http.SendAsync(request);
+            Assert.True(response.IsSuccessStatusCode, $"planting {key}: {(int)response.StatusCode}");
+        }
+
+        var lockPrefix = $"p/r/.blockbackup/locks/volume-{idA:D}/";
+        await PlantManifest($"p/{a1.Prefix}-00099", bNames.Select(n => (container, n, before[n])).Append((victimContainer, "precious.txt", precious["precious.txt"])));
+        await PlantManifest($"{lockPrefix}0000000000000000001-{Guid.NewGuid():N}", [(victimContainer, "precious2.txt", precious["precious2.txt"])]);
+        await PlantManifest($"{lockPrefix}not-a-claim", [(victimContainer, "precious2.txt", precious["precious2.txt"])]);
+        // A stray object of volume A that no backup completed: the listing asks whether A is locked.
+        var stray = ObjectNaming.ObjectStorePrefix("r/", idA, DateTime.UtcNow.AddMinutes(-1), "nova", Guid.NewGuid());
+        await store.PutAsync(stray + "-00001", new MemoryStream(Hello), 5, PutOptions.Default, CancellationToken.None);
+
+        async Task AssertVictimsIntact(string after)
+        {
+            foreach (var (name, bytes) in precious)
+            {
+                var now = await ReadAll(victims, name);
+                Assert.True(bytes.SequenceEqual(now), $"{name} after {after}");
+            }
+
+            foreach (var name in bNames)
+            {
+                var now = await ReadAll(raw, name);
+                Assert.True(before[name].SequenceEqual(now), $"{name} after {after}");
+            }
+        }
+
+        Assert.Contains(repository.List(includeIncomplete: true), b => b.Status == BackupStatus.Incomplete);
+        await AssertVictimsIntact("a listing with incomplete backups");
+        var a2 = Back(volumeA, idA, incremental: true).Backup;
+        await AssertVictimsIntact("a backup of the volume");
+        Assert.Equal([a2.Id, a1.Id], repository.Remove(a1.Id, includeDependents: true).Select(b => b.Id));
+        await AssertVictimsIntact("removal");
+
+        Assert.Equal([b1.Id], repository.List().Select(b => b.Id));
+        RestoreOperation.Run(repository, new RestoreRequest { BackupId = b1.Id, TargetPath = scratch.PathOf("b.out") });
+        Assert.Equal(Scratch.Sha(volumeB), Scratch.Sha(scratch.PathOf("b.out")));
+        Assert.Empty(await ListAll(segments, "")); // our large hash lists went with their segments
+        Assert.Equal([$"{lockPrefix[2..]}not-a-claim"], (await ListAll(store, lockPrefix[2..])).Select(o => o.Name)); // not a claim: not ours to delete
     }
 
     [SwiftFact]

@@ -24,7 +24,8 @@ namespace BlockBackup.Engine.ObjectStores;
 /// checks with a HEAD and then PUTs; two writers racing for one name can both succeed
 /// (<see cref="ObjectStoreProperties.HasAtomicCreateOnly"/> is false). Objects larger than
 /// <see cref="SwiftStoreOptions.MaxObjectSize"/> are stored as static large objects (segments in
-/// <c>&lt;container&gt;_segments</c>, then the manifest) and deleted with their segments. Throttling,
+/// <c>&lt;container&gt;_segments</c>, then the manifest) and deleted with the segments named as
+/// this store names them for that key, never with whatever a manifest lists. Throttling,
 /// 5xx and network errors are retried with backoff when the content can be sent again (seekable).
 /// </summary>
 public sealed partial class SwiftObjectStore : IObjectStore, IDisposable
@@ -357,22 +358,57 @@ public sealed partial class SwiftObjectStore : IObjectStore, IDisposable
     public async Task DeleteUnlistedAsync(string prefix, Func<string, bool> isOwned, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(prefix);
+        await DeleteOwnSegmentsAsync(this.prefix + prefix, prefix,
+            objectKey => objectKey.StartsWith(this.prefix, StringComparison.Ordinal) && isOwned(objectKey[this.prefix.Length..]), cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Deletes the object, and for a static large object the segments <see cref="PutLargeAsync"/>
+    /// wrote for this very key (<c>&lt;container&gt;_segments/&lt;key&gt;/&lt;upload&gt;/&lt;n&gt;</c>), found by
+    /// their names. Never <c>?multipart-manifest=delete</c>: Swift then deletes whatever the manifest
+    /// lists, in any container, and anyone who may write the container can plant a manifest listing
+    /// other backups' objects among the names a removal or a lock cleanup deletes. Checking the
+    /// manifest first would not do either: RGW answers <c>?multipart-manifest=get</c> with an empty
+    /// body, and a manifest replaced between the check and the delete would still be followed. A
+    /// plain DELETE removes only the manifest itself (Swift and RGW alike). Segments are looked for
+    /// only where a segments container exists (an account that may not see it has none of ours).
+    /// </summary>
+    public async Task DeleteAsync(string name, CancellationToken cancellationToken = default)
+    {
+        var key = KeyOf(name);
+        await ExecuteAsync("DELETE", name, write: true, canRetry: true, async token =>
+        {
+            using var response = await SendAsync(s => new HttpRequestMessage(HttpMethod.Delete, ObjectUri(s, key)), HttpCompletionOption.ResponseContentRead, true, token).ConfigureAwait(false);
+            return response.StatusCode is HttpStatusCode.NoContent or HttpStatusCode.OK or HttpStatusCode.NotFound
+                ? true
+                : throw Refused(response, "DELETE", name, write: true);
+        }, cancellationToken).ConfigureAwait(false);
+
+        // After the manifest, so that no reader ever finds a manifest whose segments are gone.
+        await DeleteOwnSegmentsAsync(key + "/", name, objectKey => objectKey == key, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Deletes the keys in the segments container under <paramref name="full"/> that are named as
+    /// <see cref="PutLargeAsync"/> names segments, of an object key <paramref name="isOwned"/> accepts.
+    /// </summary>
+    private async Task DeleteOwnSegmentsAsync(string full, string prefix, Func<string, bool> isOwned, CancellationToken cancellationToken)
+    {
         if (!await SegmentsExistAsync(cancellationToken).ConfigureAwait(false))
         {
             return;
         }
 
-        var orphans = new List<string>();
-        await foreach (var (key, _) in ListKeysAsync(SegmentContainer, this.prefix + prefix, prefix, cancellationToken).ConfigureAwait(false))
+        var segments = new List<string>();
+        await foreach (var (key, _) in ListKeysAsync(SegmentContainer, full, prefix, cancellationToken).ConfigureAwait(false))
         {
-            if (SegmentKeyRegex().Match(key) is { Success: true } m && m.Groups["key"].Value is var objectKey
-                && objectKey.StartsWith(this.prefix, StringComparison.Ordinal) && isOwned(objectKey[this.prefix.Length..]))
+            if (SegmentKeyRegex().Match(key) is { Success: true } m && isOwned(m.Groups["key"].Value))
             {
-                orphans.Add(key);
+                segments.Add(key);
             }
         }
 
-        foreach (var key in orphans)
+        foreach (var key in segments)
         {
             await ExecuteAsync("DELETE", key, write: true, canRetry: true, async token =>
             {
@@ -382,25 +418,6 @@ public sealed partial class SwiftObjectStore : IObjectStore, IDisposable
                     : throw Refused(response, "DELETE of a large-object segment", key, write: true);
             }, cancellationToken).ConfigureAwait(false);
         }
-    }
-
-    /// <summary>
-    /// Deletes the object; a static large object with its segments. Whether it is one takes a HEAD,
-    /// asked only when a segments container exists (RGW refuses multipart-manifest=delete on a
-    /// plain object), so stores without large objects pay one container HEAD, once.
-    /// </summary>
-    public async Task DeleteAsync(string name, CancellationToken cancellationToken = default)
-    {
-        var key = KeyOf(name);
-        var large = await SegmentsExistAsync(cancellationToken).ConfigureAwait(false) && await IsLargeObjectAsync(name, key, cancellationToken).ConfigureAwait(false);
-        await ExecuteAsync("DELETE", name, write: true, canRetry: true, async token =>
-        {
-            using var response = await SendAsync(s => new HttpRequestMessage(HttpMethod.Delete, large ? new Uri(ObjectUri(s, key) + "?multipart-manifest=delete") : ObjectUri(s, key)),
-                HttpCompletionOption.ResponseContentRead, true, token).ConfigureAwait(false);
-            return response.StatusCode is HttpStatusCode.NoContent or HttpStatusCode.OK or HttpStatusCode.NotFound
-                ? true
-                : throw Refused(response, "DELETE", name, write: true);
-        }, cancellationToken).ConfigureAwait(false);
     }
 
     private async Task<bool> SegmentsExistAsync(CancellationToken cancellationToken)
@@ -420,13 +437,6 @@ public sealed partial class SwiftObjectStore : IObjectStore, IDisposable
         segmentsExist = exists;
         return exists;
     }
-
-    private async Task<bool> IsLargeObjectAsync(string name, string key, CancellationToken cancellationToken) =>
-        await ExecuteAsync("HEAD", name, write: false, canRetry: true, async token =>
-        {
-            using var head = await SendAsync(s => new HttpRequestMessage(HttpMethod.Head, ObjectUri(s, key)), HttpCompletionOption.ResponseHeadersRead, true, token).ConfigureAwait(false);
-            return head.IsSuccessStatusCode && string.Equals(Header(head, "X-Static-Large-Object"), "true", StringComparison.OrdinalIgnoreCase);
-        }, cancellationToken).ConfigureAwait(false);
 
     /// <summary>A PUT returns once the object is stored: nothing to flush.</summary>
     public Task FlushAsync(CancellationToken cancellationToken = default) => Task.CompletedTask;

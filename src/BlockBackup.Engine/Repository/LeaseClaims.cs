@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using System.Text.RegularExpressions;
 using BlockBackup.Engine.Errors;
 using BlockBackup.Engine.ObjectStores;
 using Newtonsoft.Json.Linq;
@@ -18,9 +19,26 @@ internal sealed record LeaseClaim(string Token, string Operation, string Host, i
 /// longer than <see cref="Duration"/>. The exclusive volume lock on object storage
 /// (<see cref="ObjectStoreLock"/>) and the shared read leases of restores (<see cref="ReadLease"/>) use them.
 /// </summary>
-internal static class LeaseClaims
+internal static partial class LeaseClaims
 {
     public static TimeSpan Duration => ObjectStoreLock.LeaseDuration;
+
+    /// <summary>
+    /// How far another host's clock may run ahead of ours before its claims count as forged: a
+    /// claim acquired more than this in our future, or expiring more than this beyond its own
+    /// lease, is invalid (an <c>expires: 9999-…</c> must not block a volume for ever).
+    /// </summary>
+    public static readonly TimeSpan ClockSkewAllowance = TimeSpan.FromMinutes(5);
+
+    /// <summary>A claim is a few hundred bytes; anything much larger under a lease prefix is not one.</summary>
+    private const long MaxClaimSize = 64 << 10;
+
+    /// <summary>A claim's name: when it was made (ticks) and its holder's token, as <see cref="NewKey"/> makes it.</summary>
+    [GeneratedRegex(@"^\d{19}-[0-9a-f]{32}$", RegexOptions.CultureInvariant)]
+    private static partial Regex ClaimName();
+
+    /// <summary>A new claim's key under <paramref name="prefix"/> for the holder <paramref name="token"/> (32 hex digits).</summary>
+    public static string NewKey(string prefix, string token) => $"{prefix}{DateTime.UtcNow.Ticks:D19}-{token}";
 
     public static void Put(IObjectStore store, string key, string token, string operation, IReadOnlyCollection<Guid> backups, CancellationToken cancellationToken)
     {
@@ -40,7 +58,12 @@ internal static class LeaseClaims
         store.PutAsync(key, new MemoryStream(bytes), bytes.Length, PutOptions.Default, cancellationToken).GetAwaiter().GetResult();
     }
 
-    /// <summary>Live claims in name order; expired and unreadable ones are deleted on the way (their holder is gone).</summary>
+    /// <summary>
+    /// Live claims in name order; expired, invalid and unreadable ones are deleted on the way (their
+    /// holder is gone). Only names a claim can have, of a claim's size, are read or deleted:
+    /// anything else under the prefix was not written by a lease holder (a planted Swift manifest,
+    /// another tool's object) and is neither a claim nor ours to delete.
+    /// </summary>
     public static List<(string Key, LeaseClaim Claim)> Live(IObjectStore store, string prefix, CancellationToken cancellationToken)
     {
         var keys = new List<string>();
@@ -49,7 +72,11 @@ internal static class LeaseClaims
         {
             while (enumerator.MoveNextAsync().AsTask().GetAwaiter().GetResult())
             {
-                keys.Add(enumerator.Current.Name);
+                if (enumerator.Current.Size <= MaxClaimSize && enumerator.Current.Name.StartsWith(prefix, StringComparison.Ordinal)
+                    && ClaimName().IsMatch(enumerator.Current.Name[prefix.Length..]))
+                {
+                    keys.Add(enumerator.Current.Name);
+                }
             }
         }
         finally
@@ -61,7 +88,7 @@ internal static class LeaseClaims
         foreach (var key in keys)
         {
             var claim = Read(store, key, cancellationToken);
-            if (claim is null || claim.Expires < DateTime.UtcNow || HolderIsGone(claim))
+            if (claim is null || !IsValid(claim, DateTime.UtcNow) || HolderIsGone(claim))
             {
                 try
                 {
@@ -80,6 +107,15 @@ internal static class LeaseClaims
 
         return live;
     }
+
+    /// <summary>
+    /// Whether a claim still binds others at <paramref name="now"/>: not expired, and not forged.
+    /// A holder writes acquired = its now and expires = acquired + the lease at every renewal, so
+    /// an expiry further ahead than one lease (plus the skew allowance), or an acquisition in our
+    /// future beyond the allowance, was never written by a holder whose clock is near ours.
+    /// </summary>
+    public static bool IsValid(LeaseClaim claim, DateTime now) =>
+        claim.Expires >= now && claim.Acquired <= now + ClockSkewAllowance && claim.Expires - claim.Acquired <= Duration + ClockSkewAllowance;
 
     /// <summary>
     /// A claim made on this host by a process that no longer runs is provably stale (killed
@@ -142,7 +178,7 @@ public sealed class ReadLease : IDisposable
     public static ReadLease Acquire(IObjectStore store, string prefix, string operation, IReadOnlyCollection<Guid> backups, CancellationToken cancellationToken)
     {
         var token = Guid.NewGuid().ToString("N");
-        var key = $"{prefix}{DateTime.UtcNow.Ticks:D19}-{token}";
+        var key = LeaseClaims.NewKey(prefix, token);
         try
         {
             LeaseClaims.Put(store, key, token, operation, backups, cancellationToken);
