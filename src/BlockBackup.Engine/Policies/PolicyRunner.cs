@@ -146,7 +146,7 @@ public sealed class PolicyRunner(PolicyStore store, TimeProvider clock, Func<Bac
         foreach (var backup in plan.RemovalOrder)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            foreach (var gone in repository.Remove(backup.Id, includeDependents: false, cancellationToken))
+            foreach (var gone in repository.Remove(backup, includeDependents: false, cancellationToken))
             {
                 removed.Add(gone.Id);
                 Log?.Invoke($"Removed backup {gone.Id} ({gone.CreatedUtc:u}): {string.Join("; ", plan.Decisions.First(d => d.BackupId == gone.Id).Reasons)}.");
