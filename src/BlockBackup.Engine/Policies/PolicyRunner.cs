@@ -142,6 +142,11 @@ public sealed class PolicyRunner(PolicyStore store, TimeProvider clock, Func<Bac
         var rule = policy.Retention;   // validated: a policy always keeps something
         var backups = repository.List(includeIncomplete: true, cancellationToken).Where(b => b.VolumeId == volumeId).ToList();
         var plan = RetentionPlanner.Plan(backups, rule, clock);
+        foreach (var future in plan.FutureDated)
+        {
+            Log?.Invoke(RetentionPlanner.FutureDatedWarning(future, plan.EvaluatedAt));
+        }
+
         var removed = new List<Guid>();
         foreach (var backup in plan.RemovalOrder)
         {

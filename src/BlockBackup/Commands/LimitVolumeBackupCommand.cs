@@ -154,6 +154,12 @@ public sealed class LimitVolumeBackupCommand : RepositoryCmdlet
 
         var backups = scope.ToList();
         var plan = RetentionPlanner.Plan(backups, rule, now, TimeZoneInfo.Local, selected is null ? null : b => selected.Contains(b.Id));
+        // Against the real clock, also in an -AsOf preview (where "after the time evaluated" is expected).
+        var clock = TimeProvider.System.GetUtcNow();
+        foreach (var future in RetentionPlanner.DatedInFuture(backups, clock))
+        {
+            WriteWarning(RetentionPlanner.FutureDatedWarning(future, clock));
+        }
         if (AsOf is null)
         {
             Remove(plan, remove);
