@@ -62,4 +62,27 @@ public sealed class FileRepositoryHostileListingTests
         Assert.Equal([good.Id], s.Repository.Remove(good.Id, includeDependents: false).Select(b => b.Id));
         Assert.Empty(s.Repository.TakeWarnings());
     }
+
+    [Theory]
+    [InlineData("format", "4294967297")]
+    [InlineData("compression_level", "2147483648")]
+    public void AFieldOutOfTheInt32RangeMakesThatBackupDamagedAndBreaksNothingElse(string field, string value)
+    {
+        using var s = new Scratch();
+        var volume = s.MixedVolume("vol.img", 1 << 20, seed: 93);
+        var victim = s.Backup(volume).Backup;
+        var good = s.Backup(volume).Backup;
+        var path = s.Repository.MetadataPath(victim);
+        var text = File.ReadAllText(path);
+        Assert.Matches($"\"{field}\": -?\\d+", text);
+        File.WriteAllText(path, System.Text.RegularExpressions.Regex.Replace(text, $"\"{field}\": -?\\d+", $"\"{field}\": {value}"));
+
+        var listed = s.Repository.List(includeIncomplete: true);
+        var damaged = Assert.Single(listed, b => b.Id == victim.Id);
+        Assert.Equal(BackupStatus.Damaged, damaged.Status);
+        Assert.Contains($"'{field}' {value} is out of the 32-bit range", damaged.Problem, StringComparison.Ordinal);
+        Assert.Equal(BackupStatus.Available, Assert.Single(listed, b => b.Id == good.Id).Status);
+        Assert.Equal("BackupDamaged", Assert.Throws<BackupException>(() => s.Restore(victim.Id, s.PathOf("out.img"))).ErrorId);
+        s.Restore(good.Id, s.PathOf("good.img"));
+    }
 }
