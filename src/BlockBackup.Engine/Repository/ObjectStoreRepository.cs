@@ -43,10 +43,10 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
             throw new ArgumentOutOfRangeException(nameof(kind), kind, "An object-store repository is S3 or Swift.");
         }
 
-        if (keyPrefix.Length > 0 && (!keyPrefix.EndsWith('/') || ObjectNames.IsInvalid(keyPrefix.TrimEnd('/'))))
+        if (keyPrefix.Length > 0 && (!keyPrefix.EndsWith('/') || ObjectStoreTarget.PrefixProblem(keyPrefix.TrimEnd('/')) is not null))
         {
             throw new BackupException(BackupErrorKind.InvalidArgument, "InvalidRepository",
-                $"'{keyPrefix}' is not a valid key prefix: '/'-separated names without '.', '..' or empty parts.", keyPrefix);
+                $"'{keyPrefix}' is not a valid key prefix: {ObjectStoreTarget.PrefixProblem(keyPrefix.TrimEnd('/')) ?? "it must end in '/'"}.", keyPrefix);
         }
 
         var zone = availabilityZone ?? "nova";
@@ -83,6 +83,20 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
     public long DefaultObjectSize => CinderObjectSize;
 
     public IReadOnlyList<string> BackupServices { get; }
+
+    /// <summary>
+    /// ObjectStoreContainerNotFound when the bucket or container does not exist: every verb but a
+    /// backup (whose first put creates it) says so, rather than list a mistyped name as empty.
+    /// </summary>
+    public void RequireContainer(CancellationToken cancellationToken = default)
+    {
+        if (!Store.ContainerExistsAsync($"{_keyPrefix}{InternalDirectory}container-check", cancellationToken).GetAwaiter().GetResult())
+        {
+            throw new BackupException(BackupErrorKind.NotFound, "ObjectStoreContainerNotFound",
+                $"The {(Kind == RepositoryKind.S3 ? "bucket" : "container")} of repository '{Location}' does not exist ({Store.Properties.Description}): check its name and the endpoint. " +
+                "Nothing was changed; the first backup into the repository (New-VolumeBackup) creates it.", Location);
+        }
+    }
 
     /// <summary>Closes the store's connections (its HTTP client).</summary>
     public void Dispose() => (Store as IDisposable)?.Dispose();
