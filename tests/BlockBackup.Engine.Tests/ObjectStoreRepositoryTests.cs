@@ -16,7 +16,7 @@ namespace BlockBackup.Engine.Tests;
 /// directory, and S3 and Swift on the real RGW (a fresh bucket/container per test; skipped, with
 /// the reason, where no gateway is configured).
 /// </summary>
-public abstract class ObjectStoreRepositoryContract : IDisposable
+public abstract partial class ObjectStoreRepositoryContract : IDisposable
 {
     private readonly Scratch _scratch = new();
 

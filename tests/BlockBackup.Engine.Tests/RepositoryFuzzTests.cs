@@ -18,7 +18,7 @@ public sealed class RepositoryFuzzTests(ITestOutputHelper output)
 {
     private const int Cases = 300;
 
-    private enum Mutation { FlipByte, Truncate, AppendGarbage, InvalidUtf8, HugeNumber, NegativeNumber, WrongType, Empty }
+    internal enum Mutation { FlipByte, Truncate, AppendGarbage, InvalidUtf8, HugeNumber, NegativeNumber, WrongType, Empty, Int32Overflow, WrongBlockSize }
 
     [Fact]
     public void EveryMutatedFileGivesAClearErrorOrAnExactRestore()
@@ -51,7 +51,7 @@ public sealed class RepositoryFuzzTests(ITestOutputHelper output)
             var copy = s.PathOf($"case-{i}");
             CopyDirectory(s.RepoPath, copy);
             var victim = Path.Combine(copy, Path.GetRelativePath(s.RepoPath, pristine[fileIndex]));
-            Mutate(victim, mutation, new Random(salt));
+            Mutate(victim, mutation, new Random(salt), MetadataOf(victim));
             var what = $"case {i}: {mutation} of {Path.GetRelativePath(copy, victim)} (salt {salt})";
             try
             {
@@ -110,13 +110,49 @@ public sealed class RepositoryFuzzTests(ITestOutputHelper output)
         return outcome;
     }
 
-    private static void Mutate(string path, Mutation mutation, Random rnd)
+    /// <summary>The metadata beside a backup's file (same prefix), which records the hash list's checksum.</summary>
+    private static string? MetadataOf(string path)
+    {
+        var name = Path.GetFileName(path);
+        return name.EndsWith("_sha256file", StringComparison.Ordinal) ? Path.Combine(Path.GetDirectoryName(path)!, name[..^"_sha256file".Length] + "_metadata") : null;
+    }
+
+    private static void Mutate(string path, Mutation mutation, Random rnd, string? metadataPath = null)
     {
         var bytes = File.ReadAllBytes(path);
+        var mutated = Mutate(bytes, mutation, rnd, metadataPath is null ? null : File.ReadAllBytes(metadataPath));
+        File.WriteAllBytes(path, mutated.Bytes);
+        if (mutated.Metadata is { } metadata)
+        {
+            File.WriteAllBytes(metadataPath!, metadata);
+        }
+    }
+
+    /// <summary>
+    /// One mutation of a file's bytes; a hash list's block size is changed consistently (its
+    /// checksum in <paramref name="metadata"/> updated), as a writer who knows the format would,
+    /// so that the block size itself is what must be caught. Returns the new metadata bytes then.
+    /// </summary>
+    internal static (byte[] Bytes, byte[]? Metadata) Mutate(byte[] bytes, Mutation mutation, Random rnd, byte[]? metadata)
+    {
         var text = Encoding.UTF8.GetString(bytes);
         var numbers = System.Text.RegularExpressions.Regex.Matches(text, @"(?<=[:\[,]\s*)-?\d+").ToList();
+        // The 32-bit fields (metadata format, compression level, block sizes): a value past Int32 in one of them.
+        var ints = System.Text.RegularExpressions.Regex.Matches(text, @"(?<=""(format|compression_level|hash_block_size|chunk_size)"":\s*)-?\d+").ToList();
+        var blockSize = System.Text.RegularExpressions.Regex.Match(text, @"(?<=""(hash_block_size|chunk_size)"":\s*)\d+");
+        if (mutation == Mutation.WrongBlockSize && blockSize.Success)
+        {
+            var size = long.Parse(blockSize.Value, System.Globalization.CultureInfo.InvariantCulture);
+            var changed = Encoding.UTF8.GetBytes(Replace(text, blockSize, (rnd.Next(2) == 0 ? size / 2 : size * 2).ToString(System.Globalization.CultureInfo.InvariantCulture)));
+            return (changed, metadata is null ? null : Encoding.UTF8.GetBytes(Encoding.UTF8.GetString(metadata).Replace(
+                Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(bytes)).ToLowerInvariant(),
+                Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(changed)).ToLowerInvariant(), StringComparison.Ordinal)));
+        }
+
         byte[] result = mutation switch
         {
+            Mutation.Int32Overflow when ints.Count > 0 => Encoding.UTF8.GetBytes(Replace(text, ints[rnd.Next(ints.Count)], rnd.Next(2) == 0 ? "2147483648" : "-4294967297")),
+            Mutation.Int32Overflow when numbers.Count > 0 => Encoding.UTF8.GetBytes(Replace(text, numbers[rnd.Next(numbers.Count)], "4294967297")),
             Mutation.FlipByte when bytes.Length > 0 => Flip(bytes, rnd),
             Mutation.Truncate when bytes.Length > 1 => bytes[..rnd.Next(1, bytes.Length)],
             Mutation.AppendGarbage => [.. bytes, .. Garbage(rnd)],
@@ -127,7 +163,7 @@ public sealed class RepositoryFuzzTests(ITestOutputHelper output)
             Mutation.Empty => [],
             _ => Flip(bytes.Length > 0 ? bytes : [0], rnd),
         };
-        File.WriteAllBytes(path, result);
+        return (result, null);
     }
 
     private static byte[] Flip(byte[] bytes, Random rnd)

@@ -253,10 +253,59 @@ public sealed class RetentionPlannerTests
 
         var plan = Plan([early, middle, later], new RetentionRule { KeepLast = 1 }, "2026-01-03 00:00");
 
-        Assert.Equal(["last 1"], For(plan, middle).Reasons);
+        // As of then, middle was the newest backup: protected as such (later is dated after the time evaluated).
+        Assert.Equal(["last 1", RetentionPlanner.NewestNotFutureReason], For(plan, middle).Reasons);
         Assert.Equal(RetentionAction.Remove, For(plan, early).Action);
         Assert.Equal(RetentionAction.Keep, For(plan, later).Action);
         Assert.Contains(For(plan, later).Reasons, r => r.StartsWith("made after 2026-01-03 00:00:00Z", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void ABackupDatedInTheFutureIsReportedAndNeverTakesTheNewestProtectionFromTheRealNewest()
+    {
+        // F1 full, X made by a clock 30 days ahead (an incremental of F1), then R1 and R2 by correct
+        // clocks (incrementals of X, the newest by date): KeepWithin 1 hour keeps nothing made recently
+        // but R2, which is the newest not dated in the future, and the chain it needs.
+        var f1 = Backup("2026-03-01 08:00");
+        var x = Backup("2026-03-31 09:00", f1);
+        var r1 = Backup("2026-03-01 09:00", x);
+        var r2 = Backup("2026-03-01 10:00", r1);
+
+        var plan = Plan([f1, x, r1, r2], new RetentionRule { KeepWithin = TimeSpan.FromMinutes(30) }, "2026-03-01 11:00");
+
+        Assert.Equal([x.Id], plan.FutureDated.Select(b => b.Id));
+        Assert.Equal([RetentionPlanner.NewestNotFutureReason], For(plan, r2).Reasons);
+        Assert.Equal([$"needed by {r2.Id}"], For(plan, r1).Reasons);
+        Assert.Contains(RetentionPlanner.NewestReason, For(plan, x).Reasons);
+        Assert.Equal(RetentionAction.Keep, For(plan, f1).Action); // needed by x
+        Assert.Empty(plan.RemovalOrder);
+        var warning = RetentionPlanner.FutureDatedWarning(x, At("2026-03-01 11:00"));
+        Assert.Contains($"Backup {x.Id}", warning, StringComparison.Ordinal);
+        Assert.Contains("2026-03-31 09:00:00Z", warning, StringComparison.Ordinal);
+        Assert.Contains("29.9 days after 2026-03-01 11:00:00Z", warning, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ABackupWithinTheClockToleranceIsNotDatedInTheFuture()
+    {
+        var older = Backup("2026-03-01 08:00");
+        var skewed = Backup("2026-03-01 11:04");   // 4 minutes ahead: a small skew between hosts
+
+        var plan = Plan([older, skewed], new RetentionRule { KeepWithin = TimeSpan.FromMinutes(30) }, "2026-03-01 11:00");
+
+        Assert.Empty(plan.FutureDated);
+        Assert.Equal(RetentionAction.Remove, For(plan, older).Action); // no second "newest" for it
+        Assert.Contains(RetentionPlanner.NewestReason, For(plan, skewed).Reasons);
+    }
+
+    [Fact]
+    public void OnlyFutureDatedBackupsLeaveNothingElseToProtect()
+    {
+        var x = Backup("2026-04-01 00:00");
+        var plan = Plan([x], new RetentionRule { KeepLast = 1 }, "2026-03-01 11:00");
+        Assert.Equal([x.Id], plan.FutureDated.Select(b => b.Id));
+        Assert.Equal(RetentionAction.Keep, For(plan, x).Action);
+        Assert.DoesNotContain(RetentionPlanner.NewestNotFutureReason, For(plan, x).Reasons);
     }
 
     [Fact]

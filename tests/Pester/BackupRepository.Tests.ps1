@@ -166,6 +166,67 @@ Describe 'Register-, Get-, Unregister-BackupRepository' {
         (Get-ChildItem -LiteralPath $repos).Name | Should -Be 'OFFSITE.json'
     }
 
+    It 'refuses a second name for the same location and endpoint, naming the first (issue 18, item 12)' {
+        Use-Config 'same-location' | Out-Null
+        Register-BackupRepository -Name offsite @s3 -Credential (New-Credential AKIA1 $secret)
+        $before = Get-Tree $repos
+        foreach ($same in @(
+                @{ Uri = 's3://backups/node1'; Endpoint = 'https://s3.example.com' }
+                @{ Uri = 'S3://backups/node1/'; Endpoint = 'HTTPS://S3.example.com:443/' })) {
+            $err = { Register-BackupRepository -Name second @same -Credential (New-Credential AKIA2 'x') -ErrorAction Stop } | Should -Throw -PassThru
+            $err.FullyQualifiedErrorId | Should -BeLike 'RepositoryLocationAlreadyRegistered,*'
+            $err.Exception.Message | Should -BeLike "*registered already as 'offsite'*offsite.json*"
+            # -WhatIf says so too, rather than that it would register.
+            { Register-BackupRepository -Name second @same -Credential (New-Credential AKIA2 'x') -WhatIf -ErrorAction Stop } | Should -Throw -ErrorId 'RepositoryLocationAlreadyRegistered*'
+        }
+        $dir = Join-Path $TestDrive 'same-dir'
+        Register-BackupRepository -Name local -Uri $dir
+        { Register-BackupRepository -Name local2 -Uri "$dir/" -ErrorAction Stop } | Should -Throw -ErrorId 'RepositoryLocationAlreadyRegistered*'
+        (Get-BackupRepository).Name | Should -Be @('local', 'offsite')
+
+        # Another prefix, bucket or endpoint is another location; the same name is replaced with -Force as before.
+        Register-BackupRepository -Name other-prefix -Uri s3://backups/node2 -Endpoint https://s3.example.com -Credential (New-Credential AKIA2 'x')
+        Register-BackupRepository -Name other-endpoint -Uri s3://backups/node1 -Endpoint https://s3.other.example.com -Credential (New-Credential AKIA2 'x')
+        Register-BackupRepository -Name offsite @s3 -Credential (New-Credential AKIA3 'y') -Force
+        (Get-BackupRepository offsite).UserName | Should -Be 'AKIA3'
+
+        # A typed URL that two registrations (at two endpoints) name is refused, naming both, rather than one picked silently.
+        $err = { Get-VolumeBackup -Repository s3://backups/node1 -ErrorAction Stop } | Should -Throw -PassThru
+        $err.FullyQualifiedErrorId | Should -BeLike 'RepositoryUriAmbiguous,*'
+        $err.Exception.Message | Should -BeLike "*'offsite' (endpoint https://s3.example.com)*'other-endpoint' (endpoint https://s3.other.example.com)*"
+    }
+
+    It 'refuses a location inside a repository''s .blockbackup bookkeeping, registered or typed (issue 18, item 10): <Uri>' -ForEach @(
+        @{ Uri = 's3://backups/.blockbackup' }
+        @{ Uri = 's3://backups/h/.blockbackup/locks' }
+        @{ Uri = 'swift://backups/.BlockBackup/locks/volume-0b0b0b0b-0000-4000-8000-000000000001' }
+        @{ Uri = 'DIR/.blockbackup/locks' }) {
+        Use-Config "nested-$([guid]::NewGuid())" | Out-Null
+        $location = $Uri -replace '^DIR', $TestDrive
+        $options = if ($location -like '*://*') { @{ Endpoint = 'https://s3.example.com'; UserName = 'u'; SecretEnvironmentVariable = 'V' } } else { @{} }
+        $err = { Register-BackupRepository -Name nested -Uri $location @options -ErrorAction Stop } | Should -Throw -PassThru
+        $err.FullyQualifiedErrorId | Should -BeLike 'InvalidRepositoryUri,*'
+        $err.Exception.Message | Should -BeLike '*.blockbackup*bookkeeping*'
+        Test-Path -LiteralPath $repos | Should -BeFalse
+        $typed = { Get-VolumeBackup -Repository $location -ErrorAction Stop } | Should -Throw -PassThru
+        $typed.FullyQualifiedErrorId | Should -BeLike 'InvalidRepository,*'
+        $typed.Exception.Message | Should -BeLike '*.blockbackup*bookkeeping*'
+    }
+
+    It 'refuses typed URLs exactly as registration does (issue 18, finding 15): <Case>' -ForEach @(
+        @{ Case = 's3://..'; Uri = 's3://..' }
+        @{ Case = 'swift://..'; Uri = 'swift://..' }
+        @{ Case = 'swift://.'; Uri = 'swift://./x' }
+        @{ Case = 'a one-letter bucket'; Uri = 's3://a' }
+        @{ Case = 'a 900-character prefix'; Uri = 's3://backups/' + ('p' * 900) }
+        @{ Case = 'a dot-dot prefix'; Uri = 's3://backups/a/../b' }) {
+        Use-Config "typed-$([guid]::NewGuid())" | Out-Null
+        { Register-BackupRepository -Name r -Uri $Uri -Endpoint 'https://s3.example.com' -UserName u -SecretEnvironmentVariable V -ErrorAction Stop } | Should -Throw -ErrorId 'InvalidRepositoryUri*'
+        # No connection is needed to refuse it: nothing is sent anywhere.
+        $err = { Get-VolumeBackup -Repository $Uri -ErrorAction Stop } | Should -Throw -PassThru
+        $err.FullyQualifiedErrorId | Should -BeLike 'InvalidRepository,*'
+    }
+
     It 'refuses the name <Name> (InvalidRepositoryName) and writes nothing' -ForEach @(
         @{ Name = '../escape' }, @{ Name = 'a/b' }, @{ Name = 'a\b' }, @{ Name = 's3:offsite' }, @{ Name = '.hidden' },
         @{ Name = 'with space' }, @{ Name = 'nul' }, @{ Name = 'COM1.backups' }, @{ Name = 'x' * 65 }, @{ Name = 'dé' }) {

@@ -152,3 +152,44 @@ Describe 'Limit-VolumeBackup on a file repository' {
         Get-Names $repo | Should -Be @('v4', 'v5')
     }
 }
+
+Describe 'Limit-VolumeBackup with a backup dated in the future (issue 18, item 4)' {
+    BeforeAll {
+        # What a backup made under a skewed clock records: its metadata's created_at.
+        function script:Set-CreatedAt {
+            param($Backup, [datetime] $Utc)
+            $path = Join-Path $Backup.Repository $Backup.Container "$($Backup.Prefix)_metadata"
+            $text = Get-Content -LiteralPath $path -Raw
+            $stamp = $Utc.ToUniversalTime().ToString('yyyy-MM-dd HH:mm:ss.ffffff', [cultureinfo]::InvariantCulture) + '+00:00'
+            [System.IO.File]::WriteAllText($path, ($text -replace '"created_at": "[^"]*"', "`"created_at`": `"$stamp`""))
+        }
+    }
+
+    It 'warns naming it and its date, and keeps the newest backup made by a correct clock' {
+        $repo = Join-Path $TestDrive 'future'
+        $volume = Join-Path $TestDrive 'future.img'
+        $now = [datetime]::UtcNow
+        Set-TestVolume -Path $volume -Version 1
+        $full = New-VolumeBackup -Path $volume -Repository $repo -Name full -Force
+        Set-CreatedAt $full $now.AddHours(-4)
+        Set-TestVolume -Path $volume -Version 2
+        $ahead = New-VolumeBackup -Path $volume -Repository $repo -Name ahead -Incremental -Force
+        Set-CreatedAt $ahead $now.AddDays(30)
+        # Made afterwards by a correct clock, two hours ago: an incremental of the future-dated one (the newest by date).
+        Set-TestVolume -Path $volume -Version 3
+        $real = New-VolumeBackup -Path $volume -Repository $repo -Name real -Incremental -Force
+        Set-CreatedAt $real $now.AddHours(-2)
+        $realSha = Get-Sha $volume
+        $real.ParentId | Should -Be $ahead.Id
+
+        $decisions = @(Limit-VolumeBackup -Repository $repo -KeepWithin '01:00:00' -Confirm:$false -WarningVariable warnings -WarningAction SilentlyContinue)
+
+        $warnings.Count | Should -Be 1
+        $warnings[0].Message | Should -BeLike "Backup $($ahead.Id) of volume * is dated $($now.AddDays(30).ToString('yyyy-MM-dd', [cultureinfo]::InvariantCulture)) *after*clock of the host that made it was ahead*"
+        ($decisions | Where-Object BackupId -EQ $real.Id).Reasons | Should -Be @('newest available backup not dated in the future')
+        $decisions.Action | Should -Not -Contain 'Remove'
+        Get-Names $repo | Should -Be @('ahead', 'full', 'real')
+        Restore-VolumeBackup -Repository $repo -BackupId $real.Id -TargetPath (Join-Path $TestDrive 'future-restored.img') | Out-Null
+        Get-Sha (Join-Path $TestDrive 'future-restored.img') | Should -Be $realSha
+    }
+}

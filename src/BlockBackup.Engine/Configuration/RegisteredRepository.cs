@@ -70,9 +70,6 @@ public sealed partial record RegisteredRepository
         Swift,
     }
 
-    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$")]
-    private static partial Regex BucketRegex();
-
     [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     private static partial Regex RegionRegex();
 
@@ -127,10 +124,10 @@ public sealed partial record RegisteredRepository
         switch (kind)
         {
             case UriKind.S3:
-                ValidateObjectUri("s3://", "bucket", BucketRegex().IsMatch, "3-255 letters, digits, '.', '-' or '_', starting and ending with a letter or digit");
+                ValidateObjectUri("s3://", "bucket", Repository.RepositoryKind.S3);
                 break;
             case UriKind.Swift:
-                ValidateObjectUri("swift://", "container", c => c.Length <= 256 && c.Trim() == c, "at most 256 characters, no '/' and no surrounding spaces");
+                ValidateObjectUri("swift://", "container", Repository.RepositoryKind.Swift);
                 break;
             case UriKind.RbdPool:
                 var spec = Uri[(Uri.IndexOf(':', StringComparison.Ordinal) + 1)..].Split('/');
@@ -150,6 +147,11 @@ public sealed partial record RegisteredRepository
                 if (!Path.IsPathFullyQualified(Uri))
                 {
                     throw Invalid("InvalidRepositoryUri", "Uri", $"'{Show(Uri)}' is not an absolute directory path (the registry has no current location)");
+                }
+
+                if (Repository.ObjectStoreTarget.HasBookkeepingSegment(Uri, '/', Path.DirectorySeparatorChar))
+                {
+                    throw Invalid("InvalidRepositoryUri", "Uri", $"'{Show(Uri)}' is inside a repository's '{Repository.ObjectStoreTarget.BookkeepingSegment}' bookkeeping directory, which that repository's cleanup removes; choose a directory outside it");
                 }
 
                 break;
@@ -231,11 +233,41 @@ public sealed partial record RegisteredRepository
         }
     }
 
+    /// <summary>
+    /// Whether <paramref name="other"/> names the same repository (the same bucket or container and
+    /// prefix at the same endpoint, the same directory, the same pool): a typed URL then could not
+    /// tell the two registrations apart. Both are valid registrations.
+    /// </summary>
+    public bool SameLocation(RegisteredRepository other)
+    {
+        var kind = KindOf(Uri);
+        if (kind != KindOf(other.Uri))
+        {
+            return false;
+        }
+
+        return kind switch
+        {
+            UriKind.S3 or UriKind.Swift => Repository.ObjectStoreTarget.Parse(Uri) == Repository.ObjectStoreTarget.Parse(other.Uri) && SameEndpoint(Endpoint, other.Endpoint),
+            UriKind.Directory => string.Equals(Path.TrimEndingDirectorySeparator(Path.GetFullPath(Uri)), Path.TrimEndingDirectorySeparator(Path.GetFullPath(other.Uri)),
+                OperatingSystem.IsWindows() ? StringComparison.OrdinalIgnoreCase : StringComparison.Ordinal),
+            _ => string.Equals(Uri.TrimEnd('/'), other.Uri.TrimEnd('/'), StringComparison.Ordinal),
+        };
+    }
+
+    /// <summary>Endpoints as the same service: scheme and host in any letter case, the default port written or not, a trailing '/' or not.</summary>
+    private static bool SameEndpoint(string? a, string? b) =>
+        System.Uri.TryCreate(a, System.UriKind.Absolute, out var x) && System.Uri.TryCreate(b, System.UriKind.Absolute, out var y)
+            ? System.Uri.Compare(x, y, UriComponents.SchemeAndServer | UriComponents.Port, UriFormat.Unescaped, StringComparison.OrdinalIgnoreCase) == 0
+              && string.Equals(x.AbsolutePath.TrimEnd('/'), y.AbsolutePath.TrimEnd('/'), StringComparison.Ordinal)
+            : string.Equals(a, b, StringComparison.Ordinal);
+
     /// <summary>Whether a Swift auth URL is Keystone v3's (it ends in /v3); otherwise it is Swift's v1 auth.</summary>
     public static bool IsKeystoneV3(string endpoint) =>
         endpoint.TrimEnd('/').EndsWith("/v3", StringComparison.OrdinalIgnoreCase);
 
-    private void ValidateObjectUri(string scheme, string what, Func<string, bool> validName, string rule)
+    /// <summary>The rules a typed URL is held to too (<see cref="Repository.ObjectStoreTarget.Parse"/>): one set, so nothing registers that could not be typed, and the reverse.</summary>
+    private void ValidateObjectUri(string scheme, string what, Repository.RepositoryKind kind)
     {
         var rest = Uri[scheme.Length..];
         var slash = rest.IndexOf('/', StringComparison.Ordinal);
@@ -251,18 +283,14 @@ public sealed partial record RegisteredRepository
             throw Invalid("InvalidRepositoryUri", "Uri", $"'{Show(Uri)}' names no {what}; write {example}");
         }
 
-        if (!validName(container))
+        if (Repository.ObjectStoreTarget.ContainerProblem(kind, container) is { } problem)
         {
-            throw Invalid("InvalidRepositoryUri", "Uri", $"'{Show(container)}' is not a {what} name ({rule})");
+            throw Invalid("InvalidRepositoryUri", "Uri", problem);
         }
 
-        if (slash >= 0)
+        if (slash >= 0 && rest[(slash + 1)..].TrimEnd('/') is { Length: > 0 } prefix && Repository.ObjectStoreTarget.PrefixProblem(prefix) is { } bad)
         {
-            var prefix = rest[(slash + 1)..];
-            if (prefix.Length > 512 || prefix.Contains('\\', StringComparison.Ordinal) || prefix.Split('/').Any(s => s is "" or "." or ".."))
-            {
-                throw Invalid("InvalidRepositoryUri", "Uri", $"'{Show(Uri)}' has a bad prefix (no empty, '.' or '..' segments, no '\\', at most 512 characters); write {example}");
-            }
+            throw Invalid("InvalidRepositoryUri", "Uri", $"'{Show(Uri)}': {bad}; write {example}");
         }
     }
 

@@ -105,6 +105,44 @@ public sealed class RepositoryRegistry
     /// <summary>Every registration; a damaged one throws (RepositoryRegistrationInvalid), naming its file.</summary>
     public IReadOnlyList<RegisteredRepository> List() => Names().Select(Get).ToList();
 
+    /// <summary>
+    /// Refuses (RepositoryLocationAlreadyRegistered, naming it) a registration whose location
+    /// another name already has: one location, one name, so that a typed s3://… URL or a piped
+    /// backup's location always means one registration. Re-registering the same name is not refused.
+    /// </summary>
+    public void RefuseRegisteredLocation(RegisteredRepository repository)
+    {
+        if (Readable().FirstOrDefault(r => !string.Equals(r.Name, repository.Name, StringComparison.OrdinalIgnoreCase) && r.SameLocation(repository)) is { } same)
+        {
+            throw new BackupException(BackupErrorKind.InvalidOperation, "RepositoryLocationAlreadyRegistered",
+                $"'{RegisteredRepository.Show(repository.Uri)}'{(repository.Endpoint is null ? "" : $" at '{RegisteredRepository.Show(repository.Endpoint)}'")} is registered already as '{same.Name}' ('{RegistrationPath(same.Name)}'); " +
+                $"use that name, or Unregister-BackupRepository -Name {same.Name} first (one location has one name, so that its URL always means one registration).", repository.Name);
+        }
+    }
+
+    /// <summary>Every registration that can be read and is valid; a damaged one is skipped (List names it when asked).</summary>
+    public IReadOnlyList<RegisteredRepository> Readable()
+    {
+        var readable = new List<RegisteredRepository>();
+        foreach (var name in Names())
+        {
+            try
+            {
+                if (TryGet(name) is { } registered)
+                {
+                    registered.Validate();
+                    readable.Add(registered);
+                }
+            }
+            catch (BackupException)
+            {
+                // Damaged: it names no usable location.
+            }
+        }
+
+        return readable;
+    }
+
     /// <summary>The registration of <paramref name="name"/>, or null when there is none (or the name cannot be one).</summary>
     public RegisteredRepository? TryGet(string name) => Find(name) is { } registered ? Read(registered) : null;
 
@@ -161,6 +199,7 @@ public sealed class RepositoryRegistry
             }
         }
 
+        RefuseRegisteredLocation(repository);
         var stored = repository with { RegisteredUtc = DateTimeOffset.UtcNow };
         CreateDirectory();
         if (secret is not null)

@@ -247,13 +247,13 @@ public static class MetadataSerializer
 
         return new BlockBackupExtra
         {
-            Format = (int)RequiredLong(o, "format", path, where),
+            Format = RequiredInt(o, "format", path, where),
             VolumeSize = volumeSize,
             Source = OptionalString(o, "source", path),
             SourceSnapshot = OptionalString(o, "source_snapshot", path),
             Consistency = RequiredString(o, "consistency", path, where),
             Compression = RequiredString(o, "compression", path, where),
-            CompressionLevel = o["compression_level"] is JValue { Type: JTokenType.Integer } lv ? (int)lv : null,
+            CompressionLevel = OptionalInt(o, "compression_level", path, where),
             ObjectSize = objectSize,
             HashBlockSize = (int)hashBlock,
             StartedUtc = CinderTime.TryParseUtc(OptionalString(o, "started_at", path)) ?? DateTime.MinValue,
@@ -436,6 +436,17 @@ public static class MetadataSerializer
 
         throw Invalid(path, $"{Where(where)}'{key}' is missing or not a 64-bit integer");
     }
+
+    /// <summary>A 32-bit field: a larger number is this backup's damage (named), never an OverflowException that breaks a whole listing.</summary>
+    private static int RequiredInt(JObject o, string key, string path, string? where)
+    {
+        var value = RequiredLong(o, key, path, where);
+        return value is >= int.MinValue and <= int.MaxValue ? (int)value : throw Invalid(path, $"{Where(where)}'{key}' {value} is out of the 32-bit range");
+    }
+
+    /// <summary>An optional 32-bit field; anything but an integer reads as absent (as it always did: it only informs).</summary>
+    private static int? OptionalInt(JObject o, string key, string path, string? where) =>
+        o[key] is JValue { Type: JTokenType.Integer } ? RequiredInt(o, key, path, where) : null;
 
     private static Guid RequiredGuid(JObject o, string key, string path) =>
         Guid.TryParseExact(RequiredString(o, key, path), "D", out var g) ? g : throw Invalid(path, $"'{key}' is not a UUID");

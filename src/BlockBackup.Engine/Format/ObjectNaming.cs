@@ -33,6 +33,37 @@ public static partial class ObjectNaming
     [GeneratedRegex(@"^(?<prefix>volume_(?<vid>[0-9a-fA-F-]{36})/(?<ts>\d{14})/az_(?<az>[^/]*)_backup_(?<bid>[0-9a-fA-F-]{36}))(?<suffix>_metadata|_sha256file|-\d{5,})$", RegexOptions.CultureInvariant)]
     public static partial Regex ObjectStoreNameRegex();
 
+    /// <summary>
+    /// The volume id, backup id and start time in a name one of the naming regexes matched. The
+    /// regexes admit strings no backup can have (36 dashes, the 14 digits 99999999999999): false,
+    /// with what is wrong, for those, so that a stray name is skipped rather than break a listing.
+    /// </summary>
+    public static bool TryParseNamed(Match match, out Guid volumeId, out Guid backupId, out DateTime startedUtc, out string problem)
+    {
+        backupId = Guid.Empty;
+        startedUtc = DateTime.MinValue;
+        problem = string.Empty;
+        if (!Guid.TryParseExact(match.Groups["vid"].Value, "D", out volumeId))
+        {
+            problem = $"the volume id '{match.Groups["vid"].Value}' is not a UUID";
+            return false;
+        }
+
+        if (!Guid.TryParseExact(match.Groups["bid"].Value, "D", out backupId))
+        {
+            problem = $"the backup id '{match.Groups["bid"].Value}' is not a UUID";
+            return false;
+        }
+
+        if (!DateTime.TryParseExact(match.Groups["ts"].Value, "yyyyMMddHHmmss", CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out startedUtc))
+        {
+            problem = $"the time '{match.Groups["ts"].Value}' is not a date";
+            return false;
+        }
+
+        return true;
+    }
+
     /// <summary>Whether a backup prefix (either layout, after any key prefix) belongs to the volume.</summary>
     public static bool PrefixNamesVolume(string prefix, Guid volumeId)
     {

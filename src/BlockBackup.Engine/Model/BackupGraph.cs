@@ -26,6 +26,26 @@ public static class BackupGraph
         return result;
     }
 
+    /// <summary>
+    /// The entry an id stands for when a listing holds it more than once (a copy, or a forged
+    /// record reusing it): the available one, else the first; null when none has it.
+    /// </summary>
+    public static BackupInfo? ById(IEnumerable<BackupInfo> backups, Guid backupId)
+    {
+        BackupInfo? first = null;
+        foreach (var b in backups.Where(b => b.Id == backupId))
+        {
+            if (b.Status == BackupStatus.Available)
+            {
+                return b;
+            }
+
+            first ??= b;
+        }
+
+        return first;
+    }
+
     /// <summary>The chain of a backup, full backup first, from the available backups of <paramref name="repository"/>.</summary>
     public static BackupChain Chain(IReadOnlyList<BackupInfo> backups, Guid backupId, string repository)
     {

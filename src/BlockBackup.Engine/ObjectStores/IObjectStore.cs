@@ -42,6 +42,31 @@ public interface IObjectStore
     /// <summary>The object's size, or null when there is none.</summary>
     Task<ObjectInfo?> StatAsync(string name, CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// Whether the bucket or container exists (a listing of a missing one is empty, as an absent
+    /// directory's is, so only this tells a new repository from a mistyped name). By default one
+    /// read of <paramref name="probeName"/>, a name nothing writes: ObjectNotFound means the
+    /// container is there, ObjectStoreContainerNotFound that it is not; a credential that may read
+    /// objects but not learn that (403) counts as there, since the repository's own requests then
+    /// say what is wrong.
+    /// </summary>
+    async Task<bool> ContainerExistsAsync(string probeName, CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            await using var stream = await GetAsync(probeName, 0, 1, cancellationToken).ConfigureAwait(false);
+            return true;
+        }
+        catch (Errors.BackupException ex) when (ex.ErrorId == "ObjectStoreContainerNotFound")
+        {
+            return false;
+        }
+        catch (Errors.BackupException ex) when (ex.ErrorId is "ObjectNotFound" or "ObjectStoreAccessDenied")
+        {
+            return true;
+        }
+    }
+
     /// <summary>Every object whose name starts with <paramref name="prefix"/>, in ordinal name order.</summary>
     IAsyncEnumerable<ObjectInfo> ListAsync(string prefix, CancellationToken cancellationToken = default);
 

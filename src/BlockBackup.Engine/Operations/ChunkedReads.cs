@@ -26,7 +26,16 @@ internal static class ChunkedReads
             throw new BackupException(BackupErrorKind.NotFound, "Sha256FileNotFound", $"The hash list '{display}' of backup {backup.Id} is missing; the backup is incomplete or damaged.", display, ex);
         }
 
-        return Sha256File.Read(stream, info.Size, display, backup.Id, metadata.Extra?.Sha256FileSha256, WorkDirectory.Path, cancellationToken);
+        var (header, hashes) = Sha256File.Read(stream, info.Size, display, backup.Id, metadata.Extra?.Sha256FileSha256, WorkDirectory.Path, cancellationToken);
+        if (metadata.Extra is { } extra && header.ChunkSize != extra.HashBlockSize)
+        {
+            // Every block offset would be misread (the list's index is offset / block size).
+            hashes.Dispose();
+            throw new BackupException(BackupErrorKind.InvalidData, "HashListBlockSizeMismatch",
+                $"The hash list '{display}' of backup {backup.Id} hashes blocks of {header.ChunkSize} bytes, but the backup's metadata says {extra.HashBlockSize}; the backup is damaged and cannot be verified or restored. Restore another backup of the volume.", display);
+        }
+
+        return (header, hashes);
     }
 
     /// <summary>

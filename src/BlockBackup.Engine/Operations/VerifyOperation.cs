@@ -216,7 +216,11 @@ public static class VerifyOperation
             var rented = System.Buffers.ArrayPool<byte>.Shared.Rent(Math.Max(1, listed * 32));
             try
             {
-                hashes.Get(first, rented.AsSpan(0, listed * 32));
+                if (listed > 0)
+                {
+                    hashes.Get(first, rented.AsSpan(0, listed * 32)); // none when the object lies beyond the list: reported below
+                }
+
                 for (var k = 0; k < blocks; k++)
                 {
                     var offset = (first + k) * blockSize;
@@ -292,7 +296,11 @@ public static class VerifyOperation
                 // The piece's hashes in one read (a spilled list is a file), as far as the list goes.
                 var firstIndex = (o.Offset + done) / blockSize;
                 var listed = (int)Math.Clamp(hashes.Count - firstIndex, 0, (got + blockSize - 1) / blockSize);
-                hashes.Get(firstIndex, pieceHashes.AsSpan(0, listed * 32));
+                if (listed > 0)
+                {
+                    hashes.Get(firstIndex, pieceHashes.AsSpan(0, listed * 32)); // none beyond the list: reported below
+                }
+
                 for (var k = 0; k * blockSize < got; k++)
                 {
                     var block = piece.AsSpan(k * blockSize, Math.Min(blockSize, got - k * blockSize));

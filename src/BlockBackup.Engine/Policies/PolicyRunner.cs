@@ -142,11 +142,16 @@ public sealed class PolicyRunner(PolicyStore store, TimeProvider clock, Func<Bac
         var rule = policy.Retention;   // validated: a policy always keeps something
         var backups = repository.List(includeIncomplete: true, cancellationToken).Where(b => b.VolumeId == volumeId).ToList();
         var plan = RetentionPlanner.Plan(backups, rule, clock);
+        foreach (var future in plan.FutureDated)
+        {
+            Log?.Invoke(RetentionPlanner.FutureDatedWarning(future, plan.EvaluatedAt));
+        }
+
         var removed = new List<Guid>();
         foreach (var backup in plan.RemovalOrder)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            foreach (var gone in repository.Remove(backup.Id, includeDependents: false, cancellationToken))
+            foreach (var gone in repository.Remove(backup, includeDependents: false, cancellationToken))
             {
                 removed.Add(gone.Id);
                 Log?.Invoke($"Removed backup {gone.Id} ({gone.CreatedUtc:u}): {string.Join("; ", plan.Decisions.First(d => d.BackupId == gone.Id).Reasons)}.");

@@ -40,4 +40,7 @@ public sealed record RetentionPlan
     public required IReadOnlyList<BackupInfo> RemovalOrder { get; init; }
 
     public DateTimeOffset EvaluatedAt { get; init; }
+
+    /// <summary>Available backups dated more than <see cref="RetentionPlanner.FutureTolerance"/> after <see cref="EvaluatedAt"/> (a host's clock was ahead): to be reported.</summary>
+    public IReadOnlyList<BackupInfo> FutureDated { get; init; } = [];
 }

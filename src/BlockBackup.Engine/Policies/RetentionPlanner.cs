@@ -22,10 +22,36 @@ namespace BlockBackup.Engine.Policies;
 /// incomplete backups never fill a bucket and are removed only with <see cref="RetentionRule.RemoveDamaged"/>;
 /// backups made after now (when evaluating as of an earlier time) are kept and fill no bucket.
 /// </para>
+/// <para>
+/// A backup dated more than <see cref="FutureTolerance"/> after now (its host's clock was ahead)
+/// is listed in <see cref="RetentionPlan.FutureDated"/> and still kept as "made after", but it
+/// never takes the newest backup's protection from the backups made by a correct clock: the
+/// newest backup not dated in the future is kept too (with the chain it needs), otherwise
+/// KeepWithin would remove the latest real backups for as long as the clock was ahead.
+/// </para>
 /// </summary>
 public static class RetentionPlanner
 {
     public const string NewestReason = "newest available backup of the volume";
+    public const string NewestNotFutureReason = "newest available backup not dated in the future";
+
+    /// <summary>How far after now a backup may be dated before it counts as dated in the future (clock skew between hosts).</summary>
+    public static readonly TimeSpan FutureTolerance = TimeSpan.FromMinutes(5);
+
+    /// <summary>The available backups dated more than <see cref="FutureTolerance"/> after <paramref name="now"/>, oldest first.</summary>
+    public static IReadOnlyList<BackupInfo> DatedInFuture(IEnumerable<BackupInfo> backups, DateTimeOffset now) =>
+        backups.Where(b => b.Status == BackupStatus.Available && Utc(b.CreatedUtc) > now.UtcDateTime + FutureTolerance).OrderBy(b => Utc(b.CreatedUtc)).ToList();
+
+    /// <summary>The warning for a backup dated in the future, naming it and its date.</summary>
+    public static string FutureDatedWarning(BackupInfo backup, DateTimeOffset now) =>
+        $"Backup {backup.Id} of volume {backup.VolumeId} is dated {Utc(backup.CreatedUtc).ToString("u", CultureInfo.InvariantCulture)}, " +
+        $"{Span(Utc(backup.CreatedUtc) - now.UtcDateTime)} after {now.UtcDateTime.ToString("u", CultureInfo.InvariantCulture)}: the clock of the host that made it was ahead. " +
+        "It is kept, and so is the newest backup not dated in the future; correct that host's clock.";
+
+    private static string Span(TimeSpan span) =>
+        span.TotalDays >= 1 ? string.Create(CultureInfo.InvariantCulture, $"{span.TotalDays:0.#} days")
+        : span.TotalHours >= 1 ? string.Create(CultureInfo.InvariantCulture, $"{span.TotalHours:0.#} hours")
+        : string.Create(CultureInfo.InvariantCulture, $"{span.TotalMinutes:0} minutes");
     public const string InProgressReason = "in progress";
     public const string IncompleteReason = "incomplete";
     public const string NotSelectedReason = "not selected";
@@ -102,12 +128,19 @@ public static class RetentionPlanner
 
             ApplyRule(backups, candidates, rule, nowUtc, zone, Keep);
 
-            var newest = indices.Where(i => backups[i].Status == BackupStatus.Available)
+            var available = indices.Where(i => backups[i].Status == BackupStatus.Available)
                 .OrderByDescending(i => Utc(backups[i].CreatedUtc)).ThenByDescending(i => backups[i].Prefix, StringComparer.Ordinal)
-                .Select(i => (int?)i).FirstOrDefault();
-            if (newest is { } n)
+                .ToList();
+            if (available.Count > 0)
             {
-                Keep(n, NewestReason);
+                Keep(available[0], NewestReason);
+                // The newest by date may be dated in the future (a clock ahead): the newest made
+                // by a correct clock keeps its protection anyway.
+                if (Utc(backups[available[0]].CreatedUtc) > nowUtc + FutureTolerance
+                    && available.FirstOrDefault(i => Utc(backups[i].CreatedUtc) <= nowUtc + FutureTolerance, -1) is var real and >= 0)
+                {
+                    Keep(real, NewestNotFutureReason);
+                }
             }
         }
 
@@ -151,7 +184,7 @@ public static class RetentionPlanner
             decisions[i] = new RetentionDecision { Backup = backups[i], Action = kept[i] ? RetentionAction.Keep : RetentionAction.Remove, Reasons = list };
         }
 
-        return new RetentionPlan { Decisions = decisions, RemovalOrder = RemovalOrder(backups, kept, byId), EvaluatedAt = now };
+        return new RetentionPlan { Decisions = decisions, RemovalOrder = RemovalOrder(backups, kept, byId), EvaluatedAt = now, FutureDated = DatedInFuture(backups, now) };
     }
 
     private sealed class Bucket(int count, Func<DateTime, long> key, Func<DateTime, string> label)

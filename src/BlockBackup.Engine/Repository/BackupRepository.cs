@@ -28,6 +28,10 @@ public sealed class BackupRepository : IChunkedRepository
 
     public string Root { get; }
 
+    private readonly ListingWarnings _warnings = new();
+
+    public IReadOnlyList<string> TakeWarnings() => _warnings.Take();
+
     public ObjectStores.IObjectStore Store { get; }
 
     public long DefaultObjectSize => PosixObjectSize;
@@ -227,7 +231,9 @@ public sealed class BackupRepository : IChunkedRepository
     public IReadOnlyList<BackupInfo> List(bool includeIncomplete = false, CancellationToken cancellationToken = default)
     {
         var found = new List<BackupInfo>();
-        Scan(Root, 0, found, cancellationToken);
+        var stray = new List<(string Name, string Problem)>();
+        Scan(Root, 0, found, stray, cancellationToken);
+        _warnings.Report(Root, stray);
         AddRecordedOnly(found);
 
         RepositoryListing.InheritVolumeSizes(found);
@@ -265,23 +271,34 @@ public sealed class BackupRepository : IChunkedRepository
     /// <paramref name="includeDependents"/>; then dependents go first, newest first.
     /// Returns what was deleted, in order.
     /// </summary>
-    public IReadOnlyList<BackupInfo> Remove(Guid backupId, bool includeDependents, CancellationToken cancellationToken = default)
+    public IReadOnlyList<BackupInfo> Remove(Guid backupId, bool includeDependents, CancellationToken cancellationToken = default) =>
+        Remove(RepositoryListing.ById(backupId, List(includeIncomplete: true, cancellationToken), Root), includeDependents, cancellationToken);
+
+    /// <summary>
+    /// Deletes exactly the listed entry <paramref name="backup"/> (id, container and prefix: a
+    /// copied or planted container may carry another backup's id) and, when asked, its dependents.
+    /// </summary>
+    public IReadOnlyList<BackupInfo> Remove(BackupInfo backup, bool includeDependents, CancellationToken cancellationToken = default)
     {
         // Damaged and incomplete backups can be removed too; only a backup being written cannot.
         // What decides a deletion (ids, volumes, parent links) comes from the metadata, never from
         // the listing cache: one wrong parent in a cache must not let a parent go before its child.
-        var target = Authoritative(FindAny(backupId));
+        var target = Authoritative(RepositoryListing.Same(backup, List(includeIncomplete: true, cancellationToken)));
+        if (target.Status == BackupStatus.Creating)
+        {
+            throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"Backup {backup.Id} in repository '{Root}' is still being written.", backup.Id);
+        }
+
         using var volumeLock = RepositoryLock.Acquire(Root, target.VolumeId, "delete", LockTimeout, cancellationToken);
-        var backups = List(includeIncomplete: true).Select(Authoritative).ToList();
-        target = backups.FirstOrDefault(b => b.Id == backupId)
-            ?? throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"Backup {backupId} was removed meanwhile.", backupId);
-        var order = RepositoryListing.RemovalOrder(target, GetDependents(backupId, recursive: true, backups), includeDependents);
+        var backups = List(includeIncomplete: true, cancellationToken).Select(Authoritative).ToList();
+        target = RepositoryListing.Same(backup, backups);
+        var order = RepositoryListing.RemovalOrder(target, RepositoryListing.DependentsOf(target, backups), includeDependents);
         RemoveAbandonedLeaseTemporaries(target.VolumeId);
-        RemovalGuard.RefuseWhileRead(Store, ReadersPrefix(target.VolumeId), backupId, order, cancellationToken);
-        foreach (var backup in order)
+        RemovalGuard.RefuseWhileRead(Store, ReadersPrefix(target.VolumeId), target.Id, order, cancellationToken);
+        foreach (var removed in order)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            DeleteFiles(backup);
+            DeleteFiles(removed);
         }
 
         return order;
@@ -327,10 +344,6 @@ public sealed class BackupRepository : IChunkedRepository
 
         return fromMetadata with { VolumeSize = listed.VolumeSize == 0 ? fromMetadata.VolumeSize : listed.VolumeSize };
     }
-
-    private BackupInfo FindAny(Guid backupId) =>
-        List(includeIncomplete: true).FirstOrDefault(b => b.Id == backupId && b.Status != BackupStatus.Creating)
-        ?? throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"No backup with id {backupId} in repository '{Root}' (or it is still being written).", backupId);
 
     /// <summary>Removes backups left incomplete by a crash, kill or failed delete. Returns what was removed.</summary>
     public IReadOnlyList<BackupInfo> RemoveIncomplete(TimeSpan minimumAge, CancellationToken cancellationToken = default)
@@ -502,7 +515,7 @@ public sealed class BackupRepository : IChunkedRepository
         }
     }
 
-    private void Scan(string dir, int depth, List<BackupInfo> found, CancellationToken cancellationToken)
+    private void Scan(string dir, int depth, List<BackupInfo> found, List<(string Name, string Problem)> stray, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
         var summary = ContainerSummary.TryRead(dir);
@@ -557,13 +570,25 @@ public sealed class BackupRepository : IChunkedRepository
                 continue;
             }
 
-            if (ObjectNaming.MetadataFileRegex().Match(name) is { Success: true } m)
+            var metadataMatch = ObjectNaming.MetadataFileRegex().Match(name);
+            var match = metadataMatch.Success ? metadataMatch : ObjectNaming.MetadataFileRegex().Match(StripObjectSuffix(name) + ObjectNaming.MetadataSuffix);
+            if (!match.Success)
             {
-                metadataPrefixes.Add(m.Groups["prefix"].Value);
+                continue;
             }
-            else if (ObjectNaming.MetadataFileRegex().Match(StripObjectSuffix(name) + ObjectNaming.MetadataSuffix) is { Success: true } o)
+
+            // A name the pattern admits but no backup can have (a bad id or date): skipped and reported.
+            if (!ObjectNaming.TryParseNamed(match, out var volumeId, out var backupId, out _, out var problem))
             {
-                objectPrefixes[o.Groups["prefix"].Value] = (Guid.Parse(o.Groups["vid"].Value), Guid.Parse(o.Groups["bid"].Value));
+                stray.Add((entry, problem));
+            }
+            else if (metadataMatch.Success)
+            {
+                metadataPrefixes.Add(match.Groups["prefix"].Value);
+            }
+            else
+            {
+                objectPrefixes[match.Groups["prefix"].Value] = (volumeId, backupId);
             }
         }
 
@@ -586,7 +611,7 @@ public sealed class BackupRepository : IChunkedRepository
         {
             foreach (var sub in subdirs)
             {
-                Scan(sub, depth + 1, found, cancellationToken);
+                Scan(sub, depth + 1, found, stray, cancellationToken);
             }
         }
     }

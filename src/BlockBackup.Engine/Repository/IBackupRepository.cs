@@ -33,6 +33,21 @@ public interface IBackupRepository
     IReadOnlyList<BackupInfo> Remove(Guid backupId, bool includeDependents, CancellationToken cancellationToken = default);
 
     /// <summary>
+    /// Deletes exactly the listed entry <paramref name="backup"/> (its id and its place: prefix and
+    /// container), as a retention decision named it; never another entry carrying the same id.
+    /// A Ceph pool names a backup by its id alone, so there it is the removal by id.
+    /// </summary>
+    IReadOnlyList<BackupInfo> Remove(BackupInfo backup, bool includeDependents, CancellationToken cancellationToken = default) =>
+        Remove(backup.Id, includeDependents, cancellationToken);
+
+    /// <summary>
+    /// Warnings from the listings made since the last call (objects whose names look like a
+    /// backup's but cannot be one, which the listing skipped), each text once per repository
+    /// handle; the cmdlets write them as warnings.
+    /// </summary>
+    IReadOnlyList<string> TakeWarnings() => [];
+
+    /// <summary>
     /// Deletes what interrupted backups left behind; returns it. A leftover BlockBackup provably
     /// owns (it recorded the backup before writing anything, and nobody holds the volume's lock)
     /// goes at once; any other (Cinder's, which takes no lock) only once older than

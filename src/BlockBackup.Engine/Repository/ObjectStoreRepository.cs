@@ -43,10 +43,10 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
             throw new ArgumentOutOfRangeException(nameof(kind), kind, "An object-store repository is S3 or Swift.");
         }
 
-        if (keyPrefix.Length > 0 && (!keyPrefix.EndsWith('/') || ObjectNames.IsInvalid(keyPrefix.TrimEnd('/'))))
+        if (keyPrefix.Length > 0 && (!keyPrefix.EndsWith('/') || ObjectStoreTarget.PrefixProblem(keyPrefix.TrimEnd('/')) is not null))
         {
             throw new BackupException(BackupErrorKind.InvalidArgument, "InvalidRepository",
-                $"'{keyPrefix}' is not a valid key prefix: '/'-separated names without '.', '..' or empty parts.", keyPrefix);
+                $"'{keyPrefix}' is not a valid key prefix: {ObjectStoreTarget.PrefixProblem(keyPrefix.TrimEnd('/')) ?? "it must end in '/'"}.", keyPrefix);
         }
 
         var zone = availabilityZone ?? "nova";
@@ -67,6 +67,10 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
 
     public string Location { get; }
 
+    private readonly ListingWarnings _warnings = new();
+
+    public IReadOnlyList<string> TakeWarnings() => _warnings.Take();
+
     public RepositoryKind Kind { get; }
 
     /// <summary>The bucket or container.</summary>
@@ -80,6 +84,20 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
 
     public IReadOnlyList<string> BackupServices { get; }
 
+    /// <summary>
+    /// ObjectStoreContainerNotFound when the bucket or container does not exist: every verb but a
+    /// backup (whose first put creates it) says so, rather than list a mistyped name as empty.
+    /// </summary>
+    public void RequireContainer(CancellationToken cancellationToken = default)
+    {
+        if (!Store.ContainerExistsAsync($"{_keyPrefix}{InternalDirectory}container-check", cancellationToken).GetAwaiter().GetResult())
+        {
+            throw new BackupException(BackupErrorKind.NotFound, "ObjectStoreContainerNotFound",
+                $"The {(Kind == RepositoryKind.S3 ? "bucket" : "container")} of repository '{Location}' does not exist ({Store.Properties.Description}): check its name and the endpoint. " +
+                "Nothing was changed; the first backup into the repository (New-VolumeBackup) creates it.", Location);
+        }
+    }
+
     /// <summary>Closes the store's connections (its HTTP client).</summary>
     public void Dispose() => (Store as IDisposable)?.Dispose();
 
@@ -91,6 +109,7 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
     public IReadOnlyList<BackupInfo> List(bool includeIncomplete = false, CancellationToken cancellationToken = default)
     {
         var groups = new SortedDictionary<string, Group>(StringComparer.Ordinal);
+        var stray = new Dictionary<string, string>(StringComparer.Ordinal); // prefix -> why no backup has it
         foreach (var o in Enumerate(_keyPrefix + "volume_", cancellationToken))
         {
             var match = ObjectNaming.ObjectStoreNameRegex().Match(o.Name[_keyPrefix.Length..]);
@@ -102,8 +121,20 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
             var prefix = _keyPrefix + match.Groups["prefix"].Value;
             if (!groups.TryGetValue(prefix, out var group))
             {
-                groups[prefix] = group = new Group(Guid.Parse(match.Groups["vid"].Value), Guid.Parse(match.Groups["bid"].Value),
-                    DateTime.ParseExact(match.Groups["ts"].Value, "yyyyMMddHHmmss", CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal));
+                // A name the pattern admits but no backup can have (a bad id or date): skipped and
+                // reported, never a failure of the whole listing (anyone who may write the bucket could plant one).
+                if (stray.ContainsKey(prefix))
+                {
+                    continue;
+                }
+
+                if (!ObjectNaming.TryParseNamed(match, out var volumeId, out var backupId, out var started, out var problem))
+                {
+                    stray[prefix] = problem;
+                    continue;
+                }
+
+                groups[prefix] = group = new Group(volumeId, backupId, started);
             }
 
             switch (match.Groups["suffix"].Value)
@@ -119,6 +150,7 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
             }
         }
 
+        _warnings.Report(Location, stray.Select(p => (DisplayName(p.Key) + "*", p.Value)).ToList());
         var inflight = includeIncomplete ? InFlightRecords(cancellationToken) : [];
         var found = new List<BackupInfo>();
         var lockedVolumes = new Dictionary<Guid, bool>();
@@ -134,15 +166,20 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
             }
             else if (includeIncomplete)
             {
-                found.Add(Incomplete(prefix, g.VolumeId, g.BackupId, g.Started, IsLocked(g.VolumeId), inflight.ContainsKey(g.BackupId)));
+                var ours = inflight.TryGetValue(g.BackupId, out var record) && record.Prefix == prefix;
+                found.Add(Incomplete(prefix, g.VolumeId, g.BackupId, g.Started, IsLocked(g.VolumeId), ours));
             }
         }
 
         // Backups known only by their in-flight record (killed before their first object was
         // stored): incomplete, so that -Incomplete finds them too, or being created while locked.
+        // A record naming a backup that has metadata is ignored: that backup committed, so the
+        // record is stale or forged, and an incomplete twin with its id must never be listed
+        // (retention would decide on the twin and a removal by id hit the real backup).
+        var committed = groups.Values.Where(g => g.MetadataSize is not null).Select(g => g.BackupId).ToHashSet();
         foreach (var (backupId, record) in inflight)
         {
-            if (record.Prefix is { } prefix && !groups.ContainsKey(prefix))
+            if (record.Prefix is { } prefix && !groups.ContainsKey(prefix) && !committed.Contains(backupId))
             {
                 found.Add(Incomplete(prefix, record.VolumeId, backupId, record.StartedUtc, IsLocked(record.VolumeId), ours: true));
             }
@@ -187,20 +224,25 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
             ?? VerifyOperation.Run(this, backupId, includeChain, progress, cancellationToken);
     }
 
-    public IReadOnlyList<BackupInfo> Remove(Guid backupId, bool includeDependents, CancellationToken cancellationToken = default)
+    public IReadOnlyList<BackupInfo> Remove(Guid backupId, bool includeDependents, CancellationToken cancellationToken = default) =>
+        Remove(RepositoryListing.ById(backupId, List(includeIncomplete: true, cancellationToken), Location), includeDependents, cancellationToken);
+
+    public IReadOnlyList<BackupInfo> Remove(BackupInfo backup, bool includeDependents, CancellationToken cancellationToken = default)
     {
-        var target = List(includeIncomplete: true, cancellationToken).FirstOrDefault(b => b.Id == backupId && b.Status != BackupStatus.Creating)
-            ?? throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"No backup with id {backupId} in repository '{Location}' (or it is still being written).", backupId);
-        using var volumeLock = AcquireLock(target.VolumeId, "delete", cancellationToken);
+        if (RepositoryListing.Same(backup, List(includeIncomplete: true, cancellationToken)) is { Status: BackupStatus.Creating })
+        {
+            throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"Backup {backup.Id} in repository '{Location}' is still being written.", backup.Id);
+        }
+
+        using var volumeLock = AcquireLock(backup.VolumeId, "delete", cancellationToken);
         var backups = List(includeIncomplete: true, cancellationToken);
-        target = backups.FirstOrDefault(b => b.Id == backupId)
-            ?? throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"Backup {backupId} was removed meanwhile.", backupId);
-        var order = RepositoryListing.RemovalOrder(target, GetDependents(backupId, recursive: true, backups), includeDependents);
-        RemovalGuard.RefuseWhileRead(Store, $"{_keyPrefix}{InternalDirectory}readers/volume-{ObjectNaming.FormatId(target.VolumeId)}/", backupId, order, cancellationToken);
-        foreach (var backup in order)
+        var target = RepositoryListing.Same(backup, backups);
+        var order = RepositoryListing.RemovalOrder(target, RepositoryListing.DependentsOf(target, backups), includeDependents);
+        RemovalGuard.RefuseWhileRead(Store, $"{_keyPrefix}{InternalDirectory}readers/volume-{ObjectNaming.FormatId(target.VolumeId)}/", target.Id, order, cancellationToken);
+        foreach (var removed in order)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            DeleteObjects(backup.Prefix, backup.Id, cancellationToken);
+            DeleteObjects(removed.Prefix, removed.Id, cancellationToken);
         }
 
         return order;

@@ -56,7 +56,7 @@ public sealed record RepositoryLocation(RepositoryKind Kind, string Value)
             var target = ObjectStoreTarget.Parse(text); // a precise error for a bad bucket or prefix, before any connection
             // A URL that a registration names (a backup piped from a registered repository
             // carries the URL) uses that registration's connection.
-            if (useRegistrations && RegistrationFor(registry, kind, target) is { } byUri)
+            if (useRegistrations && RegistrationFor(registry, kind, target, text) is { } byUri)
             {
                 return FromRegistration(byUri, registry, resolvePath);
             }
@@ -64,36 +64,33 @@ public sealed record RepositoryLocation(RepositoryKind Kind, string Value)
             return new(kind, text);
         }
 
-        return new(RepositoryKind.File, resolvePath(text));
+        var path = resolvePath(text);
+        if (ObjectStoreTarget.HasBookkeepingSegment(path, '/', Path.DirectorySeparatorChar))
+        {
+            throw new BackupException(BackupErrorKind.InvalidArgument, "InvalidRepository",
+                $"'{path}' is inside a repository's '{ObjectStoreTarget.BookkeepingSegment}' bookkeeping directory, which that repository's cleanup removes; choose a directory outside it.", text);
+        }
+
+        return new(RepositoryKind.File, path);
     }
 
-    private static Configuration.RegisteredRepository? RegistrationFor(Configuration.RepositoryRegistry registry, RepositoryKind kind, ObjectStoreTarget target)
+    /// <summary>
+    /// The registration whose location a typed (or piped) URL is; null when none is. Several (the
+    /// same bucket at two endpoints, or duplicates registered before they were refused) are
+    /// refused, naming them: silently taking one could write to, or delete from, the wrong store.
+    /// </summary>
+    private static Configuration.RegisteredRepository? RegistrationFor(Configuration.RepositoryRegistry registry, RepositoryKind kind, ObjectStoreTarget target, string text)
     {
-        IReadOnlyList<Configuration.RegisteredRepository> all;
-        try
+        var matches = registry.Readable()
+            .Where(r => r.Uri.StartsWith(kind == RepositoryKind.S3 ? "s3://" : "swift://", StringComparison.Ordinal) && ObjectStoreTarget.Parse(r.Uri) == target)
+            .ToList();
+        if (matches.Count > 1)
         {
-            all = registry.List();
-        }
-        catch (BackupException)
-        {
-            return null; // a damaged registration elsewhere: this URL simply is not registered usably
+            throw new BackupException(BackupErrorKind.InvalidArgument, "RepositoryUriAmbiguous",
+                $"'{Configuration.RegisteredRepository.Show(text)}' is registered {matches.Count} times: {string.Join(", ", matches.Select(r => $"'{r.Name}' (endpoint {r.Endpoint})"))}; give the registered name instead of the URL.", text);
         }
 
-        return all.Where(r => r.Uri.Contains("://", StringComparison.Ordinal))
-            .Where(r =>
-            {
-                try
-                {
-                    return ObjectStoreTarget.Parse(r.Uri) == target && r.Uri.StartsWith(kind == RepositoryKind.S3 ? "s3:" : "swift:", StringComparison.OrdinalIgnoreCase);
-                }
-                catch (BackupException)
-                {
-                    return false;
-                }
-            })
-            .OrderBy(r => r.CredentialSource == Configuration.RepositoryCredentialSource.Stored ? 0 : 1)
-            .ThenBy(r => r.Name, StringComparer.OrdinalIgnoreCase)
-            .FirstOrDefault();
+        return matches.FirstOrDefault();
     }
 
     private static RepositoryLocation FromRegistration(Configuration.RegisteredRepository registered, Configuration.RepositoryRegistry registry, Func<string, string> resolvePath)
@@ -129,6 +126,12 @@ public sealed record ObjectStoreTarget(RepositoryKind Kind, string Container, st
     /// </summary>
     public const string CinderDefaultContainer = "volumebackups";
 
+    /// <summary>BlockBackup's own bookkeeping (locks, leases, in-flight records) in every repository: no repository may live inside it.</summary>
+    public const string BookkeepingSegment = ".blockbackup";
+
+    /// <summary>The longest key prefix accepted (object names are at most 1024 bytes; a backup's own names take ~120).</summary>
+    public const int MaxKeyPrefixLength = 512;
+
     public static ObjectStoreTarget Parse(string uri)
     {
         var scheme = uri.IndexOf("://", StringComparison.Ordinal);
@@ -141,15 +144,49 @@ public sealed record ObjectStoreTarget(RepositoryKind Kind, string Container, st
         var slash = rest.IndexOf('/');
         var container = slash < 0 ? rest : rest[..slash];
         var prefix = slash < 0 ? string.Empty : rest[(slash + 1)..];
-        var validContainer = container.Length is > 0 and <= 255 && container.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.');
-        if (!validContainer || (prefix.Length > 0 && ObjectNames.IsInvalid(prefix)))
+        // The rules registration applies (RegisteredRepository.Validate), so a typed URL is refused exactly where a registered one would be.
+        if ((ContainerProblem(kind, container) ?? (prefix.Length > 0 ? PrefixProblem(prefix) : null)) is { } problem)
         {
             throw new BackupException(BackupErrorKind.InvalidArgument, "InvalidRepository",
-                $"'{uri}' is not a valid {uri[..scheme]} repository: write {uri[..scheme]}://<{(kind == RepositoryKind.S3 ? "bucket" : "container")}>[/<prefix>] (letters, digits, '-', '_', '.'; the prefix '/'-separated without '.' or '..' parts).", uri);
+                $"'{Shown(uri)}' is not a valid {uri[..scheme]} repository: {problem}; write {uri[..scheme]}://<{(kind == RepositoryKind.S3 ? "bucket" : "container")}>[/<prefix>].", uri);
         }
 
         return new(kind, container, prefix.Length == 0 ? string.Empty : prefix + "/");
     }
+
+    /// <summary>
+    /// Why a bucket (S3: 3-255 letters, digits, '.', '-' or '_', starting and ending with a letter or
+    /// digit) or container (Swift: 1-256 of those, not '.' or '..', which a URL path would resolve)
+    /// name cannot be used; null when it can.
+    /// </summary>
+    public static string? ContainerProblem(RepositoryKind kind, string container)
+    {
+        var plain = container.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.');
+        return kind == RepositoryKind.S3
+            ? plain && container.Length is >= 3 and <= 255 && char.IsAsciiLetterOrDigit(container[0]) && char.IsAsciiLetterOrDigit(container[^1]) ? null
+                : $"'{Shown(container)}' is not a bucket name (3-255 letters, digits, '.', '-' or '_', starting and ending with a letter or digit)"
+            : plain && container.Length is >= 1 and <= 256 && container is not ("." or "..") ? null
+                : $"'{Shown(container)}' is not a container name (1-256 letters, digits, '.', '-' or '_', not '.' or '..')";
+    }
+
+    /// <summary>
+    /// Why a key prefix (without its trailing '/') cannot be used; null when it can: '/'-separated
+    /// names without empty, '.' or '..' parts, '\' or control characters, at most
+    /// <see cref="MaxKeyPrefixLength"/> characters, and no <see cref="BookkeepingSegment"/> part (a
+    /// repository inside another's bookkeeping would be wiped by that one's lock cleanup).
+    /// </summary>
+    public static string? PrefixProblem(string prefix) =>
+        prefix.Length > MaxKeyPrefixLength ? $"the prefix is {prefix.Length} characters, more than {MaxKeyPrefixLength}"
+        : ObjectNames.IsInvalid(prefix) ? $"the prefix '{Shown(prefix)}' has an empty, '.' or '..' part, a '\\' or a control character"
+        : HasBookkeepingSegment(prefix, '/') ? $"the prefix '{Shown(prefix)}' is inside a repository's '{BookkeepingSegment}/' bookkeeping, which that repository's cleanup removes"
+        : null;
+
+    /// <summary>Whether a path or prefix has a <see cref="BookkeepingSegment"/> part (any letter case: file systems may fold it).</summary>
+    public static bool HasBookkeepingSegment(string path, params char[] separators) =>
+        path.Split(separators).Any(p => p.Equals(BookkeepingSegment, StringComparison.OrdinalIgnoreCase));
+
+    /// <summary>A value as an error shows it: bounded, control characters escaped.</summary>
+    private static string Shown(string text) => Configuration.RegisteredRepository.Show(text);
 }
 
 /// <summary>
@@ -233,15 +270,16 @@ public static class RepositoryFactory
 {
     /// <param name="location">The parsed location.</param>
     /// <param name="ceph">The Ceph connection to use for rbd: pools (called only for them).</param>
-    /// <param name="create">Create a missing file repository (backups do; reads never do).</param>
+    /// <param name="create">Create a missing file repository, or let a missing bucket or container be created (backups do; every other verb refuses a missing one).</param>
     public static IBackupRepository Open(RepositoryLocation location, Func<RbdClient> ceph, bool create = false) => location.Kind switch
     {
         RepositoryKind.RbdPool => RbdBackupPool.Open(ceph(), location.Value),
-        RepositoryKind.S3 or RepositoryKind.Swift => OpenObjectStore(location),
+        RepositoryKind.S3 or RepositoryKind.Swift => OpenObjectStore(location, create),
         _ => BackupRepository.Open(location.Value, create),
     };
 
-    private static ObjectStoreRepository OpenObjectStore(RepositoryLocation location)
+    /// <summary>The bucket or container must exist unless <paramref name="create"/> (a backup, whose first put creates it).</summary>
+    private static ObjectStoreRepository OpenObjectStore(RepositoryLocation location, bool create)
     {
         var target = ObjectStoreTarget.Parse(location.Value);
         var connection = location.Connection ?? ObjectStoreConnection.FromEnvironment(location.Kind, location.Value);
@@ -254,6 +292,20 @@ public static class RepositoryFactory
                 ProjectDomain = connection.ProjectDomain ?? "Default",
                 Region = connection.Region,
             });
-        return new ObjectStoreRepository(store, location.Kind, target.Container, target.KeyPrefix, connection.AvailabilityZone);
+        var repository = new ObjectStoreRepository(store, location.Kind, target.Container, target.KeyPrefix, connection.AvailabilityZone);
+        if (!create)
+        {
+            try
+            {
+                repository.RequireContainer();
+            }
+            catch
+            {
+                repository.Dispose();
+                throw;
+            }
+        }
+
+        return repository;
     }
 }

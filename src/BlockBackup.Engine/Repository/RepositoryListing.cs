@@ -49,6 +49,33 @@ internal static class RepositoryListing
         };
     }
 
+    /// <summary>
+    /// The entry a removal decided on, found again in a fresh listing by id and place (prefix and
+    /// container), never by id alone: a forged entry may carry another backup's id, and removing
+    /// "the first with that id" would then delete the wrong one.
+    /// </summary>
+    public static BackupInfo Same(BackupInfo decided, IReadOnlyList<BackupInfo> relisted) =>
+        relisted.FirstOrDefault(b => b.Id == decided.Id && b.Prefix == decided.Prefix && b.Container == decided.Container)
+        ?? throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"Backup {decided.Id} ('{decided.Container}', '{decided.Prefix}') was removed meanwhile.", decided.Id);
+
+    /// <summary>
+    /// What a removal by id means: the available backup with that id (the one Get returns),
+    /// else the only other entry with it (incomplete or damaged); never one being written.
+    /// </summary>
+    public static BackupInfo ById(Guid backupId, IReadOnlyList<BackupInfo> all, string location) =>
+        BackupGraph.ById(all.Where(b => b.Status != BackupStatus.Creating), backupId)
+        ?? throw new BackupException(BackupErrorKind.NotFound, "BackupNotFound", $"No backup with id {backupId} in repository '{location}' (or it is still being written).", backupId);
+
+    /// <summary>
+    /// The backups depending on <paramref name="target"/>. Children name their parent by id only,
+    /// so they belong to the available entry with that id: an incomplete or damaged twin of it
+    /// (same id, another place) has none, and removing the twin never takes them along.
+    /// </summary>
+    public static IReadOnlyList<BackupInfo> DependentsOf(BackupInfo target, IReadOnlyList<BackupInfo> all) =>
+        target.Status != BackupStatus.Available && all.Any(b => b.Id == target.Id && b.Status == BackupStatus.Available)
+            ? []
+            : BackupGraph.Dependents(all, target.Id, recursive: true);
+
     /// <summary>What removing <paramref name="target"/> deletes, dependents first (newest first); refused while it has dependents unless asked.</summary>
     public static List<BackupInfo> RemovalOrder(BackupInfo target, IReadOnlyList<BackupInfo> dependents, bool includeDependents)
     {

@@ -131,7 +131,8 @@ public sealed class LimitVolumeBackupCommand : RepositoryCmdlet
     {
         var repository = OpenRepository(repositoryPath);
         var all = repository.List(includeIncomplete: true, StopToken);
-        IReadOnlyList<BackupInfo> remove(Guid id) => repository.Remove(id, includeDependents: false, StopToken);
+        // The exact entry the plan decided on (id and place), never "a backup with that id".
+        IReadOnlyList<BackupInfo> remove(BackupInfo backup) => repository.Remove(backup, includeDependents: false, StopToken);
 
         IEnumerable<BackupInfo> scope = all;
         if (VolumeId is { Length: > 0 } volumes)
@@ -153,6 +154,12 @@ public sealed class LimitVolumeBackupCommand : RepositoryCmdlet
 
         var backups = scope.ToList();
         var plan = RetentionPlanner.Plan(backups, rule, now, TimeZoneInfo.Local, selected is null ? null : b => selected.Contains(b.Id));
+        // Against the real clock, also in an -AsOf preview (where "after the time evaluated" is expected).
+        var clock = TimeProvider.System.GetUtcNow();
+        foreach (var future in RetentionPlanner.DatedInFuture(backups, clock))
+        {
+            WriteWarning(RetentionPlanner.FutureDatedWarning(future, clock));
+        }
         if (AsOf is null)
         {
             Remove(plan, remove);
@@ -165,7 +172,7 @@ public sealed class LimitVolumeBackupCommand : RepositoryCmdlet
     }
 
     /// <summary>Removes in the plan's order (dependents first); a backup whose dependent could not be removed stays.</summary>
-    private void Remove(RetentionPlan plan, Func<Guid, IReadOnlyList<BackupInfo>> remove)
+    private void Remove(RetentionPlan plan, Func<BackupInfo, IReadOnlyList<BackupInfo>> remove)
     {
         var reasons = new Dictionary<Guid, IReadOnlyList<string>>();
         foreach (var d in plan.Decisions)
@@ -192,7 +199,7 @@ public sealed class LimitVolumeBackupCommand : RepositoryCmdlet
 
             try
             {
-                foreach (var removed in remove(backup.Id))
+                foreach (var removed in remove(backup))
                 {
                     WriteVerbose($"Removed backup {removed.Id} ({removed.Container}).");
                 }

@@ -112,6 +112,8 @@ public sealed partial class RegisterBackupRepositoryCommand : RegisteredReposito
                 $"A repository '{Name}' is registered already ('{registry.RegistrationPath(Name)}'); use -Force to replace it, or Unregister-BackupRepository first.", Name);
         }
 
+        registry.RefuseRegisteredLocation(repository); // before -WhatIf says it would register
+
         if (repository.Uri.StartsWith("swift://", StringComparison.Ordinal) && repository.Endpoint!.StartsWith("http://", StringComparison.OrdinalIgnoreCase))
         {
             WriteWarning($"Repository '{Name}': the Swift auth URL is plain http://, so the key or password travels unencrypted when a token is requested.");

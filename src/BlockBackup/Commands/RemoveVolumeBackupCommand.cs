@@ -77,7 +77,7 @@ public sealed class RemoveVolumeBackupCommand : RepositoryCmdlet
         var all = repository.List(includeIncomplete: true, StopToken);
         var removed = new HashSet<Guid>();
         var order = ids
-            .Select(id => (Id: id, Backup: all.FirstOrDefault(b => b.Id == id)))
+            .Select(id => (Id: id, Backup: BackupGraph.ById(all, id)))
             .OrderByDescending(r => r.Backup?.CreatedUtc ?? DateTime.MaxValue)
             .ToList();
         foreach (var (id, backup) in order)
@@ -104,7 +104,7 @@ public sealed class RemoveVolumeBackupCommand : RepositoryCmdlet
                     return;
                 }
 
-                foreach (var b in repository.Remove(id, IncludeDependents, StopToken))
+                foreach (var b in repository.Remove(backup, IncludeDependents, StopToken))
                 {
                     removed.Add(b.Id);
                     WriteVerbose($"Removed backup {b.Id} ({b.Container}).");

@@ -175,6 +175,26 @@ public abstract class EngineCmdlet : PSCmdlet, IDisposable
         using var running = TerminationSignal.Running(this);
         try
         {
+            RunItem(action);
+        }
+        finally
+        {
+            if (!_stop.IsCancellationRequested)
+            {
+                AfterItem();
+            }
+        }
+    }
+
+    /// <summary>After each pipeline item, failed or not, on the pipeline thread: e.g. warnings the engine collected meanwhile.</summary>
+    protected virtual void AfterItem()
+    {
+    }
+
+    private void RunItem(Action action)
+    {
+        try
+        {
             action();
         }
         catch (BackupException ex)

@@ -75,6 +75,18 @@ public abstract class RepositoryCmdlet : EngineCmdlet
         opened.Remove($"{parsed.Kind}:{parsed.Value}");
     }
 
+    /// <summary>What the listings of this item skipped (stray names), as warnings: the engine collects them on its own threads.</summary>
+    protected override void AfterItem()
+    {
+        foreach (var repository in opened.Values)
+        {
+            foreach (var warning in repository.TakeWarnings())
+            {
+                WriteWarning(warning);
+            }
+        }
+    }
+
     protected override void Dispose(bool disposing)
     {
         if (disposing)
