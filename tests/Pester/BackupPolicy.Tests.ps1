@@ -9,6 +9,7 @@
 
 BeforeAll {
     . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
+    . (Join-Path $PSScriptRoot 'ConfigurationTrustHelpers.ps1')
     $script:config = Join-Path $TestDrive 'config'
     $env:BLOCKBACKUP_CONFIG_DIR = $config
 
@@ -66,6 +67,164 @@ Describe 'New-, Get-, Set-, Remove-BackupPolicy' {
         $err[0].Exception.Message | Should -Match "policy 'broken'.*not valid JSON"
         Remove-BackupPolicy -Name broken -Confirm:$false -WarningAction SilentlyContinue
         Remove-BackupPolicy -Name good -Confirm:$false
+    }
+}
+
+Describe 'Names that are not policy names, for every verb' {
+    BeforeAll {
+        # A configuration directory with one real policy, and files beside and above it that a
+        # name with '..', a separator or a root could reach: policies/../x.json, ../../app/settings.json
+        # and, through state/, the real policy's own file (state/../policies/keep.json).
+        $script:tree = Join-Path $TestDrive 'traversal'
+        $script:travConfig = Join-Path $tree 'cfg'
+        $app = Join-Path $tree 'app'
+        New-Item -ItemType Directory -Force -Path $app | Out-Null
+        $env:BLOCKBACKUP_CONFIG_DIR = $travConfig
+        New-BackupPolicy -Name keep -Path (Join-Path $TestDrive 'keep.img') -Repository (Join-Path $TestDrive 'keep-repo') -Schedule '0 2 * * *' -KeepLast 1 | Out-Null
+        $policyText = { param($name) (@{ name = $name; path = @('/etc/shadow'); repository = (Join-Path $app 'stolen'); schedule = '* * * * *'; keepLast = 1 } | ConvertTo-Json) }
+        Set-Content -LiteralPath (Join-Path $app 'settings.json') -Value (& $policyText '../../app/settings')
+        Set-Content -LiteralPath (Join-Path $app 'settings.lock') -Value 'not a lock'
+        Set-Content -LiteralPath (Join-Path $travConfig 'x.json') -Value (& $policyText '../x')
+        Set-Content -LiteralPath (Join-Path $travConfig 'x.lock') -Value 'not a lock'
+        Set-Content -LiteralPath (Join-Path $app 'abs.json') -Value (& $policyText (Join-Path $app 'abs'))
+
+        function script:Get-TravTree {
+            Get-ChildItem -LiteralPath $tree -Recurse -Force | ForEach-Object { "$($_.FullName) $(if (-not $_.PSIsContainer) { (Get-FileHash -LiteralPath $_.FullName).Hash })" }
+        }
+        $script:before = Get-TravTree
+        $dsc = (Get-Module BlockBackup).NestedModules | Where-Object Name -EQ 'BlockBackup.Dsc'
+        function script:New-TravResource {
+            param([string] $Name, [string] $Ensure)
+            & $dsc { param($n, $e, $v) $r = [BlockBackupPolicy]::new(); $r.Name = $n; $r.Ensure = $e; $r.Path = @($v); $r.Schedule = '0 2 * * *'; $r.KeepLast = 1; $r.Repository = $v; $r } $Name $Ensure (Join-Path $TestDrive 'dsc-trav')
+        }
+    }
+
+    AfterAll {
+        $env:BLOCKBACKUP_CONFIG_DIR = $config
+    }
+
+    # Each verb, each name: InvalidBackupPolicy (nothing read, written or removed), and every file stays byte-identical.
+    It '<Verb> refuses the name <Name> (InvalidBackupPolicy) and touches no file' -ForEach @(
+        foreach ($name in '../../app/settings', '../x', '../policies/keep', '..\..\app\settings', '/absolute/app/abs', 'CON', 'nul.json', 'com1', '.hidden', 'a:b', 'a b', 'x/..') {
+            foreach ($verb in 'New', 'Get', 'Set', 'Remove', 'Remove (pipeline)', 'Invoke', 'Get-Status', 'DSC Get', 'DSC Set Absent', 'DSC Set Present') {
+                @{ Verb = $verb; Name = $name }
+            }
+        }) {
+        if ($Name -eq '/absolute/app/abs') { $Name = Join-Path $tree 'app/abs' }   # a rooted name: Path.Combine would return it as it is
+        $failed = $null
+        $thrown = $null
+        try {
+            switch ($Verb) {
+                'New' { New-BackupPolicy -Name $Name -Path (Join-Path $TestDrive 'n.img') -Repository (Join-Path $TestDrive 'n-repo') -Schedule '0 2 * * *' -KeepLast 1 -ErrorAction SilentlyContinue -ErrorVariable failed }
+                'Get' { Get-BackupPolicy -Name $Name -ErrorAction SilentlyContinue -ErrorVariable failed }
+                'Set' { Set-BackupPolicy -Name $Name -KeepLast 2 -ErrorAction SilentlyContinue -ErrorVariable failed }
+                'Remove' { Remove-BackupPolicy -Name $Name -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable failed -WarningAction SilentlyContinue }
+                'Remove (pipeline)' { [pscustomobject]@{ Name = $Name } | Remove-BackupPolicy -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable failed -WarningAction SilentlyContinue }
+                'Invoke' { Invoke-BackupPolicy -Name $Name -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable failed }
+                'Get-Status' { Get-BackupPolicyStatus -Name $Name -ErrorAction SilentlyContinue -ErrorVariable failed }
+                'DSC Get' { (New-TravResource $Name Present).Get() }
+                'DSC Set Absent' { (New-TravResource $Name Absent).Set() }
+                'DSC Set Present' { (New-TravResource $Name Present).Set() }
+            }
+        }
+        catch {
+            $thrown = $_
+        }
+        $errorRecord = if ($Verb -like 'DSC*') { $thrown } else { $failed | Select-Object -First 1 }
+        $errorRecord | Should -Not -BeNullOrEmpty -Because 'the name must be refused'
+        $text = "$($errorRecord.FullyQualifiedErrorId) $($errorRecord.Exception.Message) $($errorRecord.Exception.InnerException.Message)"
+        $text | Should -Match 'InvalidBackupPolicy|is not a policy name'
+        $text | Should -Match 'is not a policy name'
+        Get-TravTree | Should -Be $before
+    }
+
+    It 'still lists, runs and removes the real policy (the store is intact)' {
+        (Get-BackupPolicy -Name keep).Name | Should -Be 'keep'
+        @(Get-BackupPolicy).Name | Should -Be @('keep')
+    }
+}
+
+# ssh-style trust, with the hostile user played by nobody (runuser): the tests run as root, as CI does.
+Describe 'A policy another user can change is never run' -Skip:(-not $IsLinux -or (& id -u) -ne '0' -or -not (Get-Command runuser -ErrorAction SilentlyContinue)) {
+    BeforeAll {
+        # Stands for /etc/shadow: only root may read it.
+        $script:shadow = Join-Path $TestDrive 'shadow.img'
+        New-TestVolume -Path $shadow -MiB 1 -Seed 66
+        chmod 0600 $shadow
+        $script:loot = Join-Path $TestDrive 'loot'   # where nobody wants root's backup of it
+        # The policy nobody writes: due every minute since long ago, backing up the secret into the loot.
+        $script:evilPolicy = { param($name) (@{ name = $name; path = @($shadow); repository = $loot; schedule = '* * * * *'; keepLast = 1; createdUtc = '2020-01-01T00:00:00.0000000+00:00' } | ConvertTo-Json -Compress) }
+
+        function script:Use-TrustConfig {
+            $parent = New-Item -ItemType Directory -Path (Join-Path $TestDrive "trust-$([guid]::NewGuid())")
+            $dir = Join-Path $parent 'cfg'
+            $env:BLOCKBACKUP_CONFIG_DIR = $dir
+            New-BackupPolicy -Name victim -Path (Join-Path $TestDrive 'v.img') -Repository (Join-Path $TestDrive 'v-repo') -Schedule '0 2 * * *' -KeepLast 1 | Out-Null
+            $dir
+        }
+    }
+
+    AfterEach {
+        Test-Path -LiteralPath $loot | Should -BeFalse -Because 'nothing may be backed up into the planted repository'
+    }
+
+    AfterAll {
+        $env:BLOCKBACKUP_CONFIG_DIR = $config
+    }
+
+    It 'writes policies 0600 in 0700 folders, and uses them' {
+        $dir = Use-TrustConfig
+        [IO.File]::GetUnixFileMode($dir) | Should -Be ([System.IO.UnixFileMode]'UserRead, UserWrite, UserExecute')
+        [IO.File]::GetUnixFileMode((Join-Path $dir 'policies')) | Should -Be ([System.IO.UnixFileMode]'UserRead, UserWrite, UserExecute')
+        [IO.File]::GetUnixFileMode((Join-Path $dir 'policies/victim.json')) | Should -Be ([System.IO.UnixFileMode]'UserRead, UserWrite')
+        (Get-BackupPolicy).Name | Should -Be 'victim'
+        (Get-BackupPolicyStatus -Name victim).Health | Should -Be 'NeverRun'
+    }
+
+    It 'refuses a policy file others can write (0666) that nobody rewrote, for every verb that reads it' {
+        $dir = Use-TrustConfig
+        $file = Join-Path $dir 'policies/victim.json'
+        chmod 0666 $file
+        chmod 0711 $dir; chmod 0711 (Join-Path $dir 'policies')
+        Invoke-AsNobody "printf '%s' '$(& $evilPolicy victim)' > '$file'"
+        chmod 0700 $dir; chmod 0700 (Join-Path $dir 'policies')
+        Invoke-BackupPolicy -Due -ErrorAction SilentlyContinue -ErrorVariable due | Should -BeNullOrEmpty
+        Assert-NotTrusted $due[0] $file 'group and others can write it \(mode 0666\)' "chmod go-w '$file'"
+        Invoke-BackupPolicy -Name victim -ErrorAction SilentlyContinue -ErrorVariable named | Should -BeNullOrEmpty
+        Assert-NotTrusted $named[0] $file 'mode 0666' 'chmod go-w'
+        Get-BackupPolicy -Name victim -ErrorAction SilentlyContinue -ErrorVariable got | Should -BeNullOrEmpty
+        Assert-NotTrusted $got[0] $file 'mode 0666' 'chmod go-w'
+        Get-BackupPolicyStatus -ErrorAction SilentlyContinue -ErrorVariable status | Should -BeNullOrEmpty
+        Assert-NotTrusted $status[0] $file 'mode 0666' 'chmod go-w'
+        # The scheduled entry's command fails (non-zero exit code), so the refusal is seen.
+        & $Pwsh -NoProfile -NonInteractive -Command "Import-Module '$ModuleManifest'; Invoke-BackupPolicy -Due -ErrorAction Stop" 2>$null | Out-Null
+        $LASTEXITCODE | Should -Not -Be 0
+        # It can be removed: its folder is trusted.
+        Remove-BackupPolicy -Name victim -Confirm:$false -WarningAction SilentlyContinue -WarningVariable warned
+        $warned | Should -Match 'not trusted.*removed anyway'
+        $file | Should -Not -Exist
+    }
+
+    It 'runs nothing from a configuration directory others can write (0777), where nobody planted a policy' {
+        $dir = Use-TrustConfig
+        chmod 0777 $dir
+        Invoke-AsNobody "cd '$dir' && mv policies gone && mkdir policies && printf '%s' '$(& $evilPolicy evil)' > policies/evil.json"
+        Invoke-BackupPolicy -Due -ErrorAction SilentlyContinue -ErrorVariable due | Should -BeNullOrEmpty
+        Assert-NotTrusted $due[0] $dir 'group and others can write it \(mode 0777\)' "chmod go-w '$dir'"
+        Get-BackupPolicy -ErrorAction SilentlyContinue -ErrorVariable got | Should -BeNullOrEmpty
+        Assert-NotTrusted $got[0] $dir 'mode 0777' 'chmod go-w'
+        { New-BackupPolicy -Name more -Path $shadow -Repository (Join-Path $TestDrive 'm') -Schedule '0 2 * * *' -KeepLast 1 -ErrorAction Stop } | Should -Throw -ErrorId 'ConfigurationNotTrusted*'
+    }
+
+    It 'refuses a policy folder nobody replaced by a symbolic link to theirs' {
+        $dir = Use-TrustConfig
+        $theirs = New-Item -ItemType Directory -Path (Join-Path $TestDrive "theirs-$([guid]::NewGuid())")
+        chown nobody $theirs
+        chmod 0777 $dir
+        Invoke-AsNobody "printf '%s' '$(& $evilPolicy victim)' > '$theirs/victim.json' && cd '$dir' && mv policies gone && ln -s '$theirs' policies"
+        chmod 0700 $dir
+        Invoke-BackupPolicy -Due -ErrorAction SilentlyContinue -ErrorVariable due | Should -BeNullOrEmpty
+        Assert-NotTrusted $due[0] (Join-Path $dir 'policies') 'symbolic link' 'replace it with the directory'
     }
 }
 

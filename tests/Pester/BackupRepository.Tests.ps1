@@ -10,6 +10,7 @@
 
 BeforeAll {
     . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
+    . (Join-Path $PSScriptRoot 'ConfigurationTrustHelpers.ps1')
     $script:savedConfig = $env:BLOCKBACKUP_CONFIG_DIR
 
     # A fresh configuration directory for each test that asks for one.
@@ -442,6 +443,142 @@ Describe 'Damaged and hostile registration files' {
         [IO.File]::WriteAllText((Join-Path $repos 'not a name.json'), '{')
         (Get-BackupRepository).Name | Should -Be 'good'
         $registry.Names() | Should -Be @('good')
+    }
+}
+
+# ssh-style trust, with the hostile user played by nobody (runuser): the tests run as root, as CI does.
+Describe 'A configuration directory, registration or secret another user can change' -Skip:(-not $IsLinux -or (& id -u) -ne '0' -or -not (Get-Command runuser -ErrorAction SilentlyContinue)) {
+    BeforeAll {
+
+        # A fresh configuration directory (0700, as Register-BackupRepository makes it) with two registrations.
+        function script:New-TrustConfig {
+            $parent = Join-Path $TestDrive "trust-$([guid]::NewGuid())"
+            New-Item -ItemType Directory -Path $parent | Out-Null
+            $dir = Use-Config (Join-Path (Split-Path -Leaf $parent) 'cfg')
+            Register-BackupRepository -Name offsite @s3 -Credential (New-Credential AKIAEXAMPLE $secret)
+            Register-BackupRepository -Name local -Uri (Join-Path $TestDrive 'local')
+            $dir
+        }
+
+        # What nobody writes: a registration that sends root's key to a listener of theirs.
+        $script:evil = '{ "name": "offsite", "uri": "s3://backups/node1", "endpoint": "http://127.0.0.1:9/", "userName": "AKIAEXAMPLE", "credentialSource": "Stored" }'
+
+    }
+
+    It 'works with the directories 0700 and the files 0600 it makes, whatever the umask' {
+        $dir = New-TrustConfig
+        (Get-BackupRepository).Name | Should -Be @('local', 'offsite')
+        $registry.GetSecret($registry.Get('offsite')) | Should -BeExactly $secret
+        [IO.File]::GetUnixFileMode($dir) | Should -Be ([System.IO.UnixFileMode]'UserRead, UserWrite, UserExecute')
+        [IO.File]::GetUnixFileMode((Join-Path $repos 'local.json')) | Should -Be ([System.IO.UnixFileMode]'UserRead, UserWrite')
+        # A umask that lets the group write changes nothing: the modes are set, not left to it.
+        $dir2 = Join-Path $TestDrive "umask-$([guid]::NewGuid())"
+        & /bin/sh -c "umask 000; BLOCKBACKUP_CONFIG_DIR='$dir2' '$Pwsh' -NoProfile -NonInteractive -Command `"Import-Module '$ModuleManifest'; Register-BackupRepository -Name l -Uri /srv/l; Get-BackupRepository l | Out-Null`""
+        $LASTEXITCODE | Should -Be 0
+        [IO.File]::GetUnixFileMode($dir2) | Should -Be ([System.IO.UnixFileMode]'UserRead, UserWrite, UserExecute')
+        [IO.File]::GetUnixFileMode((Join-Path $dir2 'repositories')) | Should -Be ([System.IO.UnixFileMode]'UserRead, UserWrite, UserExecute')
+        [IO.File]::GetUnixFileMode((Join-Path $dir2 'repositories/l.json')) | Should -Be ([System.IO.UnixFileMode]'UserRead, UserWrite')
+    }
+
+    It 'refuses a configuration directory others can write (0777), after nobody replaced its registrations' {
+        $dir = New-TrustConfig
+        chmod 0777 $dir
+        # What the attack did: move root's folder away, make one's own, plant a registration in it.
+        Invoke-AsNobody "cd '$dir' && mv repositories gone && mkdir repositories && printf '%s' '$evil' > repositories/offsite.json"
+        Get-BackupRepository -ErrorAction SilentlyContinue -ErrorVariable err | Should -BeNullOrEmpty
+        Assert-NotTrusted $err[0] $dir 'group and others can write it \(mode 0777\)' "chmod go-w '$dir'"
+        $err[0].Exception.Message | Should -Not -Match ([regex]::Escape($secret))
+        { Get-BackupRepository -ErrorAction Stop } | Should -Throw -ErrorId 'ConfigurationNotTrusted*' 
+        (Get-EngineError { $registry.GetSecret($registry.Get('offsite')) }).ErrorId | Should -Be 'ConfigurationNotTrusted'
+        { Register-BackupRepository -Name other -Uri /srv/o -ErrorAction Stop } | Should -Throw -ErrorId 'ConfigurationNotTrusted*'
+        # A repository named by its registration is not opened either.
+        { Get-VolumeBackup -Repository offsite -ErrorAction Stop } | Should -Throw -ErrorId 'ConfigurationNotTrusted*'
+    }
+
+    It 'refuses a configuration directory another user owns' {
+        $shared = Join-Path $TestDrive "shared-$([guid]::NewGuid())"
+        New-Item -ItemType Directory -Path $shared | Out-Null
+        chmod 1777 $shared   # like /tmp: anyone may make a directory there
+        $dir = Join-Path $shared 'cfg'
+        Invoke-AsNobody "mkdir -m 0755 '$dir' && mkdir -m 0755 '$dir/repositories' && printf '%s' '$evil' > '$dir/repositories/offsite.json'"
+        Use-Config (Join-Path (Split-Path -Leaf $shared) 'cfg') | Out-Null
+        Get-BackupRepository -ErrorAction SilentlyContinue -ErrorVariable err | Should -BeNullOrEmpty
+        Assert-NotTrusted $err[0] $dir 'owned by uid 65534, neither this user \(uid 0\) nor root' "chown 0 '$dir'"
+        { Register-BackupRepository -Name offsite @s3 -Credential (New-Credential AKIAEXAMPLE $secret) -ErrorAction Stop } | Should -Throw -ErrorId 'ConfigurationNotTrusted*'
+        Test-Path -LiteralPath (Join-Path $dir 'repositories/offsite.secret') | Should -BeFalse -Because 'the secret must not be written where nobody can read it'
+    }
+
+    It 'refuses a configuration directory inside a directory others can write (not sticky)' {
+        $open = Join-Path $TestDrive "open-$([guid]::NewGuid())"
+        New-Item -ItemType Directory -Path $open | Out-Null
+        chmod 0777 $open
+        Use-Config (Join-Path (Split-Path -Leaf $open) 'cfg') | Out-Null
+        { Register-BackupRepository -Name local -Uri /srv/l -ErrorAction Stop } | Should -Throw -ErrorId 'ConfigurationNotTrusted*'
+        Test-Path -LiteralPath (Join-Path $open 'cfg') | Should -BeFalse
+        Register-BackupRepository -Name local -Uri /srv/l -ErrorAction SilentlyContinue -ErrorVariable err
+        Assert-NotTrusted $err[0] $open 'group and others can write it' "chmod go-w '$open'"
+    }
+
+    It 'refuses a registration file nobody owns, as an error for that one only' {
+        $dir = New-TrustConfig
+        chmod 0711 $dir; chmod 0777 $repos   # for a moment: what a careless chmod allows
+        Invoke-AsNobody "cd '$repos' && rm offsite.json && printf '%s' '$evil' > offsite.json && chmod 0644 offsite.json"
+        chmod 0700 $dir; chmod 0700 $repos
+        $file = Join-Path $repos 'offsite.json'
+        $found = Get-BackupRepository -ErrorAction SilentlyContinue -ErrorVariable err
+        $found.Name | Should -Be 'local'
+        $err.Count | Should -Be 1
+        Assert-NotTrusted $err[0] $file 'owned by uid 65534' "chown 0 '$file'"
+        (Get-EngineError { $registry.GetSecret($registry.Get('offsite')) }).ErrorId | Should -Be 'ConfigurationNotTrusted'
+        # It can still be removed (its folder is trusted), with a warning that says why.
+        Unregister-BackupRepository -Name offsite -WarningVariable warned -WarningAction SilentlyContinue
+        $warned | Should -Match 'not trusted.*removed anyway'
+        $file | Should -Not -Exist
+    }
+
+    It 'refuses a registration file others can write (0666)' {
+        $dir = New-TrustConfig
+        $file = Join-Path $repos 'offsite.json'
+        chmod 0666 $file
+        chmod 0711 $dir; chmod 0711 $repos   # so nobody can reach it
+        Invoke-AsNobody "printf '%s' '$evil' > '$file'"
+        chmod 0700 $dir; chmod 0700 $repos
+        Get-BackupRepository -Name offsite -ErrorAction SilentlyContinue -ErrorVariable err | Should -BeNullOrEmpty
+        Assert-NotTrusted $err[0] $file 'group and others can write it \(mode 0666\)' "chmod go-w '$file'"
+    }
+
+    It 'refuses a symbolic link in place of a registration, naming it and its target' {
+        $dir = New-TrustConfig
+        $planted = Join-Path $TestDrive "planted-$([guid]::NewGuid()).json"
+        Set-Content -LiteralPath $planted -Value $evil
+        chmod 0711 $dir; chmod 0777 $repos   # for a moment: what a careless chmod allows
+        Invoke-AsNobody "cd '$repos' && rm offsite.json && ln -s '$planted' offsite.json"
+        chmod 0700 $dir; chmod 0700 $repos
+        $file = Join-Path $repos 'offsite.json'
+        $found = Get-BackupRepository -ErrorAction SilentlyContinue -ErrorVariable err
+        $found.Name | Should -Be 'local'
+        Assert-NotTrusted $err[0] $file 'symbolic link' 'replace it with the file'
+        $err[0].Exception.Message | Should -Match ([regex]::Escape($planted))
+    }
+
+    It 'refuses a secret file nobody owns, or one that is a symbolic link' {
+        $dir = New-TrustConfig
+        $secretFile = Join-Path $repos 'offsite.secret'
+        chmod 0711 $dir; chmod 0777 $repos   # for a moment: what a careless chmod allows
+        Invoke-AsNobody "cd '$repos' && rm offsite.secret && printf 'theirs' > offsite.secret && chmod 0600 offsite.secret"
+        chmod 0700 $dir; chmod 0700 $repos
+        $owned = Get-EngineError { $registry.GetSecret($registry.Get('offsite')) }
+        $owned.ErrorId | Should -Be 'ConfigurationNotTrusted'
+        $owned.Message | Should -Match ([regex]::Escape("'$secretFile'"))
+        $owned.Message | Should -Match 'owned by uid 65534'
+        Remove-Item -LiteralPath $secretFile
+        $elsewhere = Join-Path $TestDrive "secret-$([guid]::NewGuid())"
+        Set-Content -LiteralPath $elsewhere -Value 'elsewhere' -NoNewline
+        chmod 0600 $elsewhere
+        New-Item -ItemType SymbolicLink -Path $secretFile -Target $elsewhere | Out-Null
+        $linked = Get-EngineError { $registry.GetSecret($registry.Get('offsite')) }
+        $linked.ErrorId | Should -Be 'ConfigurationNotTrusted'
+        $linked.Message | Should -Match 'symbolic link'
     }
 }
 

@@ -25,8 +25,8 @@ public sealed class RepositoryRegistry
     private const string SecretExtension = ".secret";
     private const int MaxRegistrationBytes = 64 * 1024;
     private const int MaxSecretBytes = 16 * 1024;
+    private const string RepositoriesFolder = "repositories";
 
-    private const UnixFileMode DirectoryMode0700 = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
     private const UnixFileMode FileMode0600 = UnixFileMode.UserRead | UnixFileMode.UserWrite;
     private const UnixFileMode GroupOrOther = UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.GroupExecute |
                                               UnixFileMode.OtherRead | UnixFileMode.OtherWrite | UnixFileMode.OtherExecute;
@@ -36,8 +36,6 @@ public sealed class RepositoryRegistry
         "name", "uri", "endpoint", "userName", "region", "availabilityZone", "projectName", "userDomain", "projectDomain",
         "credentialSource", "secretEnvironmentVariable", "registeredUtc",
     ];
-
-    private static readonly string[] WindowsDeviceNames = ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"];
 
     /// <summary>The registry of the node's configuration directory (BLOCKBACKUP_CONFIG_DIR or the platform default).</summary>
     public RepositoryRegistry()
@@ -49,7 +47,7 @@ public sealed class RepositoryRegistry
     public RepositoryRegistry(string configurationDirectory)
     {
         ConfigurationDirectory = Path.GetFullPath(configurationDirectory);
-        RepositoriesDirectory = Path.Combine(ConfigurationDirectory, "repositories");
+        RepositoriesDirectory = Path.Combine(ConfigurationDirectory, RepositoriesFolder);
     }
 
     public string ConfigurationDirectory { get; }
@@ -57,26 +55,11 @@ public sealed class RepositoryRegistry
     public string RepositoriesDirectory { get; }
 
     /// <summary>
-    /// Whether <paramref name="name"/> can name a repository: 1-64 ASCII letters, digits, '-', '_'
-    /// and '.', not starting with '.' (so never '/', '\', ':' or a URL: a name is never mistaken for a
-    /// location), and not a Windows device name (CON, NUL, COM1…).
+    /// Whether <paramref name="name"/> can name a repository: the rule of every configuration file
+    /// name (<see cref="ConfigurationName"/>), so never '/', '\', ':' or a URL either: a name is
+    /// never mistaken for a location.
     /// </summary>
-    public static bool IsValidName(string? name)
-    {
-        if (string.IsNullOrEmpty(name) || name.Length > 64 || name[0] == '.')
-        {
-            return false;
-        }
-
-        if (!name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.'))
-        {
-            return false;
-        }
-
-        var stem = name.Split('.')[0];
-        return !WindowsDeviceNames.Contains(stem, StringComparer.OrdinalIgnoreCase) &&
-               !(stem.Length == 4 && (stem.StartsWith("COM", StringComparison.OrdinalIgnoreCase) || stem.StartsWith("LPT", StringComparison.OrdinalIgnoreCase)) && char.IsAsciiDigit(stem[3]));
-    }
+    public static bool IsValidName(string? name) => ConfigurationName.IsValid(name);
 
     /// <summary>The file that holds the registration of <paramref name="name"/> (as registered, when it is).</summary>
     public string RegistrationPath(string name) => Path.Combine(RepositoriesDirectory, CheckedName(name) + JsonExtension);
@@ -87,6 +70,7 @@ public sealed class RepositoryRegistry
     /// <summary>The registered names, sorted (files that are not valid names, and temporary files, are not registrations).</summary>
     public IReadOnlyList<string> Names()
     {
+        ConfigurationFiles.CheckDirectory(ConfigurationDirectory, RepositoriesFolder);
         if (!System.IO.Directory.Exists(RepositoriesDirectory))
         {
             return [];
@@ -208,12 +192,7 @@ public sealed class RepositoryRegistry
         }
 
         var path = RegistrationPath(stored.Name);
-        var bytes = Encoding.UTF8.GetBytes(ToJson(stored).ToString(Formatting.Indented) + "\n");
-        AtomicFile.Write(path, stream =>
-        {
-            stream.Write(bytes);
-            return 0;
-        });
+        ConfigurationFiles.Write(path, Encoding.UTF8.GetBytes(ToJson(stored).ToString(Formatting.Indented) + "\n"));
         if (secret is null)
         {
             DeleteIfExists(SecretPath(stored.Name));
@@ -282,28 +261,8 @@ public sealed class RepositoryRegistry
             : throw new BackupException(BackupErrorKind.InvalidArgument, "InvalidRepositoryName",
                 $"'{RegisteredRepository.Show(name)}' is not a repository name: 1-64 letters, digits, '-', '_' or '.', not starting with '.'.", name);
 
-    private void CreateDirectory()
-    {
-        AtomicFile.CreateDirectory(ConfigurationDirectory);
-        if (OperatingSystem.IsWindows())
-        {
-            System.IO.Directory.CreateDirectory(RepositoriesDirectory);
-            return;
-        }
-
-        System.IO.Directory.CreateDirectory(RepositoriesDirectory, DirectoryMode0700);
-        try
-        {
-            // Made wider by hand or by an older tool: narrow it (the secrets are 0600 anyway).
-            if ((File.GetUnixFileMode(RepositoriesDirectory) & GroupOrOther) != 0)
-            {
-                File.SetUnixFileMode(RepositoriesDirectory, DirectoryMode0700);
-            }
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-        }
-    }
+    /// <summary>The registry's folder (0700), refused when another user could change it or what is above it.</summary>
+    private void CreateDirectory() => ConfigurationFiles.CreateDirectory(ConfigurationDirectory, RepositoriesFolder);
 
     private static void DeleteIfExists(string path)
     {
@@ -324,22 +283,7 @@ public sealed class RepositoryRegistry
                 content = WindowsDataProtection.Protect(plain);
             }
 
-            var temp = AtomicFile.TempName(path);
-            try
-            {
-                using (var stream = CreateSecretFile(temp))
-                {
-                    stream.Write(content);
-                    AtomicFile.FlushToDisk(stream);
-                }
-
-                File.Move(temp, path, overwrite: true);
-            }
-            catch
-            {
-                AtomicFile.TryDelete(temp);
-                throw;
-            }
+            ConfigurationFiles.Write(path, content, CreateSecretFile);
         }
         finally
         {
@@ -381,36 +325,25 @@ public sealed class RepositoryRegistry
     private string ReadSecret(string name)
     {
         var path = SecretPath(name);
-        var info = new FileInfo(path);
-        if (!info.Exists)
+        byte[] content;
+        try
         {
-            throw new BackupException(BackupErrorKind.NotFound, "RepositorySecretMissing",
-                $"Repository '{name}' has a stored credential, but its secret file '{path}' is missing. Register the repository again with Register-BackupRepository -Force -Credential.", name);
-        }
-
-        if (info.LinkTarget is not null)
-        {
-            throw Invalid(path, name, "the secret file is a symbolic link; it must be a regular file");
-        }
-
-        if (!OperatingSystem.IsWindows())
-        {
-            var mode = info.UnixFileMode;
+            // Opened without following a symbolic link, and judged (owner, type, mode) by the opened file itself.
+            using var stream = ConfigurationFiles.OpenRead(ConfigurationDirectory, path, out var mode)
+                ?? throw new BackupException(BackupErrorKind.NotFound, "RepositorySecretMissing",
+                    $"Repository '{name}' has a stored credential, but its secret file '{path}' is missing. Register the repository again with Register-BackupRepository -Force -Credential.", name);
             if ((mode & GroupOrOther) != 0)
             {
                 throw Invalid(path, name, $"other users may use the secret file (mode {Convert.ToString((int)mode, 8)}); run chmod 600 on it, or register the repository again with -Force");
             }
-        }
 
-        if (info.Length is 0 or > MaxSecretBytes)
-        {
-            throw Invalid(path, name, $"the secret file holds {info.Length} bytes (expected 1 to {MaxSecretBytes})");
-        }
+            if (stream.Length is 0 or > MaxSecretBytes)
+            {
+                throw Invalid(path, name, $"the secret file holds {stream.Length} bytes (expected 1 to {MaxSecretBytes})");
+            }
 
-        byte[] content;
-        try
-        {
-            content = File.ReadAllBytes(path);
+            content = new byte[stream.Length];
+            stream.ReadExactly(content);
         }
         catch (UnauthorizedAccessException ex)
         {
@@ -487,13 +420,14 @@ public sealed class RepositoryRegistry
         JObject o;
         try
         {
-            var info = new FileInfo(path);
-            if (info.Length > MaxRegistrationBytes)
+            // Opened without following a symbolic link, and judged (owner, type, mode) by the opened file itself.
+            using var stream = ConfigurationFiles.OpenRead(ConfigurationDirectory, path, out _) ?? throw new FileNotFoundException(null, path);
+            if (stream.Length > MaxRegistrationBytes)
             {
-                throw Invalid(path, name, $"the file holds {info.Length} bytes, more than a registration can ({MaxRegistrationBytes})");
+                throw Invalid(path, name, $"the file holds {stream.Length} bytes, more than a registration can ({MaxRegistrationBytes})");
             }
 
-            using var reader = new JsonTextReader(new StreamReader(path, new UTF8Encoding(false, true))) { DateParseHandling = DateParseHandling.None, MaxDepth = 8 };
+            using var reader = new JsonTextReader(new StreamReader(stream, new UTF8Encoding(false, true))) { DateParseHandling = DateParseHandling.None, MaxDepth = 8 };
             o = JObject.Load(reader);
             if (reader.Read() && reader.TokenType != JsonToken.Comment)
             {

@@ -1,4 +1,3 @@
-using System.Text.RegularExpressions;
 using BlockBackup.Engine.Errors;
 using Cronos;
 
@@ -50,16 +49,10 @@ public sealed partial record BackupPolicy
         KeepMonthly = KeepMonthly, KeepYearly = KeepYearly, KeepWithin = KeepWithin,
     };
 
-    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
-    private static partial Regex NameRegex();
-
     /// <summary>Refuses what cannot run, naming the policy and the field.</summary>
     public void Validate()
     {
-        if (!NameRegex().IsMatch(Name ?? string.Empty))
-        {
-            throw Invalid("Name", $"'{Name}' is not a policy name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit");
-        }
+        PolicyStore.CheckedName(Name ?? string.Empty);
 
         if (Path.Count == 0 && RbdImage.Count == 0)
         {

@@ -59,11 +59,17 @@ public sealed record PolicyRunRecord
 /// <summary>A policy's run history on this node: when it last ran, and the records of recent runs.</summary>
 public sealed record PolicyState(DateTimeOffset? LastRunUtc, IReadOnlyList<JObject> History)
 {
-    public static PolicyState Read(string path)
+    /// <summary>
+    /// Reads a run history. Times stay text until parsed here as ISO 8601 with their offset:
+    /// Newtonsoft's default date handling would turn them into local DateTimes first, and the run
+    /// would read back shifted by the machine's UTC offset.
+    /// </summary>
+    public static PolicyState Read(Stream stream)
     {
         try
         {
-            var o = Format.JsonDocumentText.ParseObject(File.ReadAllText(path));
+            using var text = new StreamReader(stream);
+            var o = Format.JsonDocumentText.ParseObject(text.ReadToEnd());
             return new PolicyState(Format.JsonDocumentText.Time(o["lastRun"]),
                 (o["history"] as JArray)?.OfType<JObject>().ToList() ?? []);
         }

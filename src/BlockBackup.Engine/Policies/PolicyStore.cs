@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using BlockBackup.Engine.Configuration;
 using BlockBackup.Engine.Errors;
 using BlockBackup.Engine.Repository;
 using Newtonsoft.Json;
@@ -11,7 +12,10 @@ namespace BlockBackup.Engine.Policies;
 /// The node-local policy store: <c>policies/&lt;name&gt;.json</c> (plain JSON a person can read and
 /// edit; written atomically; validated on every read, unknown fields refused) and
 /// <c>state/&lt;name&gt;.json</c> (the run history the runner keeps) under the configuration
-/// directory (<see cref="Configuration.NodeConfiguration"/>).
+/// directory (<see cref="Configuration.NodeConfiguration"/>). Every name is checked
+/// (<see cref="ConfigurationName"/>) before a path is built from it, and every file and folder is
+/// read and written only where nobody but this user or root can change it
+/// (<see cref="ConfigurationFiles"/>: ConfigurationNotTrusted otherwise).
 /// </summary>
 public sealed class PolicyStore(string directory)
 {
@@ -19,17 +23,32 @@ public sealed class PolicyStore(string directory)
 
     public string Directory { get; } = Path.GetFullPath(directory);
 
-    public string PolicyPath(string name) => Path.Combine(Directory, "policies", name + ".json");
+    private const string PoliciesFolder = "policies";
+    private const string StateFolder = "state";
 
-    public string StatePath(string name) => Path.Combine(Directory, "state", name + ".json");
+    public string PolicyPath(string name) => Path.Combine(Directory, PoliciesFolder, CheckedName(name) + ".json");
 
-    public string LockPath(string name) => Path.Combine(Directory, "state", name + ".lock");
+    public string StatePath(string name) => Path.Combine(Directory, StateFolder, CheckedName(name) + ".json");
 
+    public string LockPath(string name) => Path.Combine(Directory, StateFolder, CheckedName(name) + ".lock");
+
+    /// <summary>
+    /// <paramref name="name"/> when it can name a policy (<see cref="ConfigurationName"/>); InvalidBackupPolicy
+    /// otherwise. Every path is built through this, so no name reaches a file outside the store.
+    /// </summary>
+    public static string CheckedName(string name) =>
+        ConfigurationName.IsValid(name)
+            ? name
+            : throw new BackupException(BackupErrorKind.InvalidArgument, "InvalidBackupPolicy",
+                $"Backup policy '{Configuration.RegisteredRepository.Show(name)}', Name: it is not a policy name ({ConfigurationName.Rule}).", name);
+
+    /// <summary>The stored policies' names: every *.json file of policies/ (one whose name is not a policy name fails when it is read, naming it).</summary>
     public IReadOnlyList<string> Names()
     {
-        var dir = Path.Combine(Directory, "policies");
+        ConfigurationFiles.CheckDirectory(Directory, PoliciesFolder);
+        var dir = Path.Combine(Directory, PoliciesFolder);
         return System.IO.Directory.Exists(dir)
-            ? System.IO.Directory.EnumerateFiles(dir, "*.json").Select(f => Path.GetFileNameWithoutExtension(f)!).Order(StringComparer.OrdinalIgnoreCase).ToList()
+            ? System.IO.Directory.EnumerateFiles(dir, "*.json").Select(f => Path.GetFileNameWithoutExtension(f)!).Where(n => !n.StartsWith(".tmp-", StringComparison.Ordinal)).Order(StringComparer.OrdinalIgnoreCase).ToList()
             : [];
     }
 
@@ -38,12 +57,9 @@ public sealed class PolicyStore(string directory)
     public BackupPolicy Get(string name)
     {
         var path = PolicyPath(name);
-        if (!File.Exists(path))
-        {
-            throw new BackupException(BackupErrorKind.NotFound, "BackupPolicyNotFound", $"There is no backup policy '{name}' in '{Directory}'.", name);
-        }
-
-        return Read(path, name);
+        using var stream = ConfigurationFiles.OpenRead(Directory, path, out _)
+            ?? throw new BackupException(BackupErrorKind.NotFound, "BackupPolicyNotFound", $"There is no backup policy '{name}' in '{Directory}'.", name);
+        return Read(stream, path, name);
     }
 
     /// <summary>Writes a validated policy (create-only unless <paramref name="replace"/>).</summary>
@@ -55,25 +71,33 @@ public sealed class PolicyStore(string directory)
             throw new BackupException(BackupErrorKind.InvalidOperation, "BackupPolicyExists", $"A backup policy '{policy.Name}' exists already; change it with Set-BackupPolicy.", policy.Name);
         }
 
-        WriteJson(PolicyPath(policy.Name), ToJson(policy));
+        WriteJson(PoliciesFolder, PolicyPath(policy.Name), ToJson(policy));
     }
 
     public void Remove(string name)
     {
-        AtomicFile.TryDelete(PolicyPath(name));
-        AtomicFile.TryDelete(StatePath(name));
-        AtomicFile.TryDelete(LockPath(name));
+        var (policy, state, held) = (PolicyPath(name), StatePath(name), LockPath(name));
+        ConfigurationFiles.CheckDirectory(Directory, PoliciesFolder);
+        ConfigurationFiles.CheckDirectory(Directory, StateFolder);
+        AtomicFile.TryDelete(policy);
+        AtomicFile.TryDelete(state);
+        AtomicFile.TryDelete(held);
     }
 
-    public PolicyState State(string name) => PolicyState.Read(StatePath(name));
+    public PolicyState State(string name)
+    {
+        var path = StatePath(name);
+        using var stream = ConfigurationFiles.OpenRead(Directory, path, out _);
+        return stream is null ? new PolicyState(null, []) : PolicyState.Read(stream);
+    }
 
-    public void SaveState(string name, PolicyState state) => WriteJson(StatePath(name), state.ToJson(HistoryKept));
+    public void SaveState(string name, PolicyState state) => WriteJson(StateFolder, StatePath(name), state.ToJson(HistoryKept));
 
     /// <summary>Exclusive use of a policy on this node: an OS file lock, released when the process ends however it ends.</summary>
     public FileStream? TryLock(string name)
     {
         var path = LockPath(name);
-        AtomicFile.CreateDirectory(Path.GetDirectoryName(path)!);
+        ConfigurationFiles.CreateDirectory(Directory, StateFolder);
         try
         {
             return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
@@ -84,14 +108,10 @@ public sealed class PolicyStore(string directory)
         }
     }
 
-    private static void WriteJson(string path, JObject json)
+    private void WriteJson(string folder, string path, JObject json)
     {
-        AtomicFile.CreateDirectory(Path.GetDirectoryName(path)!);
-        AtomicFile.Write(path, stream =>
-        {
-            stream.Write(Encoding.UTF8.GetBytes(json.ToString(Formatting.Indented) + "\n"));
-            return 0;
-        });
+        ConfigurationFiles.CreateDirectory(Directory, folder);
+        ConfigurationFiles.Write(path, Encoding.UTF8.GetBytes(json.ToString(Formatting.Indented) + "\n"));
     }
 
     private static readonly string[] Fields =
@@ -134,12 +154,12 @@ public sealed class PolicyStore(string directory)
     }
 
     /// <summary>Reads and validates a policy file; every problem names the file and the field.</summary>
-    public static BackupPolicy Read(string path, string expectedName)
+    public static BackupPolicy Read(Stream stream, string path, string expectedName)
     {
         JObject o;
         try
         {
-            using var reader = new JsonTextReader(new StreamReader(path, new UTF8Encoding(false, true))) { DateParseHandling = DateParseHandling.None };
+            using var reader = new JsonTextReader(new StreamReader(stream, new UTF8Encoding(false, true))) { DateParseHandling = DateParseHandling.None };
             o = JObject.Load(reader);
         }
         catch (Exception ex) when (ex is JsonException or DecoderFallbackException or InvalidCastException)

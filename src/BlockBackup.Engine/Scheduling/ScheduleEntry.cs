@@ -34,6 +34,27 @@ public sealed record ScheduleEntry
     /// <summary>Where cron output goes (systemd and Windows log to the journal / task history).</summary>
     public string? LogFile { get; init; }
 
+    /// <summary>The environment variable that carries the module's manifest path to the entry's PowerShell.</summary>
+    public const string ModuleVariable = "BLOCKBACKUP_MODULE";
+
+    /// <summary>
+    /// What the systemd and cron entries run. It is a constant: the paths reach it through the
+    /// environment (<see cref="ModuleVariable"/>, BLOCKBACKUP_CONFIG_DIR), so no path is ever part
+    /// of PowerShell code, whatever quotes (PowerShell also honours U+2018-U+201E) it contains.
+    /// </summary>
+    public const string Script = "Import-Module -Name $env:" + ModuleVariable + "; Invoke-BackupPolicy -Due -ErrorAction Stop";
+
+    /// <summary>
+    /// What the Windows Scheduled Task runs: schtasks cannot give a task environment variables, so
+    /// the manifest path is a PowerShell single-quoted string, quoted by construction.
+    /// </summary>
+    public string WindowsScript => $"Import-Module -Name '{EscapeSingleQuotedStringContent(ModuleManifest)}'; Invoke-BackupPolicy -Due -ErrorAction Stop";
+
+    /// <summary>
+    /// Refuses what no scheduler entry can hold: control characters (a line break ends a cron line
+    /// or a unit setting) and relative paths (a scheduler has no current directory). Everything else
+    /// is quoted by construction for each scheduler (see <see cref="SystemdService"/>, <see cref="CronLine"/>).
+    /// </summary>
     public void Validate()
     {
         if (EveryMinutes is < 1 or > 60 || 60 % EveryMinutes != 0)
@@ -42,18 +63,31 @@ public sealed record ScheduleEntry
                 $"-Every {EveryMinutes} minutes: give 1 to 60 minutes that divide an hour (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60).", EveryMinutes);
         }
 
-        foreach (var (what, value) in new[] { ("pwsh", PwshPath), ("module", ModuleManifest), ("configuration directory", ConfigDirectory ?? ""), ("log file", LogFile ?? "") })
+        foreach (var (what, value) in new[] { ("pwsh", PwshPath), ("module", ModuleManifest), ("configuration directory", ConfigDirectory), ("log file", LogFile) })
         {
-            if (value.IndexOfAny(['\n', '\r', '\0', '"', '\'', '%', '`', '$']) >= 0)
+            if (value is null)
             {
+                continue;
+            }
+
+            if (value.Length == 0 || value.Any(char.IsControl) || !Path.IsPathFullyQualified(value))
+            {
+                var shown = Configuration.RegisteredRepository.Show(value);
                 throw new BackupException(BackupErrorKind.InvalidArgument, "InvalidSchedulePath",
-                    $"The {what} path '{value}' contains a character that cannot be written safely into a scheduler entry (quotes, $, %, `, or a line break); install to a plainer path.", value);
+                    $"The {what} path '{shown}' cannot be written into a scheduler entry: it must be an absolute path without control characters (line breaks, tabs); install to such a path.", value);
             }
         }
     }
 
-    /// <summary>The PowerShell the entry runs: import by path, run what is due, fail the process when a run failed.</summary>
-    public string Script => $"Import-Module '{ModuleManifest}'; Invoke-BackupPolicy -Due -ErrorAction Stop";
+    /// <summary>The variables the entry sets for its PowerShell: the module's manifest and, when not the default, the configuration directory.</summary>
+    public IEnumerable<(string Name, string Value)> Environment()
+    {
+        yield return (ModuleVariable, ModuleManifest);
+        if (ConfigDirectory is not null)
+        {
+            yield return ("BLOCKBACKUP_CONFIG_DIR", ConfigDirectory);
+        }
+    }
 
     public string SystemdService()
     {
@@ -66,15 +100,23 @@ public sealed record ScheduleEntry
         text.AppendLine();
         text.AppendLine("[Service]");
         text.AppendLine("Type=oneshot");
-        if (ConfigDirectory is not null)
+        foreach (var (name, value) in Environment())
         {
-            text.AppendLine(CultureInfo.InvariantCulture, $"Environment=\"BLOCKBACKUP_CONFIG_DIR={ConfigDirectory}\"");
+            text.AppendLine(CultureInfo.InvariantCulture, $"Environment={SystemdQuote(name + "=" + value, exec: false)}");
         }
 
         // stdout and stderr go to the journal; a failed run is a failed unit (systemctl --failed).
-        text.AppendLine(CultureInfo.InvariantCulture, $"ExecStart=\"{PwshPath}\" -NoProfile -NonInteractive -Command \"{Script}\"");
+        // systemd expands no variables in the executable itself ('$$' would stay doubled), only in its arguments.
+        text.AppendLine(CultureInfo.InvariantCulture, $"ExecStart={SystemdQuote(SystemdExecutable(), exec: false)} -NoProfile -NonInteractive -Command {SystemdQuote(Script, exec: true)}");
         return text.ToString();
     }
+
+    /// <summary>The pwsh path, which systemd refuses as an executable (fatally: the unit never starts) when it holds a quote or a backslash.</summary>
+    private string SystemdExecutable() =>
+        PwshPath.IndexOfAny(['\'', '"', '\\']) < 0
+            ? PwshPath
+            : throw new BackupException(BackupErrorKind.InvalidArgument, "InvalidSchedulePath",
+                $"The pwsh path '{PwshPath}' holds a quote or a backslash, which systemd refuses in the executable of a unit (\"Executable name contains special characters\"); run Register-BackupSchedule from a pwsh installed elsewhere, or use -Kind Cron.", PwshPath);
 
     public string SystemdTimer()
     {
@@ -97,12 +139,50 @@ public sealed record ScheduleEntry
     public string CronLine(string? user)
     {
         var when = EveryMinutes == 60 ? "0 * * * *" : $"*/{EveryMinutes} * * * *";
-        var env = ConfigDirectory is null ? string.Empty : $"BLOCKBACKUP_CONFIG_DIR='{ConfigDirectory}' ";
-        var log = LogFile is null ? string.Empty : $" >> '{LogFile}' 2>&1";
-        // cron runs the line with /bin/sh: the script is one single-quoted word; inside it the
-        // module path is in PowerShell double quotes, which cannot contain the characters Validate refuses.
-        var script = Script.Replace("'", "\"", StringComparison.Ordinal);
-        return $"{when} {(user is null ? string.Empty : user + " ")}{env}'{PwshPath}' -NoProfile -NonInteractive -Command '{script}'{log} # {Name}";
+        // cron hands the command to /bin/sh: each path is one shell word (variable assignments before the command).
+        var env = string.Concat(Environment().Select(v => $"{v.Name}={ShellQuote(v.Value)} "));
+        var log = LogFile is null ? string.Empty : $" >> {ShellQuote(LogFile)} 2>&1";
+        return $"{when} {(user is null ? string.Empty : user + " ")}{env}{ShellQuote(PwshPath)} -NoProfile -NonInteractive -Command {ShellQuote(Script)}{log} # {Name}";
+    }
+
+    /// <summary>
+    /// One /bin/sh word that is exactly <paramref name="value"/>: single-quoted ('\'' for a quote).
+    /// cron turns every unescaped '%' of a command into a line break, and its escape (\%) is undone
+    /// differently after a backslash by different crons, so a '%' is never written: the shell makes
+    /// it ("$(printf '\045')").
+    /// </summary>
+    public static string ShellQuote(string value) =>
+        string.Join("\"$(printf '\\045')\"", value.Split('%').Select(part => "'" + part.Replace("'", "'\\''", StringComparison.Ordinal) + "'"));
+
+    /// <summary>
+    /// One systemd word that is exactly <paramref name="value"/> after systemd's unquoting: in double
+    /// quotes, with '\' and '"' backslash-escaped (systemd undoes C escapes), '%' doubled (specifiers)
+    /// and, in Exec lines (<paramref name="exec"/>), '$' doubled (variable expansion; Environment= has none).
+    /// </summary>
+    public static string SystemdQuote(string value, bool exec)
+    {
+        var quoted = value.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal).Replace("%", "%%", StringComparison.Ordinal);
+        return "\"" + (exec ? quoted.Replace("$", "$$", StringComparison.Ordinal) : quoted) + "\"";
+    }
+
+    /// <summary>
+    /// The content of a PowerShell single-quoted string: every character PowerShell closes such a
+    /// string with (' and U+2018-U+201B) doubled. This is CodeGeneration.EscapeSingleQuotedStringContent
+    /// of System.Management.Automation, which the engine does not reference.
+    /// </summary>
+    public static string EscapeSingleQuotedStringContent(string value)
+    {
+        var text = new StringBuilder(value.Length + 8);
+        foreach (var c in value)
+        {
+            text.Append(c);
+            if (c is '\'' or '\u2018' or '\u2019' or '\u201A' or '\u201B')
+            {
+                text.Append(c);
+            }
+        }
+
+        return text.ToString();
     }
 
     public string CronFile(string user) =>

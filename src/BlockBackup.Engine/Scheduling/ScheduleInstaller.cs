@@ -69,7 +69,7 @@ public sealed class ScheduleInstaller(ScheduleKind kind, string? destination = n
                 break;
             case ScheduleKind.ScheduledTask:
                 Run("schtasks.exe", ["/Create", "/F", "/TN", @"BlockBackup\InvokeDue", "/SC", "MINUTE", "/MO", entry.EveryMinutes.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                    "/TR", $"\"{entry.PwshPath}\" -NoProfile -NonInteractive -Command \"{entry.Script}\"", .. (IsElevated() ? new[] { "/RU", "SYSTEM" } : [])]);
+                    "/TR", $"\"{entry.PwshPath}\" -NoProfile -NonInteractive -Command \"{entry.WindowsScript}\"", .. (IsElevated() ? new[] { "/RU", "SYSTEM" } : [])]);
                 log?.Invoke(@"Registered the scheduled task BlockBackup\InvokeDue.");
                 break;
         }

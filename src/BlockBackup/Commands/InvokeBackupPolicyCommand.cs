@@ -32,7 +32,7 @@ public sealed class InvokeBackupPolicyCommand : PolicyCmdlet
     protected override void ProcessRecord()
     {
         var store = Store();
-        var names = Due ? store.Names() : Name.SelectMany(n => Matching(store, n)).Distinct(StringComparer.OrdinalIgnoreCase).ToList();
+        var names = Due ? StoredNames(store) : Name.SelectMany(n => Matching(store, n)).Distinct(StringComparer.OrdinalIgnoreCase).ToList();
         var now = TimeProvider.System.GetUtcNow();
         foreach (var name in names)
         {

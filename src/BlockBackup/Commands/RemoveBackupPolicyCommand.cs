@@ -18,13 +18,16 @@ public sealed class RemoveBackupPolicyCommand : PolicyCmdlet
     protected override void ProcessRecord() => ForItem(() =>
     {
         var store = Store();
-        // Read (and so validated) first: a damaged file is removed too, but a missing one is an error.
+        // A name that is not a policy name never becomes a path (and is not a damaged policy to remove anyway).
+        Engine.Policies.PolicyStore.CheckedName(Name);
+        // Read (and so validated) first: a damaged file, or one another user could change, is removed too
+        // (the file only: its folder was checked, so removing a name from it is safe), but a missing one is an error.
         Engine.Policies.BackupPolicy? policy = null;
         try
         {
             policy = store.Get(Name);
         }
-        catch (Engine.Errors.BackupException ex) when (ex.ErrorId == "InvalidBackupPolicy")
+        catch (Engine.Errors.BackupException ex) when (ex.ErrorId == "InvalidBackupPolicy" || (ex.ErrorId == Engine.Configuration.ConfigurationFiles.NotTrustedId && Equals(ex.Target, store.PolicyPath(Name))))
         {
             WriteWarning($"{ex.Message} It is removed anyway.");
         }

@@ -28,13 +28,14 @@ public sealed class UnregisterBackupRepositoryCommand : RegisteredRepositoryCmdl
             {
                 var registered = registry.Names().FirstOrDefault(n => string.Equals(n, name, StringComparison.OrdinalIgnoreCase))
                     ?? throw NotRegistered(registry, name);
-                // Read (and so validated) first: a damaged registration is removed too.
+                // Read (and so validated) first: a damaged registration is removed too, and so is one
+                // another user could change (the file only: its folder was checked, so removing a name from it is safe).
                 RegisteredRepository? repository = null;
                 try
                 {
                     repository = registry.Get(registered);
                 }
-                catch (BackupException ex) when (ex.ErrorId == "RepositoryRegistrationInvalid")
+                catch (BackupException ex) when (ex.ErrorId == "RepositoryRegistrationInvalid" || (ex.ErrorId == ConfigurationFiles.NotTrustedId && Equals(ex.Target, registry.RegistrationPath(registered))))
                 {
                     WriteWarning($"{ex.Message} It is removed anyway.");
                 }

@@ -183,9 +183,16 @@ class BlockBackupPolicy {
         return [string]$value
     }
 
-    # The stored policy as a table of settings, or $null when there is none.
+    # The stored policy as a table of settings, or $null when there is none. Only a missing policy
+    # is absent: a name that is not a policy name, an untrusted configuration or a damaged file is
+    # an error, never something for Set() to create or leave alone.
     hidden static [hashtable] Read([string] $policyName) {
-        $policy = BlockBackup\Get-BackupPolicy -Name $policyName -ErrorAction SilentlyContinue | Where-Object Name -EQ $policyName | Select-Object -First 1
+        $failed = $null
+        $policy = BlockBackup\Get-BackupPolicy -Name $policyName -ErrorAction SilentlyContinue -ErrorVariable failed | Where-Object Name -EQ $policyName | Select-Object -First 1
+        $errors = @($failed | Where-Object { $_.FullyQualifiedErrorId -notlike 'BackupPolicyNotFound,*' })
+        if ($errors.Count -gt 0) {
+            throw $errors[0]
+        }
         if ($null -eq $policy) {
             return $null
         }

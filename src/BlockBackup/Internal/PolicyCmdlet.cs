@@ -9,11 +9,20 @@ public abstract class PolicyCmdlet : EngineCmdlet
 {
     protected PolicyStore Store() => new(NodeConfiguration.Directory());
 
-    /// <summary>The stored policies whose names match <paramref name="pattern"/> (wildcards); a name without wildcards that matches none is an error.</summary>
+    /// <summary>
+    /// The stored policies whose names match <paramref name="pattern"/> (wildcards); a name without
+    /// wildcards that is not a policy name (InvalidBackupPolicy) or matches none is an error.
+    /// </summary>
     protected IEnumerable<string> Matching(PolicyStore store, string pattern)
     {
+        if (!WildcardPattern.ContainsWildcardCharacters(pattern) && !Engine.Configuration.ConfigurationName.IsValid(pattern))
+        {
+            ForItem(() => PolicyStore.CheckedName(pattern));
+            return [];
+        }
+
         var wildcard = WildcardPattern.Get(pattern, WildcardOptions.IgnoreCase);
-        var names = store.Names().Where(wildcard.IsMatch).ToList();
+        var names = StoredNames(store).Where(wildcard.IsMatch).ToList();
         if (names.Count == 0 && !WildcardPattern.ContainsWildcardCharacters(pattern))
         {
             WriteError(ToErrorRecord(new Engine.Errors.BackupException(Engine.Errors.BackupErrorKind.NotFound, "BackupPolicyNotFound",
@@ -21,6 +30,20 @@ public abstract class PolicyCmdlet : EngineCmdlet
         }
 
         return names;
+    }
+
+    /// <summary>Every stored policy's name; none, after a non-terminating error, when the store cannot be listed (an untrusted directory: ConfigurationNotTrusted).</summary>
+    protected IReadOnlyList<string> StoredNames(PolicyStore store)
+    {
+        try
+        {
+            return store.Names();
+        }
+        catch (Engine.Errors.BackupException ex)
+        {
+            WriteError(ToErrorRecord(ex));
+            return [];
+        }
     }
 }
 

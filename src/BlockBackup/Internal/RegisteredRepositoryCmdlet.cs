@@ -9,11 +9,22 @@ public abstract class RegisteredRepositoryCmdlet : EngineCmdlet
 {
     protected static RepositoryRegistry Registry() => new(NodeConfiguration.Directory());
 
-    /// <summary>The registered names matching <paramref name="pattern"/> (wildcards); a name without wildcards that matches none is a non-terminating RepositoryNotRegistered.</summary>
+    /// <summary>The registered names matching <paramref name="pattern"/> (wildcards); a name without wildcards that matches none is a non-terminating RepositoryNotRegistered, and so is a registry that cannot be listed.</summary>
     protected IEnumerable<string> Matching(RepositoryRegistry registry, string pattern)
     {
         var wildcard = WildcardPattern.Get(pattern, WildcardOptions.IgnoreCase);
-        var names = registry.Names().Where(wildcard.IsMatch).ToList();
+        List<string> names;
+        try
+        {
+            names = registry.Names().Where(wildcard.IsMatch).ToList();
+        }
+        catch (BackupException ex)
+        {
+            // The registry's directory cannot be trusted (ConfigurationNotTrusted): an error for this pattern, as for any other item.
+            WriteError(ToErrorRecord(ex));
+            return [];
+        }
+
         if (names.Count == 0 && !WildcardPattern.ContainsWildcardCharacters(pattern))
         {
             WriteError(ToErrorRecord(NotRegistered(registry, pattern)));
