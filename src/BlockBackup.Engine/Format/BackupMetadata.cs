@@ -135,4 +135,6 @@ public sealed class BlockBackupExtra
     /// <summary>SHA-256 of the sha256file's bytes, which are written before the metadata.</summary>
     public required string Sha256FileSha256 { get; init; }
     public string? Tool { get; init; }
+    /// <summary>The backup policy that made the backup (extra_metadata.blockbackup.policy); null when made by hand.</summary>
+    public string? Policy { get; init; }
 }

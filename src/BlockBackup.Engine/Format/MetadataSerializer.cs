@@ -262,6 +262,7 @@ public static class MetadataSerializer
             ObjectsSha256 = RequiredString(o, "objects_sha256", path, where),
             Sha256FileSha256 = RequiredString(o, "sha256file_sha256", path, where),
             Tool = OptionalString(o, "tool", path),
+            Policy = OptionalString(o, "policy", path),
         };
     }
 
@@ -300,6 +301,7 @@ public static class MetadataSerializer
                 ["hash_block_size"] = x.HashBlockSize,
                 ["object_size"] = x.ObjectSize,
                 ["objects_sha256"] = x.ObjectsSha256,
+                ["policy"] = x.Policy,
                 ["sha256file_sha256"] = x.Sha256FileSha256,
                 ["source"] = x.Source,
                 ["source_snapshot"] = x.SourceSnapshot,

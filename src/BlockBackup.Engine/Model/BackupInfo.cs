@@ -51,6 +51,8 @@ public sealed record BackupInfo
     public string? Consistency { get; init; }
     /// <summary>The path that was backed up, when recorded.</summary>
     public string? Source { get; init; }
+    /// <summary>The backup policy that made it (null: by hand, by Cinder, or by a version that did not record it).</summary>
+    public string? Policy { get; init; }
     /// <summary>"BlockBackup" or "Cinder" (no BlockBackup fields in the metadata).</summary>
     public required string WrittenBy { get; init; }
     public required string Repository { get; init; }

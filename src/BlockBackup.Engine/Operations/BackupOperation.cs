@@ -140,6 +140,7 @@ public static class BackupOperation
                 ObjectsSha256 = MetadataSerializer.ObjectsChecksum(written),
                 Sha256FileSha256 = sha256FileChecksum!, // set by the write above
                 Tool = "BlockBackup " + typeof(BackupOperation).Assembly.GetName().Version?.ToString(3),
+                Policy = request.Policy,
             },
         };
         // Streamed, not built in memory: half a million objects make ~100 MB of JSON.

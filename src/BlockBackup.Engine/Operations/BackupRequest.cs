@@ -28,6 +28,8 @@ public sealed record BackupRequest
     public int? Workers { get; init; }
     /// <summary>Try a reflink clone / LVM snapshot first (default).</summary>
     public bool UseSnapshot { get; init; } = true;
+    /// <summary>The backup policy making this backup: recorded in its metadata, so that the policy's retention removes only what it made.</summary>
+    public string? Policy { get; init; }
     /// <summary>
     /// Messages worth a -Verbose line (e.g. the removal of an earlier interrupted backup's
     /// leftovers). Called on the operation's own thread, which is not the pipeline thread.

@@ -3,6 +3,16 @@ using Cronos;
 
 namespace BlockBackup.Engine.Policies;
 
+/// <summary>Which backups of a volume a policy's retention rule applies to.</summary>
+[Newtonsoft.Json.JsonConverter(typeof(Newtonsoft.Json.Converters.StringEnumConverter))]
+public enum RetainScope
+{
+    /// <summary>Only the backups the policy made (recorded in each backup): backups made by hand, by Cinder or by another policy are never removed by it.</summary>
+    Policy,
+    /// <summary>Every backup of the volume in the repository, whoever made it (the policy owns the volume's history).</summary>
+    Volume,
+}
+
 /// <summary>
 /// A named, declarative backup policy: which volumes, into which repository, when (a cron
 /// expression), how often a full backup is made, what is kept, and whether new backups are
@@ -40,6 +50,8 @@ public sealed partial record BackupPolicy
     public string? CephConfig { get; init; }
     public string? CephUser { get; init; }
     public string? CephKeyring { get; init; }
+    /// <summary>Which of the volume's backups the policy's retention may remove: only its own (default) or all of them.</summary>
+    public RetainScope RetainScope { get; init; } = RetainScope.Policy;
     /// <summary>When the policy was created: a policy that never ran is due at its first occurrence after this.</summary>
     public DateTimeOffset CreatedUtc { get; init; } = DateTimeOffset.UtcNow;
 

@@ -79,6 +79,82 @@ public sealed class PolicyRunner(PolicyStore store, TimeProvider clock, Func<Bac
         return records;
     }
 
+    /// <summary>
+    /// What a run would do now, per volume, without writing anything (Invoke-BackupPolicy
+    /// -WhatIf): full or incremental and why, and which backups retention would then remove and
+    /// why, planned as if the new backup had been made.
+    /// </summary>
+    public IReadOnlyList<string> Preview(BackupPolicy policy, CancellationToken cancellationToken)
+    {
+        RbdClient? client = null;
+        RbdClient Ceph() => client ??= ceph(policy);
+        try
+        {
+            IBackupRepository repository;
+            try
+            {
+                repository = RepositoryFactory.Open(PolicyRepository.Resolve(policy), Ceph, create: false);
+            }
+            catch (BackupException ex) when (ex.ErrorId is "RepositoryNotFound" or "ObjectStoreContainerNotFound")
+            {
+                return [$"a first full backup of each volume into the new repository '{policy.Repository}'; retention would remove nothing"];
+            }
+
+            using (repository as IDisposable)
+            {
+                var listed = repository.List(includeIncomplete: true, cancellationToken);
+                var lines = new List<string>();
+                var volumes = policy.Path.SelectMany(ExpandPath).Distinct(StringComparer.Ordinal).Select(p => (p, false)).Concat(policy.RbdImage.Select(i => (i, true)));
+                foreach (var (volume, rbd) in volumes)
+                {
+                    lines.Add(PreviewVolume(policy, listed, volume, rbd, Ceph));
+                }
+
+                return lines;
+            }
+        }
+        finally
+        {
+            client?.Dispose();
+        }
+    }
+
+    private string PreviewVolume(BackupPolicy policy, IReadOnlyList<BackupInfo> listed, string volume, bool rbd, Func<RbdClient> ceph)
+    {
+        var now = clock.GetUtcNow();
+        try
+        {
+            var source = rbd ? RbdImageRef.Parse(volume) : null;
+            var volumeId = rbd ? RbdBackupPool.VolumeIdFor(source!) : Volumes.VolumeIdentity.ForPath(Volumes.VolumeIdentity.ResolvePath(volume));
+            var size = rbd ? ceph().ImageSize(source!) ?? throw new BackupException(BackupErrorKind.NotFound, "RbdNotFound", $"The RBD image {volume} does not exist.", volume) : SizeOf(volume);
+            var backups = listed.Where(b => b.VolumeId == volumeId).ToList();
+            var available = backups.Where(b => b.Status == BackupStatus.Available).ToList();
+            var cadence = CadencePlanner.Decide(available, size, policy, now);
+            var planned = new BackupInfo
+            {
+                Id = Guid.Empty, VolumeId = volumeId, Name = BackupName(policy, now), CreatedUtc = now.UtcDateTime, Status = BackupStatus.Available,
+                ParentId = cadence.Full ? null : available.MaxBy(b => (b.CreatedUtc, b.Prefix))?.Id, Policy = policy.Name,
+                WrittenBy = "BlockBackup", Repository = policy.Repository, Container = string.Empty, Prefix = string.Empty, VolumeSize = size,
+            };
+            var plan = PlanRetention(policy, [.. backups, planned], clock);
+            var removals = plan.Decisions.Where(d => d.Action == RetentionAction.Remove).ToList();
+            var kept = plan.Decisions.Count(d => d.Action == RetentionAction.Keep && d.BackupId != Guid.Empty);
+            var removal = removals.Count == 0 ? "retention would remove nothing"
+                : $"retention would remove {removals.Count} backup{(removals.Count == 1 ? string.Empty : "s")}: "
+                  + string.Join("; ", removals.Select(d => $"{d.BackupId} ({d.Backup.CreatedUtc:yyyy-MM-dd HH:mm:ss}Z, {string.Join(", ", d.Reasons)})"));
+            var scope = policy.RetainScope == RetainScope.Policy ? ", only the policy's own are subject to it" : ", every backup of the volume is subject to it";
+            return $"'{volume}': {(cadence.Full ? "full" : "incremental")} backup ({cadence.Reason}); {removal}; {kept} kept{scope}";
+        }
+        catch (BackupException ex)
+        {
+            return $"'{volume}': would fail: {ex.Message}";
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return $"'{volume}': would fail: {ex.Message}";
+        }
+    }
+
     private PolicyRunRecord Volume(BackupPolicy policy, IBackupRepository repository, string volume, bool rbd, Func<RbdClient> ceph, IProgress<OperationProgress>? progress, CancellationToken cancellationToken)
     {
         var started = clock.GetUtcNow();
@@ -125,13 +201,13 @@ public sealed class PolicyRunner(PolicyStore store, TimeProvider clock, Func<Bac
         IProgress<OperationProgress>? progress, CancellationToken cancellationToken)
     {
         var compression = CompressionNames.Parse(policy.Compression, $"policy '{policy.Name}'");
-        var name = $"{policy.Name}-{clock.GetUtcNow():yyyyMMdd-HHmmss}";
-        var request = new BackupRequest { SourcePath = source?.Spec ?? volume, Name = name, Incremental = incremental, Compression = compression, Log = Log };
+        var name = BackupName(policy, clock.GetUtcNow());
+        var request = new BackupRequest { SourcePath = source?.Spec ?? volume, Name = name, Incremental = incremental, Compression = compression, Log = Log, Policy = policy.Name };
         return (repository, source) switch
         {
             (IChunkedRepository files, null) => BackupOperation.Run(files, request with { ObjectSize = files.DefaultObjectSize }, progress, cancellationToken).Backup,
             (IChunkedRepository files, { } image) => RbdFileBackupOperation.Run(files, ceph(), image, request with { ObjectSize = files.DefaultObjectSize }, 0, progress, cancellationToken).Backup,
-            (RbdBackupPool pool, { } image) => RbdBackupOperation.Run(pool, new RbdBackupRequest { Source = image, Name = name, Incremental = incremental }, progress, cancellationToken).Backup,
+            (RbdBackupPool pool, { } image) => RbdBackupOperation.Run(pool, new RbdBackupRequest { Source = image, Name = name, Incremental = incremental, Policy = policy.Name }, progress, cancellationToken).Backup,
             _ => throw new BackupException(BackupErrorKind.NotSupported, "SourceNotSupportedByRepository",
                 $"'{repository.Location}' is a Ceph backup pool, which holds backups of RBD images only; policy '{policy.Name}' names the file or device '{volume}'.", volume),
         };
@@ -141,7 +217,7 @@ public sealed class PolicyRunner(PolicyStore store, TimeProvider clock, Func<Bac
     {
         var rule = policy.Retention;   // validated: a policy always keeps something
         var backups = repository.List(includeIncomplete: true, cancellationToken).Where(b => b.VolumeId == volumeId).ToList();
-        var plan = RetentionPlanner.Plan(backups, rule, clock);
+        var plan = PlanRetention(policy, backups, clock);
         foreach (var future in plan.FutureDated)
         {
             Log?.Invoke(RetentionPlanner.FutureDatedWarning(future, plan.EvaluatedAt));
@@ -160,6 +236,27 @@ public sealed class PolicyRunner(PolicyStore store, TimeProvider clock, Func<Bac
 
         return removed;
     }
+
+    /// <summary>
+    /// The retention plan of one volume's backups: under <see cref="RetainScope.Policy"/> only
+    /// the backups the policy made are subject to its rule; the others (made by hand, by Cinder,
+    /// by another policy) are kept, and so are the backups they depend on.
+    /// </summary>
+    public static RetentionPlan PlanRetention(BackupPolicy policy, IReadOnlyList<BackupInfo> backups, TimeProvider clock) =>
+        RetentionPlanner.Plan(backups, policy.Retention, clock, policy.RetainScope == RetainScope.Volume ? null : b => Made(policy, b));
+
+    /// <summary>
+    /// Whether <paramref name="policy"/> made <paramref name="backup"/>: as recorded in the backup,
+    /// or, for backups of versions that recorded nothing, by the name the policy gives its backups.
+    /// </summary>
+    public static bool Made(BackupPolicy policy, BackupInfo backup) =>
+        backup.Policy is { } maker ? string.Equals(maker, policy.Name, StringComparison.Ordinal)
+        : backup.WrittenBy == "BlockBackup" && backup.Name is { } name && name.Length == policy.Name.Length + 16 && name.StartsWith(policy.Name + "-", StringComparison.Ordinal)
+            && DateTime.TryParseExact(name[(policy.Name.Length + 1)..], NameTimeFormat, System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.None, out _);
+
+    private const string NameTimeFormat = "yyyyMMdd-HHmmss";
+
+    private static string BackupName(BackupPolicy policy, DateTimeOffset now) => $"{policy.Name}-{now.UtcDateTime.ToString(NameTimeFormat, System.Globalization.CultureInfo.InvariantCulture)}";
 
     private static long SizeOf(string path)
     {

@@ -118,6 +118,7 @@ public sealed class PolicyStore(string directory)
     [
         "name", "path", "rbdImage", "repository", "schedule", "timeZone", "fullEvery", "maxChainLength", "keepLast", "keepHourly", "keepDaily",
         "keepWeekly", "keepMonthly", "keepYearly", "keepWithin", "compression", "verify", "verifyPercent", "cephConfig", "cephUser", "cephKeyring", "createdUtc",
+        "retainScope",
     ];
 
     public static JObject ToJson(BackupPolicy p)
@@ -149,6 +150,11 @@ public sealed class PolicyStore(string directory)
         Add("cephConfig", p.CephConfig);
         Add("cephUser", p.CephUser);
         Add("cephKeyring", p.CephKeyring);
+        if (p.RetainScope != RetainScope.Policy)
+        {
+            o["retainScope"] = p.RetainScope.ToString();
+        }
+
         o["createdUtc"] = p.CreatedUtc.ToString("O", CultureInfo.InvariantCulture);
         return o;
     }
@@ -227,6 +233,9 @@ public sealed class PolicyStore(string directory)
             CephConfig = Field<string?>("cephConfig", null),
             CephUser = Field<string?>("cephUser", null),
             CephKeyring = Field<string?>("cephKeyring", null),
+            RetainScope = Field<string?>("retainScope", null) is not { } scope ? RetainScope.Policy
+                : Enum.TryParse<RetainScope>(scope, ignoreCase: true, out var parsed) && Enum.IsDefined(parsed) && !scope.Any(char.IsAsciiDigit) ? parsed
+                : throw Bad(path, expectedName, "retainScope", $"'{scope}' is not Policy or Volume"),
             CreatedUtc = DateTimeOffset.TryParse(Field<string?>("createdUtc", null), CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var created) ? created : File.GetCreationTimeUtc(path),
         };
         if (!string.Equals(policy.Name, expectedName, StringComparison.Ordinal))

@@ -16,6 +16,8 @@ public sealed class RbdBackupRequest
     public int KeepSourceSnapshots { get; init; }
     /// <summary>Told what the backup did besides (leftovers of interrupted backups removed).</summary>
     public Action<string>? Log { get; init; }
+    /// <summary>The backup policy making this backup (recorded with it, see <see cref="Operations.BackupRequest.Policy"/>).</summary>
+    public string? Policy { get; init; }
 }
 
 public sealed class RbdBackupResult
@@ -129,7 +131,7 @@ public static class RbdBackupOperation
             using (var target = client.Open(baseImage, readOnly: false))
             {
                 moved = client.CopyDiff(source, snapshot, fromSnapshot, target, progress, OperationPhase.Writing, cancellationToken);
-                RbdBackupPool.WriteRecord(target, new RbdBackupPool.Record(backupId, volumeId, parent?.Id, request.Name, request.Description, created, source.Spec, baseImage.Image, snapshot));
+                RbdBackupPool.WriteRecord(target, new RbdBackupPool.Record(backupId, volumeId, parent?.Id, request.Name, request.Description, created, source.Spec, baseImage.Image, snapshot, request.Policy));
             }
 
             client.RemoveImageMetadata(baseImage, markKey); // the snapshot exists: no longer a leftover
@@ -143,7 +145,7 @@ public static class RbdBackupOperation
             {
                 Id = backupId, VolumeId = volumeId, Name = request.Name, Description = request.Description, CreatedUtc = created,
                 ParentId = parent?.Id, Status = BackupStatus.Available, VolumeSize = size, Compression = "none",
-                Consistency = "rbd-snapshot", Source = source.Spec, WrittenBy = "BlockBackup", Repository = pool.Repository,
+                Consistency = "rbd-snapshot", Source = source.Spec, Policy = request.Policy, WrittenBy = "BlockBackup", Repository = pool.Repository,
                 Container = baseImage.Image, Prefix = snapshot, ServiceMetadata = RbdBackupPool.ServiceMetadata(baseImage.Image),
             };
             return new RbdBackupResult

@@ -246,6 +246,7 @@ public sealed partial class RbdBackupPool : Repository.IBackupRepository
                     Compression = "none",
                     Consistency = "rbd-snapshot",
                     Source = record?.Source,
+                    Policy = record?.Policy,
                     WrittenBy = record is null ? "Cinder" : "BlockBackup",
                     Repository = Repository,
                     Container = imageName,
@@ -309,7 +310,7 @@ public sealed partial class RbdBackupPool : Repository.IBackupRepository
         double.TryParse(epoch, NumberStyles.Float, CultureInfo.InvariantCulture, out var seconds) ? DateTime.UnixEpoch.AddSeconds(seconds) : null;
 
     /// <summary>BlockBackup's fields for one backup, kept in the base image's metadata.</summary>
-    internal sealed record Record(Guid Id, Guid VolumeId, Guid? ParentId, string? Name, string? Description, DateTime CreatedUtc, string? Source, string? Base = null, string? Snapshot = null)
+    internal sealed record Record(Guid Id, Guid VolumeId, Guid? ParentId, string? Name, string? Description, DateTime CreatedUtc, string? Source, string? Base = null, string? Snapshot = null, string? Policy = null)
     {
         public string ToJson() => new JObject
         {
@@ -322,6 +323,7 @@ public sealed partial class RbdBackupPool : Repository.IBackupRepository
             ["source"] = Source,
             ["base"] = Base,
             ["snapshot"] = Snapshot,
+            ["policy"] = Policy,
         }.ToString(Formatting.None);
 
         public static Record? Parse(string json)
@@ -337,7 +339,7 @@ public sealed partial class RbdBackupPool : Repository.IBackupRepository
                     (string?)o["parent_id"] is { } p ? Guid.Parse(p) : null,
                     (string?)o["name"], (string?)o["description"],
                     DateTime.Parse((string)o["created_at"]!, CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind).ToUniversalTime(),
-                    (string?)o["source"], (string?)o["base"], (string?)o["snapshot"]);
+                    (string?)o["source"], (string?)o["base"], (string?)o["snapshot"], (string?)o["policy"]);
             }
             catch (Exception ex) when (ex is JsonException or FormatException or ArgumentNullException or NullReferenceException)
             {

@@ -75,7 +75,7 @@ public static class RbdFileBackupOperation
                 SourcePath = "rbd:" + source.Spec, VolumeId = volumeId, Name = request.Name, Description = request.Description,
                 Incremental = request.Incremental, ParentId = request.ParentId, Compression = request.Compression,
                 CompressionLevel = request.CompressionLevel, ObjectSize = request.ObjectSize, HashBlockSize = request.HashBlockSize,
-                Workers = request.Workers,
+                Workers = request.Workers, Policy = request.Policy,
             };
             job = new BackupOperation.BackupJob(repository, jobRequest, null, parent, backup, size, progress, cancellationToken);
             ObjectList written;

@@ -93,6 +93,7 @@ internal sealed class ContainerSummary
         public string? Compression { get; set; }
         public string? Consistency { get; set; }
         public string? Source { get; set; }
+        public string? Policy { get; set; }
         public string WrittenBy { get; set; } = "BlockBackup";
         public string Container { get; set; } = "";
         public string Prefix { get; set; } = "";
@@ -101,7 +102,7 @@ internal sealed class ContainerSummary
         {
             Id = b.Id, VolumeId = b.VolumeId, Name = b.Name, Description = b.Description, CreatedUtc = b.CreatedUtc,
             ParentId = b.ParentId, VolumeSize = b.VolumeSize, StoredBytes = b.StoredBytes, ObjectCount = b.ObjectCount,
-            Compression = b.Compression, Consistency = b.Consistency, Source = b.Source, WrittenBy = b.WrittenBy,
+            Compression = b.Compression, Consistency = b.Consistency, Source = b.Source, Policy = b.Policy, WrittenBy = b.WrittenBy,
             Container = b.Container, Prefix = b.Prefix,
         };
 
@@ -110,7 +111,7 @@ internal sealed class ContainerSummary
             Id = Id, VolumeId = VolumeId, Name = Name, Description = Description,
             CreatedUtc = DateTime.SpecifyKind(CreatedUtc, DateTimeKind.Utc), ParentId = ParentId,
             VolumeSize = VolumeSize, StoredBytes = StoredBytes, ObjectCount = ObjectCount, Compression = Compression,
-            Consistency = Consistency, Source = Source, WrittenBy = WrittenBy, Container = Container, Prefix = Prefix,
+            Consistency = Consistency, Source = Source, Policy = Policy, WrittenBy = WrittenBy, Container = Container, Prefix = Prefix,
             Status = BackupStatus.Available, Repository = "",
         };
     }

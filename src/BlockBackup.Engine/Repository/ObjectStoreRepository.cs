@@ -440,6 +440,7 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
             ObjectCount = metadata.Objects.Count,
             Compression = extra?.Compression ?? (compressions.Count == 1 ? compressions[0] : compressions.Count == 0 ? "none" : "mixed"),
             Consistency = extra?.Consistency,
+            Policy = extra?.Policy,
             Source = extra?.Source,
             WrittenBy = extra is null ? "Cinder" : "BlockBackup",
             Repository = Location,

@@ -58,19 +58,29 @@ public sealed class InvokeBackupPolicyCommand : PolicyCmdlet
                     return;
                 }
 
-                if (!ShouldProcess(name, "Run backup policy"))
+                // Wildcards are PowerShell's to expand, on the pipeline thread, before the work starts.
+                var expanded = policy.Path.ToDictionary(p => p, Expand, StringComparer.Ordinal);
+                PolicyRunner Runner(Action<string>? log) => new(store, TimeProvider.System, p => new RbdClient(new RbdConnection(p.CephConfig, p.CephUser, p.CephKeyring)))
+                {
+                    ExpandPath = p => expanded[p],
+                    Log = log,
+                };
+
+                // Under -WhatIf the question is what the run would do: each volume's backup and
+                // what retention would then remove, with the reasons (planned, nothing written).
+                var action = "Run backup policy";
+                if (IsWhatIf())
+                {
+                    var plan = RunWithProgress($"Planning backup policy {name}", (_, token) => Runner(null).Preview(policy, token));
+                    action = $"Run backup policy into '{policy.Repository}': {string.Join(" | ", plan)}";
+                }
+
+                if (!ShouldProcess(name, action))
                 {
                     return;
                 }
 
-                // Wildcards are PowerShell's to expand, on the pipeline thread, before the work starts.
-                var expanded = policy.Path.ToDictionary(p => p, Expand, StringComparer.Ordinal);
-                var records = RunWithProgress($"Backup policy {name}", (progress, log, token) =>
-                    new PolicyRunner(store, TimeProvider.System, p => new RbdClient(new RbdConnection(p.CephConfig, p.CephUser, p.CephKeyring)))
-                    {
-                        ExpandPath = p => expanded[p],
-                        Log = log,
-                    }.Run(policy, progress, token));
+                var records = RunWithProgress($"Backup policy {name}", (progress, log, token) => Runner(log).Run(policy, progress, token));
                 foreach (var record in records)
                 {
                     WriteObject(record);
@@ -100,6 +110,10 @@ public sealed class InvokeBackupPolicyCommand : PolicyCmdlet
                 $"Backup policy '{failed.Policy}', volume '{failed.Volume}': {failed.Error}", failed.Volume)));
         }
     }
+
+    private bool IsWhatIf() => MyInvocation.BoundParameters.TryGetValue("WhatIf", out var bound)
+        ? LanguagePrimitives.IsTrue(bound)
+        : LanguagePrimitives.IsTrue(GetVariableValue("WhatIfPreference", false));
 
     private IEnumerable<string> Expand(string pattern)
     {

@@ -38,6 +38,8 @@ class BlockBackupPolicy {
     [DscProperty()] [string] $Compression
     [DscProperty()] [bool] $Verify
     [DscProperty()] [int] $VerifyPercent
+    # Policy (only the backups this policy made are pruned) or Volume (every backup of the volume); empty: not managed.
+    [DscProperty()] [string] $RetainScope
     # How often the node's scheduler entry looks for due policies (Register-BackupSchedule -EveryMinutes).
     [DscProperty()] [int] $ScheduleEveryMinutes = 5
     # Write the scheduler entry's files here instead of the system's place (Register-BackupSchedule -Destination): for review, packaging or tests.
@@ -48,7 +50,7 @@ class BlockBackupPolicy {
     hidden static [string[]] $Settings = @(
         'Path', 'RbdImage', 'Repository', 'Schedule', 'TimeZone', 'FullEvery', 'MaxChainLength',
         'KeepLast', 'KeepHourly', 'KeepDaily', 'KeepWeekly', 'KeepMonthly', 'KeepYearly', 'KeepWithin',
-        'Compression', 'Verify', 'VerifyPercent')
+        'Compression', 'Verify', 'VerifyPercent', 'RetainScope')
 
     [BlockBackupPolicy] Get() {
         $this.AssertLocations()

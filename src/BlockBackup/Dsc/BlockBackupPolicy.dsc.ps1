@@ -64,7 +64,7 @@ end {
         $out = [ordered]@{ name = $State.Name; _exist = ([string]$State.Ensure -eq 'Present') }
         if ($out._exist) {
             foreach ($setting in 'Path', 'RbdImage', 'Repository', 'Schedule', 'TimeZone', 'FullEvery', 'MaxChainLength', 'KeepLast', 'KeepHourly',
-                'KeepDaily', 'KeepWeekly', 'KeepMonthly', 'KeepYearly', 'KeepWithin', 'Compression', 'Verify', 'VerifyPercent', 'ScheduleEveryMinutes', 'ScheduleDestination') {
+                'KeepDaily', 'KeepWeekly', 'KeepMonthly', 'KeepYearly', 'KeepWithin', 'Compression', 'Verify', 'VerifyPercent', 'RetainScope', 'ScheduleEveryMinutes', 'ScheduleDestination') {
                 $value = $State.$setting
                 if ($null -ne $value -and "$value" -ne '' -and -not ($value -is [int] -and $value -eq 0)) {
                     $out[$setting.Substring(0, 1).ToLowerInvariant() + $setting.Substring(1)] = $value

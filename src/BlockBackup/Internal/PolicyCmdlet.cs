@@ -98,6 +98,14 @@ public abstract class PolicySettingsCmdlet : PolicyCmdlet
     [ValidateRange(1, 100)]
     public int? VerifyPercent { get; set; }
 
+    /// <summary>
+    /// Which of a volume's backups the retention rule may remove: Policy (default) only those
+    /// this policy made, never backups made by hand, by Cinder or by another policy; Volume
+    /// every backup of the volume in the repository.
+    /// </summary>
+    [Parameter]
+    public RetainScope? RetainScope { get; set; }
+
     [Parameter] [ValidateNotNullOrEmpty] public string? CephConfig { get; set; }
     [Parameter] [ValidateNotNullOrEmpty] public string? CephUser { get; set; }
     [Parameter] [ValidateNotNullOrEmpty] public string? CephKeyring { get; set; }
@@ -126,6 +134,7 @@ public abstract class PolicySettingsCmdlet : PolicyCmdlet
         Compression = Compression?.ToLowerInvariant() ?? policy.Compression,
         Verify = Bound(nameof(Verify)) ? Verify.IsPresent : policy.Verify,
         VerifyPercent = Bound(nameof(VerifyPercent)) ? VerifyPercent : policy.VerifyPercent,
+        RetainScope = RetainScope ?? policy.RetainScope,
         CephConfig = Bound(nameof(CephConfig)) ? ResolvePath(CephConfig!) : policy.CephConfig,
         CephUser = Bound(nameof(CephUser)) ? CephUser : policy.CephUser,
         CephKeyring = Bound(nameof(CephKeyring)) ? ResolvePath(CephKeyring!) : policy.CephKeyring,
