@@ -149,7 +149,7 @@ public sealed class PolicyStore(string directory)
         Add("cephConfig", p.CephConfig);
         Add("cephUser", p.CephUser);
         Add("cephKeyring", p.CephKeyring);
-        o["createdUtc"] = p.CreatedUtc.ToString("O", CultureInfo.InvariantCulture);
+        o["createdUtc"] = PolicyTime.Format(p.CreatedUtc);
         return o;
     }
 
@@ -227,7 +227,7 @@ public sealed class PolicyStore(string directory)
             CephConfig = Field<string?>("cephConfig", null),
             CephUser = Field<string?>("cephUser", null),
             CephKeyring = Field<string?>("cephKeyring", null),
-            CreatedUtc = DateTimeOffset.TryParse(Field<string?>("createdUtc", null), CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var created) ? created : File.GetCreationTimeUtc(path),
+            CreatedUtc = PolicyTime.TryParse(Field<string?>("createdUtc", null), out var created) ? created : File.GetCreationTimeUtc(path),
         };
         if (!string.Equals(policy.Name, expectedName, StringComparison.Ordinal))
         {
