@@ -118,4 +118,32 @@ public class PolicyTests
         Assert.Equal(PolicyStore.ToJson(policy).ToString(), PolicyStore.ToJson(back).ToString());
         Assert.Equal(["p"], store.Names());
     }
+
+    /// <summary>The store's own path builders refuse a name that is not a policy name, so no caller can reach a file outside it.</summary>
+    [Theory]
+    [InlineData("../outside")]
+    [InlineData("../policies/keep")]
+    [InlineData("/tmp/rooted")]
+    [InlineData("..")]
+    [InlineData("CON")]
+    [InlineData("a\\b")]
+    public void TheStoreBuildsNoPathFromANameThatIsNotAPolicyName(string name)
+    {
+        using var s = new Scratch();
+        var store = new PolicyStore(s.PathOf("config"));
+        store.Save(Policy() with { Name = "keep" }, replace: false);
+        File.WriteAllText(s.PathOf("config/outside.json"), "{}");
+        File.WriteAllText(s.PathOf("config/outside.lock"), "");
+        var before = Directory.GetFiles(s.PathOf("."), "*", SearchOption.AllDirectories).Order().ToList();
+        foreach (var call in new Action[]
+                 {
+                     () => store.PolicyPath(name), () => store.StatePath(name), () => store.LockPath(name), () => store.Get(name), () => store.Remove(name),
+                     () => store.State(name), () => store.SaveState(name, new PolicyState(DateTimeOffset.UtcNow, [])), () => store.TryLock(name)?.Dispose(),
+                 })
+        {
+            Assert.Equal("InvalidBackupPolicy", Assert.Throws<BackupException>(call).ErrorId);
+        }
+
+        Assert.Equal(before, Directory.GetFiles(s.PathOf("."), "*", SearchOption.AllDirectories).Order().ToList());
+    }
 }

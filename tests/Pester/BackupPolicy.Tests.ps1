@@ -14,11 +14,19 @@ BeforeAll {
     $env:BLOCKBACKUP_CONFIG_DIR = $config
 
     # Runs PowerShell in a child pwsh whose clock reads $At (libfaketime), with this module imported.
+    # -TimeZone: the child's TZ (its local time; faketime's $At is read in it too).
     function script:Invoke-At {
-        param([datetime] $At, [string] $Script)
+        param([datetime] $At, [string] $Script, [string] $TimeZone)
         $file = Join-Path $TestDrive "at-$([guid]::NewGuid()).ps1"
         Set-Content -LiteralPath $file -Value "`$ProgressPreference = 'SilentlyContinue'; Import-Module '$ModuleManifest'; $Script"
-        $output = & faketime ($At.ToString('yyyy-MM-dd HH:mm:ss')) $Pwsh -NoProfile -NonInteractive -File $file 2>&1
+        $savedZone = $env:TZ
+        if ($TimeZone) { $env:TZ = $TimeZone }
+        try {
+            $output = & faketime ($At.ToString('yyyy-MM-dd HH:mm:ss')) $Pwsh -NoProfile -NonInteractive -File $file 2>&1
+        }
+        finally {
+            $env:TZ = $savedZone
+        }
         [pscustomobject]@{ ExitCode = $LASTEXITCODE; Output = ($output | Out-String) }
     }
 }
@@ -274,6 +282,50 @@ Describe 'A month of nightly Invoke-BackupPolicy -Due runs' -Skip:(-not $IsLinux
         $parsed.LastBackupId | Should -Be $nights[-1].Id.ToString()
         $late = Invoke-At ([datetime]'2026-12-02 09:00:00') 'Get-BackupPolicyStatus -Name month | ConvertTo-Json -Compress'
         ($late.Output | ConvertFrom-Json).Health | Should -Be 'Late'
+    }
+}
+
+Describe 'Policy times on a machine outside UTC' -Skip:(-not $IsLinux -or -not (Get-Command faketime -ErrorAction SilentlyContinue)) {
+    # Run at 10:15 local time, hourly on the hour (UTC): right after the run the policy is not due,
+    # it is Healthy, its last success is the run's own time, and the next run is on the next hour.
+    It 'reads back the run it just made unshifted under TZ=<Zone>' -ForEach @(@{ Zone = 'UTC' }, @{ Zone = 'Asia/Tokyo' }, @{ Zone = 'America/New_York' }) {
+        $dir = Join-Path $TestDrive "tz-$($Zone -replace '/', '-')"
+        $volume = Join-Path $TestDrive 'tz.img'
+        if (-not (Test-Path -LiteralPath $volume)) { New-TestVolume -Path $volume -MiB 1 -Seed 9 }
+        $env:BLOCKBACKUP_CONFIG_DIR = $dir
+        try {
+            $result = Invoke-At ([datetime]'2026-12-08 10:15:00') -TimeZone $Zone @"
+New-BackupPolicy -Name tz -Path '$volume' -Repository '$(Join-Path $dir 'repo')' -Schedule '0 * * * *' -TimeZone UTC -KeepLast 3 | Out-Null
+`$run = Invoke-BackupPolicy -Name tz -ErrorAction Stop
+`$due = Invoke-BackupPolicy -Due -Verbose 4>&1 | Out-String
+`$status = Get-BackupPolicyStatus -Name tz
+# One line per value (no JSON: ConvertFrom-Json would turn the times into local DateTimes itself).
+'Started=' + `$run.StartedUtc.ToString('o'); 'LastSuccess=' + `$status.LastSuccessUtc.ToString('o'); 'LastRun=' + `$status.LastRunUtc.ToString('o')
+'Next=' + `$status.NextDueUtc.ToString('o'); 'Health=' + `$status.Health; 'Age=' + `$status.LastSuccessAgeSeconds; 'Offset=' + [TimeZoneInfo]::Local.BaseUtcOffset.TotalHours
+'Due=' + (`$due -replace '\s+', ' ')
+"@
+        }
+        finally {
+            $env:BLOCKBACKUP_CONFIG_DIR = $config
+        }
+        $result.ExitCode | Should -Be 0 -Because $result.Output
+        $r = @{}
+        foreach ($line in $result.Output -split "`n") { if ($line -match '^(\w+)=(.*)$') { $r[$Matches[1]] = $Matches[2].Trim() } }
+        $r.Offset | Should -Be (@{ 'UTC' = '0'; 'Asia/Tokyo' = '9'; 'America/New_York' = '-5' }[$Zone]) -Because 'the child runs in that zone'
+        $r.Started | Should -Match '\+00:00$'
+        $r.LastSuccess | Should -Be $r.Started
+        $r.LastRun | Should -Be $r.Started
+        $r.Health | Should -Be 'Healthy'
+        [double]$r.Age | Should -BeLessThan 600
+        $r.Due | Should -Match "Policy 'tz' is not due"
+        $started = [DateTimeOffset]::Parse($r.Started, [cultureinfo]::InvariantCulture)
+        $next = [DateTimeOffset]::Parse($r.Next, [cultureinfo]::InvariantCulture)
+        ($next - $started) | Should -BeGreaterThan ([timespan]::Zero)
+        ($next - $started) | Should -BeLessOrEqual ([timespan]::FromHours(1))
+        # On disk: UTC, ISO 8601 with its offset.
+        $state = Get-Content -Raw -LiteralPath (Join-Path $dir 'state/tz.json')
+        $state | Should -Match '"lastRun": "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}\+00:00"'
+        $state | Should -Match '"started": "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}\+00:00"'
     }
 }
 

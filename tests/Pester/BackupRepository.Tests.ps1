@@ -559,6 +559,12 @@ Describe 'A configuration directory, registration or secret another user can cha
         $found.Name | Should -Be 'local'
         Assert-NotTrusted $err[0] $file 'symbolic link' 'replace it with the file'
         $err[0].Exception.Message | Should -Match ([regex]::Escape($planted))
+        # Unregistering removes the link, not what it points to; a dangling link too.
+        Remove-Item -LiteralPath $planted
+        Unregister-BackupRepository -Name offsite -WarningAction SilentlyContinue
+        Test-Path -LiteralPath $file | Should -BeFalse
+        [IO.File]::Exists($file) -or [IO.Directory]::Exists($file) -or ((Get-Item -Force -LiteralPath $repos).GetFileSystemInfos().Name -contains 'offsite.json') | Should -BeFalse
+        (Get-BackupRepository).Name | Should -Be 'local'
     }
 
     It 'refuses a secret file nobody owns, or one that is a symbolic link' {

@@ -1,4 +1,3 @@
-using System.Globalization;
 using Newtonsoft.Json.Linq;
 
 namespace BlockBackup.Engine.Policies;
@@ -27,7 +26,7 @@ public sealed record PolicyRunRecord
     public JObject ToJson() => new()
     {
         ["volume"] = Volume,
-        ["started"] = StartedUtc.ToString("O", CultureInfo.InvariantCulture),
+        ["started"] = PolicyTime.Format(StartedUtc),
         ["seconds"] = Math.Round(Duration.TotalSeconds, 3),
         ["backup"] = BackupId?.ToString("D"),
         ["type"] = Type?.ToString(),
@@ -43,7 +42,7 @@ public sealed record PolicyRunRecord
     {
         Policy = policy,
         Volume = (string?)o["volume"] ?? string.Empty,
-        StartedUtc = Format.JsonDocumentText.Time(o["started"]) ?? DateTimeOffset.MinValue,
+        StartedUtc = PolicyTime.TryParse((string?)o["started"], out var s) ? s : DateTimeOffset.MinValue,
         Duration = TimeSpan.FromSeconds((double?)o["seconds"] ?? 0),
         BackupId = Guid.TryParse((string?)o["backup"], out var b) ? b : null,
         Type = Enum.TryParse<BackupType>((string?)o["type"], out var t) ? t : null,
@@ -68,9 +67,9 @@ public sealed record PolicyState(DateTimeOffset? LastRunUtc, IReadOnlyList<JObje
     {
         try
         {
-            using var text = new StreamReader(stream);
-            var o = Format.JsonDocumentText.ParseObject(text.ReadToEnd());
-            return new PolicyState(Format.JsonDocumentText.Time(o["lastRun"]),
+            using var reader = new Newtonsoft.Json.JsonTextReader(new StreamReader(stream)) { DateParseHandling = Newtonsoft.Json.DateParseHandling.None };
+            var o = JObject.Load(reader);
+            return new PolicyState(PolicyTime.TryParse((string?)o["lastRun"], out var last) ? last : null,
                 (o["history"] as JArray)?.OfType<JObject>().ToList() ?? []);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or Newtonsoft.Json.JsonException or InvalidCastException or FormatException)
@@ -83,7 +82,7 @@ public sealed record PolicyState(DateTimeOffset? LastRunUtc, IReadOnlyList<JObje
 
     public JObject ToJson(int keep) => new()
     {
-        ["lastRun"] = LastRunUtc?.ToString("O", CultureInfo.InvariantCulture),
+        ["lastRun"] = LastRunUtc is { } last ? PolicyTime.Format(last) : null,
         ["history"] = new JArray(History.TakeLast(keep)),
     };
 }

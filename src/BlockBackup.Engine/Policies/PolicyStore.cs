@@ -155,7 +155,7 @@ public sealed class PolicyStore(string directory)
             o["retainScope"] = p.RetainScope.ToString();
         }
 
-        o["createdUtc"] = p.CreatedUtc.ToString("O", CultureInfo.InvariantCulture);
+        o["createdUtc"] = PolicyTime.Format(p.CreatedUtc);
         return o;
     }
 
@@ -236,7 +236,7 @@ public sealed class PolicyStore(string directory)
             RetainScope = Field<string?>("retainScope", null) is not { } scope ? RetainScope.Policy
                 : Enum.TryParse<RetainScope>(scope, ignoreCase: true, out var parsed) && Enum.IsDefined(parsed) && !scope.Any(char.IsAsciiDigit) ? parsed
                 : throw Bad(path, expectedName, "retainScope", $"'{scope}' is not Policy or Volume"),
-            CreatedUtc = DateTimeOffset.TryParse(Field<string?>("createdUtc", null), CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var created) ? created : File.GetCreationTimeUtc(path),
+            CreatedUtc = PolicyTime.TryParse(Field<string?>("createdUtc", null), out var created) ? created : File.GetCreationTimeUtc(path),
         };
         if (!string.Equals(policy.Name, expectedName, StringComparison.Ordinal))
         {
