@@ -476,7 +476,9 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
                 && o.Name == InFlightKey(backupId))
             {
                 var prefix = StringOrNull(json["prefix"]) is { } named && IsPrefixOf(named, volumeId, backupId) ? named : null;
-                var started = DateTime.TryParse(StringOrNull(json["started"]), CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind, out var t) ? t.ToUniversalTime() : DateTime.UtcNow;
+                // JObject.Parse reads an ISO time as a Date token, not a string.
+                var started = json["started"] is JValue { Type: JTokenType.Date, Value: DateTime date } ? date.ToUniversalTime()
+                    : DateTime.TryParse(StringOrNull(json["started"]), CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind, out var t) ? t.ToUniversalTime() : DateTime.UtcNow;
                 records[backupId] = new InFlight(volumeId, prefix, started);
             }
         }
