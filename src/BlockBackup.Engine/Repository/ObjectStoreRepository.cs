@@ -166,7 +166,8 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
             }
             else if (includeIncomplete)
             {
-                var ours = inflight.TryGetValue(g.BackupId, out var record) && record.Prefix == prefix;
+                // A record naming another place for this id does not make these objects ours.
+                var ours = inflight.TryGetValue(g.BackupId, out var record) && (record.Prefix is null || record.Prefix == prefix);
                 found.Add(Incomplete(prefix, g.VolumeId, g.BackupId, g.Started, IsLocked(g.VolumeId), ours));
             }
         }
