@@ -200,7 +200,8 @@ Describe 'Register-, Get-, Unregister-BackupRepository' {
         @{ Uri = 's3://backups/.blockbackup' }
         @{ Uri = 's3://backups/h/.blockbackup/locks' }
         @{ Uri = 'swift://backups/.BlockBackup/locks/volume-0b0b0b0b-0000-4000-8000-000000000001' }
-        @{ Uri = 'DIR/.blockbackup/locks' }) {
+        @{ Uri = 'DIR/.blockbackup/locks' }
+        @{ Uri = 'DIR/repo/.blockbackup' }) {
         Use-Config "nested-$([guid]::NewGuid())" | Out-Null
         $location = $Uri -replace '^DIR', $TestDrive
         $options = if ($location -like '*://*') { @{ Endpoint = 'https://s3.example.com'; UserName = 'u'; SecretEnvironmentVariable = 'V' } } else { @{} }
@@ -211,6 +212,13 @@ Describe 'Register-, Get-, Unregister-BackupRepository' {
         $typed = { Get-VolumeBackup -Repository $location -ErrorAction Stop } | Should -Throw -PassThru
         $typed.FullyQualifiedErrorId | Should -BeLike 'InvalidRepository,*'
         $typed.Exception.Message | Should -BeLike '*.blockbackup*bookkeeping*'
+    }
+
+    It 'accepts a directory merely named .blockbackup, outside any bookkeeping' {
+        Use-Config 'dot-blockbackup' | Out-Null
+        $dir = Join-Path $TestDrive '.blockbackup/backups'
+        Register-BackupRepository -Name home -Uri $dir
+        (Get-BackupRepository home).Uri | Should -Be $dir
     }
 
     It 'refuses typed URLs exactly as registration does (issue 18, finding 15): <Case>' -ForEach @(

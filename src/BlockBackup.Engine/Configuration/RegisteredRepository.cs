@@ -149,7 +149,7 @@ public sealed partial record RegisteredRepository
                     throw Invalid("InvalidRepositoryUri", "Uri", $"'{Show(Uri)}' is not an absolute directory path (the registry has no current location)");
                 }
 
-                if (Repository.ObjectStoreTarget.HasBookkeepingSegment(Uri, '/', Path.DirectorySeparatorChar))
+                if (Repository.ObjectStoreTarget.IsInsideBookkeeping(Uri))
                 {
                     throw Invalid("InvalidRepositoryUri", "Uri", $"'{Show(Uri)}' is inside a repository's '{Repository.ObjectStoreTarget.BookkeepingSegment}' bookkeeping directory, which that repository's cleanup removes; choose a directory outside it");
                 }
