@@ -214,11 +214,14 @@ Describe 'Register-, Get-, Unregister-BackupRepository' {
         $typed.Exception.Message | Should -BeLike '*.blockbackup*bookkeeping*'
     }
 
-    It 'accepts a directory merely named .blockbackup, outside any bookkeeping' {
+    It 'accepts a directory merely named .blockbackup, but not one inside a registered repository''s bookkeeping' {
         Use-Config 'dot-blockbackup' | Out-Null
         $dir = Join-Path $TestDrive '.blockbackup/backups'
         Register-BackupRepository -Name home -Uri $dir
         (Get-BackupRepository home).Uri | Should -Be $dir
+        $err = { Register-BackupRepository -Name inner -Uri (Join-Path $dir '.blockbackup/other') -ErrorAction Stop } | Should -Throw -PassThru
+        $err.FullyQualifiedErrorId | Should -BeLike 'InvalidRepositoryUri,*'
+        $err.Exception.Message | Should -BeLike "*inside the bookkeeping of registered repository 'home'*"
     }
 
     It 'refuses typed URLs exactly as registration does (issue 18, finding 15): <Case>' -ForEach @(

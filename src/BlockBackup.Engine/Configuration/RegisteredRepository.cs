@@ -255,6 +255,19 @@ public sealed partial record RegisteredRepository
         };
     }
 
+    /// <summary>Whether <paramref name="inner"/> is a directory inside this directory repository's .blockbackup bookkeeping.</summary>
+    public bool IsInBookkeepingOf(RegisteredRepository inner)
+    {
+        if (KindOf(Uri) != UriKind.Directory || KindOf(inner.Uri) != UriKind.Directory)
+        {
+            return false;
+        }
+
+        var bookkeeping = Path.Combine(Path.GetFullPath(Uri), Repository.ObjectStoreTarget.BookkeepingSegment) + Path.DirectorySeparatorChar;
+        return (Path.TrimEndingDirectorySeparator(Path.GetFullPath(inner.Uri)) + Path.DirectorySeparatorChar)
+            .StartsWith(bookkeeping, OperatingSystem.IsWindows() ? StringComparison.OrdinalIgnoreCase : StringComparison.Ordinal);
+    }
+
     /// <summary>Endpoints as the same service: scheme and host in any letter case, the default port written or not, a trailing '/' or not.</summary>
     private static bool SameEndpoint(string? a, string? b) =>
         System.Uri.TryCreate(a, System.UriKind.Absolute, out var x) && System.Uri.TryCreate(b, System.UriKind.Absolute, out var y)
