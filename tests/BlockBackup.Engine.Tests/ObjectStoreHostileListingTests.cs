@@ -43,6 +43,19 @@ public abstract partial class ObjectStoreRepositoryContract
     }
 
     [ContractFact]
+    public void ABackupKnownOnlyByItsInFlightRecordListsWithTheRecordedStart()
+    {
+        var id = Guid.NewGuid();
+        var volumeId = Guid.NewGuid();
+        var started = new DateTime(2026, 3, 4, 5, 6, 7, DateTimeKind.Utc);
+        var prefix = ObjectNaming.ObjectStorePrefix("", volumeId, started, "nova", id);
+        Put($".blockbackup/inflight/{id:D}.json", Encoding.UTF8.GetBytes($"{{\"backup_id\":\"{id:D}\",\"volume_id\":\"{volumeId:D}\",\"prefix\":\"{prefix}\",\"started\":\"2026-03-04T05:06:07.0000000Z\"}}"));
+
+        var leftover = Assert.Single(Repository.List(includeIncomplete: true));
+        Assert.Equal((id, BackupStatus.Incomplete, started), (leftover.Id, leftover.Status, leftover.CreatedUtc));
+    }
+
+    [ContractFact]
     public void RemovingATwinWithAnotherBackupsIdRemovesThatTwinOnly()
     {
         var volume = _scratch.MixedVolume("vol.img", 2 << 20, seed: 83);

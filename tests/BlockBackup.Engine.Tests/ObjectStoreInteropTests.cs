@@ -17,7 +17,7 @@ internal static class RgwRepositories
             ? new ObjectStoreConnection(ObjectStoreServers.S3Endpoint!, ObjectStoreServers.S3AccessKey!, ObjectStoreServers.S3SecretKey!)
             : new ObjectStoreConnection(ObjectStoreServers.SwiftAuthUrl!, ObjectStoreServers.SwiftUser!, ObjectStoreServers.SwiftKey!);
         var scheme = kind == RepositoryKind.S3 ? "s3" : "swift";
-        return (ObjectStoreRepository)RepositoryFactory.Open(new RepositoryLocation(kind, $"{scheme}://{container}") { Connection = connection }, () => throw new InvalidOperationException());
+        return (ObjectStoreRepository)RepositoryFactory.Open(new RepositoryLocation(kind, $"{scheme}://{container}") { Connection = connection }, () => throw new InvalidOperationException(), create: true); // tests back up into a fresh container
     }
 }
 

@@ -201,7 +201,8 @@ Describe 'Register-, Get-, Unregister-BackupRepository' {
         @{ Uri = 's3://backups/.blockbackup' }
         @{ Uri = 's3://backups/h/.blockbackup/locks' }
         @{ Uri = 'swift://backups/.BlockBackup/locks/volume-0b0b0b0b-0000-4000-8000-000000000001' }
-        @{ Uri = 'DIR/.blockbackup/locks' }) {
+        @{ Uri = 'DIR/.blockbackup/locks' }
+        @{ Uri = 'DIR/repo/.blockbackup' }) {
         Use-Config "nested-$([guid]::NewGuid())" | Out-Null
         $location = $Uri -replace '^DIR', $TestDrive
         $options = if ($location -like '*://*') { @{ Endpoint = 'https://s3.example.com'; UserName = 'u'; SecretEnvironmentVariable = 'V' } } else { @{} }
@@ -212,6 +213,16 @@ Describe 'Register-, Get-, Unregister-BackupRepository' {
         $typed = { Get-VolumeBackup -Repository $location -ErrorAction Stop } | Should -Throw -PassThru
         $typed.FullyQualifiedErrorId | Should -BeLike 'InvalidRepository,*'
         $typed.Exception.Message | Should -BeLike '*.blockbackup*bookkeeping*'
+    }
+
+    It 'accepts a directory merely named .blockbackup, but not one inside a registered repository''s bookkeeping' {
+        Use-Config 'dot-blockbackup' | Out-Null
+        $dir = Join-Path $TestDrive '.blockbackup/backups'
+        Register-BackupRepository -Name home -Uri $dir
+        (Get-BackupRepository home).Uri | Should -Be $dir
+        $err = { Register-BackupRepository -Name inner -Uri (Join-Path $dir '.blockbackup/other') -ErrorAction Stop } | Should -Throw -PassThru
+        $err.FullyQualifiedErrorId | Should -BeLike 'InvalidRepositoryUri,*'
+        $err.Exception.Message | Should -BeLike "*inside the bookkeeping of registered repository 'home'*"
     }
 
     It 'refuses typed URLs exactly as registration does (issue 18, finding 15): <Case>' -ForEach @(

@@ -122,6 +122,45 @@ Describe 'Object-storage repositories (<Kind>)' -Skip:$rgwMissing -ForEach @(
         }
     }
 
+    It 'says a missing <Kind> bucket or container does not exist for every cmdlet but the first backup, which creates it (issue 18, item 11)' {
+        $missing = "missing-$bucket"
+        $endpoint = if ($Kind -eq 's3') { $env:BLOCKBACKUP_S3_ENDPOINT } else { $env:BLOCKBACKUP_SWIFT_AUTH_URL }
+        $credential = if ($Kind -eq 's3') {
+            [pscredential]::new($env:BLOCKBACKUP_S3_ACCESS_KEY, (ConvertTo-SecureString $env:BLOCKBACKUP_S3_SECRET_KEY -AsPlainText -Force))
+        } else {
+            [pscredential]::new($env:BLOCKBACKUP_SWIFT_USER, (ConvertTo-SecureString $env:BLOCKBACKUP_SWIFT_KEY -AsPlainText -Force))
+        }
+        Register-BackupRepository -Name "missing-$Kind" -Uri "${Kind}://$missing" -Endpoint $endpoint -Credential $credential -WarningAction SilentlyContinue
+        $r = "missing-$Kind"
+        $id = [guid]::NewGuid()
+        $verbs = [ordered]@{
+            'Get-VolumeBackup'                = { Get-VolumeBackup -Repository $r -ErrorAction Stop }
+            'Get-VolumeBackup -IncludeIncomplete' = { Get-VolumeBackup -Repository $r -IncludeIncomplete -ErrorAction Stop }
+            'Get-BackupChain'                 = { Get-BackupChain -Repository $r -BackupId $id -ErrorAction Stop }
+            'Test-VolumeBackup'               = { Test-VolumeBackup -Repository $r -BackupId $id -ErrorAction Stop }
+            'Restore-VolumeBackup'            = { Restore-VolumeBackup -Repository $r -BackupId $id -TargetPath (Join-Path $TestDrive "$Kind-missing.img") -ErrorAction Stop }
+            'Remove-VolumeBackup'             = { Remove-VolumeBackup -Repository $r -BackupId $id -Confirm:$false -ErrorAction Stop }
+            'Remove-VolumeBackup -Incomplete' = { Remove-VolumeBackup -Repository $r -Incomplete -Confirm:$false -ErrorAction Stop }
+            'Limit-VolumeBackup'              = { Limit-VolumeBackup -Repository $r -KeepLast 1 -Confirm:$false -ErrorAction Stop }
+            'Export-VolumeBackupRecord'       = { Export-VolumeBackupRecord -Repository $r -BackupId $id -ErrorAction Stop }
+        }
+        foreach ($verb in $verbs.Keys) {
+            $err = $verbs[$verb] | Should -Throw -PassThru -Because $verb
+            $err.FullyQualifiedErrorId | Should -BeLike 'ObjectStoreContainerNotFound,*' -Because $verb
+            $err.Exception.Message | Should -BeLike "*'${Kind}://$missing' does not exist*the first backup into the repository (New-VolumeBackup) creates it*" -Because $verb
+        }
+        # None of them created it; the first backup does, and then everything works.
+        $first = New-VolumeBackup -Path $volume -Repository $r -ObjectSize 1MB
+        try {
+            (Get-VolumeBackup -Repository $r).Id | Should -Be @($first.Id)
+            (Test-VolumeBackup -Repository $r -BackupId $first.Id).IsValid | Should -BeTrue
+        }
+        finally {
+            Remove-VolumeBackup -Repository $r -BackupId $first.Id -Confirm:$false
+            Unregister-BackupRepository -Name $r
+        }
+    }
+
     It 'says what is missing for an unregistered URL without connection settings' {
         $err = { Get-VolumeBackup -Repository "${Kind}://other-$bucket" -ErrorAction Stop } | Should -Throw -PassThru
         $err.FullyQualifiedErrorId | Should -BeLike 'ObjectStoreConnectionMissing*'
@@ -142,6 +181,49 @@ Describe 'Object-storage repositories (<Kind>)' -Skip:$rgwMissing -ForEach @(
             Should -Throw -ErrorId 'UnsupportedBackupService*'
     }
 
+    It 'ignores planted names: a stray one with a warning naming it, an in-flight record reusing the newest id without a twin (issue 18, items 8 and 3)' {
+        # Planted through the store itself, as anyone who may write the bucket could.
+        $location = [BlockBackup.Engine.Repository.RepositoryLocation]::Parse($name, [Func[string, string]] { param($p) $p }, $null)
+        $store = [BlockBackup.Engine.Repository.RepositoryFactory]::Open($location, [Func[BlockBackup.Engine.Rbd.RbdClient]] { $null }, $false)
+        function Put([string] $Key, [string] $Text) {
+            $bytes = [Text.Encoding]::UTF8.GetBytes($Text)
+            $store.Store.PutAsync($Key, [IO.MemoryStream]::new($bytes), $bytes.Length, [BlockBackup.Engine.ObjectStores.PutOptions]::Default, [Threading.CancellationToken]::None).GetAwaiter().GetResult()
+        }
+        $stray = "volume_$($full.VolumeId)/99999999999999/az_nova_backup_$([guid]::NewGuid())_metadata"
+        $record = ".blockbackup/inflight/$($incr.Id).json"
+        $forgedPrefix = "volume_$($incr.VolumeId)/20260101000000/az_nova_backup_$($incr.Id)"
+        try {
+            Put $stray '{}'
+            Put $record "{`"backup_id`":`"$($incr.Id)`",`"volume_id`":`"$($incr.VolumeId)`",`"prefix`":`"$forgedPrefix`",`"started`":`"2026-01-01T00:00:00Z`",`"host`":`"elsewhere`",`"pid`":4242}"
+
+            $listed = @(Get-VolumeBackup -Repository $name -IncludeIncomplete -WarningVariable warnings -WarningAction SilentlyContinue)
+            $listed.Id | Should -Be @($full.Id, $incr.Id)
+            $listed.Status | Should -Be @('Available', 'Available')
+            $warnings.Count | Should -Be 1
+            $warnings[0].Message | Should -BeLike "*'${Kind}://$bucket/$($stray -replace '_metadata$', '')*' (the time '99999999999999' is not a date)*"
+
+            $decisions = @(Limit-VolumeBackup -Repository $name -KeepLast 1 -RemoveDamaged -Confirm:$false -WarningAction SilentlyContinue)
+            $decisions.Action | Should -Be @('Keep', 'Keep')
+            (Get-VolumeBackup -Repository $name -WarningAction SilentlyContinue).Id | Should -Be @($full.Id, $incr.Id)
+            $out = Join-Path $TestDrive "$Kind-after-forgery.img"
+            Restore-VolumeBackup -Repository $name -BackupId $incr.Id -TargetPath $out -WarningAction SilentlyContinue | Out-Null
+            Get-Sha $out | Should -Be $incrSha
+
+            # A leftover is named by its objects' prefix, not by the bucket (issue 18, finding 15).
+            $leftover = [guid]::NewGuid()
+            $leftoverPrefix = "volume_$($full.VolumeId)/20260101000000/az_nova_backup_$leftover"
+            Put "$leftoverPrefix-00001" 'x'
+            $verbose = @(Remove-VolumeBackup -Repository $name -Incomplete -MinimumAge 0 -Confirm:$false -Verbose -WarningAction SilentlyContinue 4>&1 | ForEach-Object Message)
+            $verbose | Should -Contain "Removed incomplete backup $leftover (${Kind}://$bucket/$leftoverPrefix*)."
+            (Get-VolumeBackup -Repository $name -IncludeIncomplete -WarningAction SilentlyContinue).Id | Should -Be @($full.Id, $incr.Id)
+        }
+        finally {
+            $store.Store.DeleteAsync($stray, [Threading.CancellationToken]::None).GetAwaiter().GetResult()
+            $store.Store.DeleteAsync($record, [Threading.CancellationToken]::None).GetAwaiter().GetResult()
+            $store.Dispose()
+        }
+    }
+
     It 'refuses to remove a parent, then removes chain-aware and applies retention' {
         { Remove-VolumeBackup -Repository $name -BackupId $full.Id -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId 'BackupHasDependents*'
         Edit-TestVolume -Path $volume -Seed 63
@@ -157,7 +239,8 @@ Describe 'Object-storage repositories (<Kind>)' -Skip:$rgwMissing -ForEach @(
     It 'fails clearly on wrong credentials and leaves the backups alone' {
         $bad = [pscredential]::new($(if ($Kind -eq 's3') { $env:BLOCKBACKUP_S3_ACCESS_KEY } else { $env:BLOCKBACKUP_SWIFT_USER }), (ConvertTo-SecureString 'wrong-secret' -AsPlainText -Force))
         $endpoint = if ($Kind -eq 's3') { $env:BLOCKBACKUP_S3_ENDPOINT } else { $env:BLOCKBACKUP_SWIFT_AUTH_URL }
-        Register-BackupRepository -Name "bad-$Kind" -Uri "${Kind}://$bucket" -Endpoint $endpoint -Credential $bad -WarningAction SilentlyContinue
+        # Under a prefix of the same bucket: its own location and endpoint may have only one name.
+        Register-BackupRepository -Name "bad-$Kind" -Uri "${Kind}://$bucket/bad-credentials" -Endpoint $endpoint -Credential $bad -WarningAction SilentlyContinue
         $err = { Get-VolumeBackup -Repository "bad-$Kind" -ErrorAction Stop } | Should -Throw -PassThru
         $err.FullyQualifiedErrorId | Should -BeLike 'ObjectStoreAuthenticationFailed*'
         $err.Exception.Message | Should -Not -BeLike '*wrong-secret*'

@@ -149,7 +149,7 @@ public sealed partial record RegisteredRepository
                     throw Invalid("InvalidRepositoryUri", "Uri", $"'{Show(Uri)}' is not an absolute directory path (the registry has no current location)");
                 }
 
-                if (Repository.ObjectStoreTarget.HasBookkeepingSegment(Uri, '/', Path.DirectorySeparatorChar))
+                if (Repository.ObjectStoreTarget.IsInsideBookkeeping(Uri))
                 {
                     throw Invalid("InvalidRepositoryUri", "Uri", $"'{Show(Uri)}' is inside a repository's '{Repository.ObjectStoreTarget.BookkeepingSegment}' bookkeeping directory, which that repository's cleanup removes; choose a directory outside it");
                 }
@@ -253,6 +253,19 @@ public sealed partial record RegisteredRepository
                 OperatingSystem.IsWindows() ? StringComparison.OrdinalIgnoreCase : StringComparison.Ordinal),
             _ => string.Equals(Uri.TrimEnd('/'), other.Uri.TrimEnd('/'), StringComparison.Ordinal),
         };
+    }
+
+    /// <summary>Whether <paramref name="inner"/> is a directory inside this directory repository's .blockbackup bookkeeping.</summary>
+    public bool IsInBookkeepingOf(RegisteredRepository inner)
+    {
+        if (KindOf(Uri) != UriKind.Directory || KindOf(inner.Uri) != UriKind.Directory)
+        {
+            return false;
+        }
+
+        var bookkeeping = Path.Combine(Path.GetFullPath(Uri), Repository.ObjectStoreTarget.BookkeepingSegment) + Path.DirectorySeparatorChar;
+        return (Path.TrimEndingDirectorySeparator(Path.GetFullPath(inner.Uri)) + Path.DirectorySeparatorChar)
+            .StartsWith(bookkeeping, OperatingSystem.IsWindows() ? StringComparison.OrdinalIgnoreCase : StringComparison.Ordinal);
     }
 
     /// <summary>Endpoints as the same service: scheme and host in any letter case, the default port written or not, a trailing '/' or not.</summary>

@@ -96,7 +96,15 @@ public sealed class RepositoryRegistry
     /// </summary>
     public void RefuseRegisteredLocation(RegisteredRepository repository)
     {
-        if (Readable().FirstOrDefault(r => !string.Equals(r.Name, repository.Name, StringComparison.OrdinalIgnoreCase) && r.SameLocation(repository)) is { } same)
+        var others = Readable().Where(r => !string.Equals(r.Name, repository.Name, StringComparison.OrdinalIgnoreCase)).ToList();
+        // Inside another registered directory's bookkeeping (any part of it: that repository owns it).
+        if (others.FirstOrDefault(r => r.IsInBookkeepingOf(repository)) is { } outer)
+        {
+            throw new BackupException(BackupErrorKind.InvalidArgument, "InvalidRepositoryUri",
+                $"Repository '{repository.Name}', Uri: '{RegisteredRepository.Show(repository.Uri)}' is inside the bookkeeping of registered repository '{outer.Name}' ('{RegisteredRepository.Show(outer.Uri)}'), which that repository's cleanup removes; choose a location outside it.", repository.Name);
+        }
+
+        if (others.FirstOrDefault(r => r.SameLocation(repository)) is { } same)
         {
             throw new BackupException(BackupErrorKind.InvalidOperation, "RepositoryLocationAlreadyRegistered",
                 $"'{RegisteredRepository.Show(repository.Uri)}'{(repository.Endpoint is null ? "" : $" at '{RegisteredRepository.Show(repository.Endpoint)}'")} is registered already as '{same.Name}' ('{RegistrationPath(same.Name)}'); " +

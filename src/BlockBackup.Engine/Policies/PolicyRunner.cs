@@ -73,6 +73,11 @@ public sealed class PolicyRunner(PolicyStore store, TimeProvider clock, Func<Bac
             }
         }
 
+        foreach (var warning in repository?.TakeWarnings() ?? [])
+        {
+            Log?.Invoke(warning); // names the listings skipped (stray objects)
+        }
+
         client?.Dispose();
         var state = store.State(policy.Name);
         store.SaveState(policy.Name, new PolicyState(started, [.. state.History, .. records.Select(r => r.ToJson())]));

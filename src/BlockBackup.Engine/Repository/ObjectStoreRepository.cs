@@ -166,7 +166,8 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
             }
             else if (includeIncomplete)
             {
-                var ours = inflight.TryGetValue(g.BackupId, out var record) && record.Prefix == prefix;
+                // A record naming another place for this id does not make these objects ours.
+                var ours = inflight.TryGetValue(g.BackupId, out var record) && (record.Prefix is null || record.Prefix == prefix);
                 found.Add(Incomplete(prefix, g.VolumeId, g.BackupId, g.Started, IsLocked(g.VolumeId), ours));
             }
         }
@@ -477,7 +478,9 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
                 && o.Name == InFlightKey(backupId))
             {
                 var prefix = StringOrNull(json["prefix"]) is { } named && IsPrefixOf(named, volumeId, backupId) ? named : null;
-                var started = DateTime.TryParse(StringOrNull(json["started"]), CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind, out var t) ? t.ToUniversalTime() : DateTime.UtcNow;
+                // JObject.Parse reads an ISO time as a Date token, not a string.
+                var started = json["started"] is JValue { Type: JTokenType.Date, Value: DateTime date } ? date.ToUniversalTime()
+                    : DateTime.TryParse(StringOrNull(json["started"]), CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind, out var t) ? t.ToUniversalTime() : DateTime.UtcNow;
                 records[backupId] = new InFlight(volumeId, prefix, started);
             }
         }

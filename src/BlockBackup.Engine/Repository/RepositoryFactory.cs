@@ -65,7 +65,7 @@ public sealed record RepositoryLocation(RepositoryKind Kind, string Value)
         }
 
         var path = resolvePath(text);
-        if (ObjectStoreTarget.HasBookkeepingSegment(path, '/', Path.DirectorySeparatorChar))
+        if (ObjectStoreTarget.IsInsideBookkeeping(path))
         {
             throw new BackupException(BackupErrorKind.InvalidArgument, "InvalidRepository",
                 $"'{path}' is inside a repository's '{ObjectStoreTarget.BookkeepingSegment}' bookkeeping directory, which that repository's cleanup removes; choose a directory outside it.", text);
@@ -181,9 +181,23 @@ public sealed record ObjectStoreTarget(RepositoryKind Kind, string Container, st
         : HasBookkeepingSegment(prefix, '/') ? $"the prefix '{Shown(prefix)}' is inside a repository's '{BookkeepingSegment}/' bookkeeping, which that repository's cleanup removes"
         : null;
 
-    /// <summary>Whether a path or prefix has a <see cref="BookkeepingSegment"/> part (any letter case: file systems may fold it).</summary>
+    /// <summary>Whether a prefix has a <see cref="BookkeepingSegment"/> part (any letter case: stores and file systems may fold it).</summary>
     public static bool HasBookkeepingSegment(string path, params char[] separators) =>
-        path.Split(separators).Any(p => p.Equals(BookkeepingSegment, StringComparison.OrdinalIgnoreCase));
+        path.Split(separators).Any(IsBookkeeping);
+
+    /// <summary>
+    /// Whether a directory is a repository's bookkeeping or inside it: a <see cref="BookkeepingSegment"/>
+    /// part that is the last one or is followed by what BlockBackup keeps there (locks, readers,
+    /// inflight). Narrower than for prefixes, so that a directory merely named .blockbackup (say
+    /// ~/.blockbackup/backups) stays usable.
+    /// </summary>
+    public static bool IsInsideBookkeeping(string directory)
+    {
+        var parts = directory.Split(['/', Path.DirectorySeparatorChar], StringSplitOptions.RemoveEmptyEntries);
+        return parts.Select((p, i) => IsBookkeeping(p) && (i == parts.Length - 1 || parts[i + 1] is "locks" or "readers" or "inflight")).Any(b => b);
+    }
+
+    private static bool IsBookkeeping(string part) => part.Equals(BookkeepingSegment, StringComparison.OrdinalIgnoreCase);
 
     /// <summary>A value as an error shows it: bounded, control characters escaped.</summary>
     private static string Shown(string text) => Configuration.RegisteredRepository.Show(text);

@@ -191,7 +191,7 @@ public sealed class LimitVolumeBackupCommand : RepositoryCmdlet
                 continue;
             }
 
-            if (!ShouldProcess($"{backup.Name ?? backup.Id.ToString()} ({backup.Repository}/{backup.Container})",
+            if (!ShouldProcess($"{backup.Name ?? backup.Id.ToString()} ({Place(backup)})",
                 $"Remove backup {backup.Id} made {backup.CreatedUtc.ToLocalTime():g} ({string.Join("; ", reasons[backup.Id])})"))
             {
                 continue;
@@ -201,7 +201,7 @@ public sealed class LimitVolumeBackupCommand : RepositoryCmdlet
             {
                 foreach (var removed in remove(backup))
                 {
-                    WriteVerbose($"Removed backup {removed.Id} ({removed.Container}).");
+                    WriteVerbose($"Removed backup {removed.Id} ({Place(removed)}).");
                 }
             }
             catch (BackupException ex) when (ex.Kind == BackupErrorKind.NotFound)

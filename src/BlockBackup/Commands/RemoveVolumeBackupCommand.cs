@@ -99,7 +99,7 @@ public sealed class RemoveVolumeBackupCommand : RepositoryCmdlet
                 var what = dependents.Count > 0 && IncludeDependents
                     ? $"Delete backup {id} and its {dependents.Count} dependent incremental backup(s)"
                     : $"Delete backup {id}";
-                if (!ShouldProcess($"{backup.Name ?? backup.Id.ToString()} ({repository.Location}, {backup.Container})", what))
+                if (!ShouldProcess($"{backup.Name ?? backup.Id.ToString()} ({repository.Location}, {Place(backup)})", what))
                 {
                     return;
                 }
@@ -107,7 +107,7 @@ public sealed class RemoveVolumeBackupCommand : RepositoryCmdlet
                 foreach (var b in repository.Remove(backup, IncludeDependents, StopToken))
                 {
                     removed.Add(b.Id);
-                    WriteVerbose($"Removed backup {b.Id} ({b.Container}).");
+                    WriteVerbose($"Removed backup {b.Id} ({Place(b)}).");
                     if (PassThru)
                     {
                         WriteObject(b);
@@ -136,14 +136,14 @@ public sealed class RemoveVolumeBackupCommand : RepositoryCmdlet
             return;
         }
 
-        if (!ShouldProcess(repository.Location, $"Remove {leftovers.Count} incomplete backup(s): {string.Join(", ", leftovers.Select(b => b.Container))}"))
+        if (!ShouldProcess(repository.Location, $"Remove {leftovers.Count} incomplete backup(s): {string.Join(", ", leftovers.Select(b => $"{b.Id} ({Place(b)})"))}"))
         {
             return;
         }
 
         foreach (var b in repository.RemoveIncomplete(MinimumAge, StopToken))
         {
-            WriteVerbose($"Removed incomplete backup {b.Id} ({b.Container}){(b.Problem is { } what ? ": " + what : "")}.");
+            WriteVerbose($"Removed incomplete backup {b.Id} ({Place(b)}){(b.Problem is { } what ? ": " + what : "")}.");
             if (repository is IChunkedRepository && b.Source is { } source && source.StartsWith("rbd:", StringComparison.Ordinal))
             {
                 RemoveSourceSnapshot(repository, b, source["rbd:".Length..]);

@@ -105,4 +105,13 @@ public abstract class RepositoryCmdlet : EngineCmdlet
     }
 
     protected static RbdImageRef ParseImage(string spec) => RbdImageRef.Parse(spec);
+
+    /// <summary>
+    /// Where a backup is, as messages name it: its directory in a file repository, its container
+    /// in a pool; in a bucket, whose container is the bucket itself, its objects' URL prefix.
+    /// </summary>
+    protected static string Place(Engine.BackupInfo backup) =>
+        backup.Repository.IndexOf("://", StringComparison.Ordinal) is var scheme and > 0 ? $"{backup.Repository[..scheme]}://{backup.Container}/{backup.Prefix}*"
+        : Path.IsPathFullyQualified(backup.Repository) ? Path.Combine(backup.Repository, backup.Container)
+        : $"{backup.Repository}/{backup.Container}";
 }
