@@ -156,6 +156,16 @@ Describe 'Get-VolumeBackup and Get-BackupChain' {
         Get-ChildItem -LiteralPath $container -Filter '*_metadata' | Remove-Item
         { Get-BackupChain -Repository $copy -BackupId $a2.Id -ErrorAction Stop } | Should -Throw -ErrorId 'BackupChainBroken*'
     }
+
+    It 'names a damaged parent''s problem in one sentence (no doubled full stop)' {
+        $copy = Join-Path $TestDrive 'damaged-parent'
+        Copy-Item -LiteralPath $repo -Destination $copy -Recurse
+        $metadata = Get-ChildItem -LiteralPath (Join-Path $copy $a1.Container) -Filter '*_metadata'
+        Set-Content -LiteralPath $metadata.FullName -Value '{"version": "1.0.0"' -NoNewline
+        $message = try { Get-BackupChain -Repository $copy -BackupId $a2.Id -ErrorAction Stop; '' } catch { $_.Exception.Message }
+        $message | Should -Match "parent $($a1.Id) of backup $($a2.Id) is damaged: "
+        $message | Should -Not -Match '\.\.'
+    }
 }
 
 Describe 'Test-VolumeBackup -SamplePercent' {

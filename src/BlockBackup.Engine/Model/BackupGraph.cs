@@ -61,7 +61,7 @@ public static class BackupGraph
         {
             if (!byId.TryGetValue(parentId, out var parent))
             {
-                var state = backups.FirstOrDefault(b => b.Id == parentId) is { } p ? $"is {p.Status.ToString().ToLowerInvariant()}{(p.Problem is null ? "" : ": " + p.Problem)}" : "is not in the repository (deleted or never imported)";
+                var state = backups.FirstOrDefault(b => b.Id == parentId) is { } p ? $"is {p.Status.ToString().ToLowerInvariant()}{(p.Problem is null ? "" : ": " + p.Problem.TrimEnd('.'))}" : "is not in the repository (deleted or never imported)";
                 throw new BackupException(BackupErrorKind.InvalidData, "BackupChainBroken",
                     $"The chain of backup {backupId} is broken: parent {parentId} of backup {current.Id} {state}. Backups from {current.Id} on cannot be restored from '{repository}'.",
                     parentId);
