@@ -149,6 +149,18 @@ Describe 'Policy repositories typed as paths' {
     }
 }
 
+Describe 'Volumes a policy names that do not exist' {
+    It 'warns about a literal path that does not exist (a typo), not about a wildcard, and still creates the policy' {
+        $missing = Join-Path $TestDrive 'nope.img'
+        New-BackupPolicy -Name typo -Path $missing, (Join-Path $TestDrive '*.none') -Repository (Join-Path $TestDrive 'typo-repo') -Schedule '0 2 * * *' -KeepLast 1 -WarningVariable warned -WarningAction SilentlyContinue | Out-Null
+        @($warned).Count | Should -Be 1
+        "$($warned[0])" | Should -Be "Policy 'typo': the volume '$missing' does not exist now; its backups fail (VolumeNotFound) until it does."
+        Set-BackupPolicy -Name typo -Path $volume -WarningVariable none -WarningAction SilentlyContinue
+        @($none).Count | Should -Be 0
+        Remove-BackupPolicy -Name typo -Confirm:$false
+    }
+}
+
 Describe 'One unreadable policy among the due ones' {
     It 'is reported naming its file; the other due policies run; the exit code says something failed' {
         $repo = Join-Path $TestDrive 'due-repo'

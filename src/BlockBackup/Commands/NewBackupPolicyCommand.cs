@@ -22,6 +22,7 @@ public sealed class NewBackupPolicyCommand : PolicySettingsCmdlet
         var store = Store();
         var policy = Apply(new BackupPolicy { Name = Name, Repository = StoredLocation(Repository), Schedule = Schedule ?? string.Empty });
         policy.Validate();
+        WarnAboutMissingVolumes(policy);
         if (ShouldProcess($"{store.PolicyPath(Name)}", $"Create backup policy '{Name}'"))
         {
             store.Save(policy, replace: false);

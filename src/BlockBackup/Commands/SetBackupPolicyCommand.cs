@@ -27,6 +27,11 @@ public sealed class SetBackupPolicyCommand : PolicySettingsCmdlet
         var current = store.Get(Name);
         var changed = Apply(current) with { Repository = Repository is null ? current.Repository : StoredLocation(Repository) };
         changed.Validate();
+        if (MyInvocation.BoundParameters.ContainsKey(nameof(Path)))
+        {
+            WarnAboutMissingVolumes(changed);
+        }
+
         if (ShouldProcess(store.PolicyPath(Name), $"Change backup policy '{Name}'"))
         {
             store.Save(changed, replace: true);

@@ -115,6 +115,18 @@ public abstract class PolicySettingsCmdlet : PolicyCmdlet
     /// <summary>A repository location as stored: registered names, URLs and rbd: as given, paths absolute (the runner has no current location).</summary>
     protected string StoredLocation(string repository) => PolicyRepository.ForStorage(repository, ResolvePath);
 
+    /// <summary>
+    /// Warns about volumes named literally (no wildcards) that do not exist now: accepted (a
+    /// device may appear later), but a typo would otherwise surface only at the first run.
+    /// </summary>
+    protected void WarnAboutMissingVolumes(BackupPolicy policy)
+    {
+        foreach (var path in policy.Path.Where(p => !WildcardPattern.ContainsWildcardCharacters(p) && !File.Exists(p) && !Directory.Exists(p)))
+        {
+            WriteWarning($"Policy '{policy.Name}': the volume '{path}' does not exist now; its backups fail (VolumeNotFound) until it does.");
+        }
+    }
+
     /// <summary><paramref name="policy"/> with every bound setting applied.</summary>
     protected BackupPolicy Apply(BackupPolicy policy) => policy with
     {
