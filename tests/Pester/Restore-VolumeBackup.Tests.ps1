@@ -73,7 +73,7 @@ Describe 'Restore-VolumeBackup and its restore path rules (file targets)' {
         $dir = Join-Path $TestDrive "new-target-$([guid]::NewGuid())"
         New-Item -ItemType Directory -Path $dir | Out-Null
         $target = Join-Path $dir 'new.img'
-        { Restore-VolumeBackup -Repository $copy -BackupId $full.Id -TargetPath $target -ErrorAction Stop } | Should -Throw -ExpectedMessage "*$($object.Name)*"
+        { Restore-VolumeBackup -Repository $copy -BackupId $full.Id -TargetPath $target -ErrorAction Stop } | Should -Throw -ExpectedMessage "*$($object.Name)*Nothing was put in place at '$target'."
         Get-ChildItem -LiteralPath $dir -Force | Should -BeNullOrEmpty
     }
 

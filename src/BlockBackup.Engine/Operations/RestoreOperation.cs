@@ -73,6 +73,11 @@ public static class RestoreOperation
         {
             throw new BackupException(ex.Kind, ex.ErrorId, ex.Message + PartialTarget(target), ex.Target, ex);
         }
+        catch (BackupException ex) when (ex.ErrorId != "TargetAppeared")
+        {
+            // A new target is written under a hidden name and put in place only when complete.
+            throw new BackupException(ex.Kind, ex.ErrorId, $"{ex.Message} Nothing was put in place at '{target.Path}'.", ex.Target, ex);
+        }
         catch (OperationCanceledException ex) when (target.WritesInPlace)
         {
             throw new OperationStoppedException($"The restore of backup {chain.BackupId} was stopped.{PartialTarget(target)}", ex, cancellationToken);
@@ -350,7 +355,7 @@ public static class RestoreOperation
                     if (!hash.SequenceEqual(expected.Slice(k * 32, 32)))
                     {
                         throw new BackupException(BackupErrorKind.InvalidData, "BlockHashMismatch",
-                            $"Backup {task.BackupId}: object '{task.Object.Name}' gives data at volume offset {offset + (long)k * blockSize} whose SHA-256 does not match the backup's hash list. The backup is damaged; the target is incomplete.",
+                            $"Backup {task.BackupId}: object '{task.Object.Name}' gives data at volume offset {offset + (long)k * blockSize} whose SHA-256 does not match the backup's hash list. The backup is damaged.",
                             task.Object.Name);
                     }
 
