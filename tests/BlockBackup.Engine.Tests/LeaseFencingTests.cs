@@ -1,0 +1,220 @@
+using BlockBackup.Engine.Errors;
+using BlockBackup.Engine.ObjectStores;
+using BlockBackup.Engine.Operations;
+using BlockBackup.Engine.Repository;
+using Xunit;
+
+namespace BlockBackup.Engine.Tests;
+
+/// <summary>
+/// The lease tests shorten ObjectStoreLock's lease for the whole process: nothing else may run
+/// beside them (a backup elsewhere could lose its lock on a busy machine).
+/// </summary>
+[CollectionDefinition(nameof(ShortLeases), DisableParallelization = true)]
+public sealed class ShortLeases;
+
+/// <summary>
+/// A backup whose lease lapses (frozen, as a process under SIGSTOP or a VM pause is, at a chosen
+/// point) while a second backup of the volume takes the volume over and removes it as a leftover:
+/// whatever lists as available restores byte-identically, and the frozen one either fails with
+/// VolumeLockLost or, when it had committed before the cleanup looked, is complete. In process,
+/// with a lease of seconds; the second backup waits for the lease to run out, not for a timer.
+/// </summary>
+[Collection(nameof(ShortLeases))]
+public abstract class LeaseFencingContract : IDisposable
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromMinutes(3);
+    private readonly Scratch _scratch = new();
+    private readonly TimeSpan _lease = ObjectStoreLock.LeaseDuration;
+    private readonly TimeSpan _renewal = ObjectStoreLock.RenewInterval;
+
+    protected LeaseFencingContract()
+    {
+        // Long enough that a busy two-core machine still renews in time while nothing is frozen.
+        ObjectStoreLock.LeaseDuration = TimeSpan.FromSeconds(6);
+        ObjectStoreLock.RenewInterval = TimeSpan.FromSeconds(1);
+    }
+
+    protected abstract IObjectStore Store { get; }
+
+    protected virtual RepositoryKind Kind => RepositoryKind.S3;
+
+    public virtual void Dispose()
+    {
+        ObjectStoreLock.LeaseDuration = _lease;
+        ObjectStoreLock.RenewInterval = _renewal;
+        _scratch.Dispose();
+        GC.SuppressFinalize(this);
+    }
+
+    private ObjectStoreRepository Repository(IObjectStore store) => new(store, Kind, "volumebackups") { LockTimeout = Patience };
+
+    private static BackupRequest Request(string volume, Guid volumeId, bool incremental, List<string>? log = null) => new()
+    {
+        SourcePath = volume, VolumeId = volumeId, Incremental = incremental, ObjectSize = 1 << 20, UseSnapshot = false, Workers = 1,
+        Log = log is null ? null : line => { lock (log) { log.Add(line); } },
+    };
+
+    /// <summary>
+    /// A full backup, then a backup frozen at <paramref name="freezing"/>'s point, then (its lease
+    /// lapsed) an incremental by another process that removes leftovers; then the frozen one goes
+    /// on. With <paramref name="cleanerFreezing"/>, the second one is frozen too, at that point,
+    /// and goes on only once the first one has finished.
+    /// </summary>
+    private (Exception? Frozen, BackupResult? FrozenResult, BackupResult Second, List<string> Log, string Volume) Race(
+        Func<IObjectStore, FreezingStore> freezing, Func<IObjectStore, FreezingStore>? cleanerFreezing = null)
+    {
+        var volume = _scratch.MixedVolume("vol.img", 4 << 20, seed: 91);
+        var volumeId = Guid.NewGuid();
+        BackupOperation.Run(Repository(Store), Request(volume, volumeId, incremental: false));
+
+        var frozenStore = freezing(Store);
+        var cleanerStore = cleanerFreezing?.Invoke(Store);
+        try
+        {
+            var first = Task.Run(() => BackupOperation.Run(Repository(frozenStore), Request(volume, volumeId, incremental: false)));
+            WaitFrozen(frozenStore, first, "the first backup");
+
+            var log = new List<string>();
+            var second = Task.Run(() => BackupOperation.Run(Repository(cleanerStore ?? Store), Request(volume, volumeId, incremental: true, log)));
+            if (cleanerStore is null)
+            {
+                Assert.True(second.Wait(Patience), "the second backup finished");
+            }
+            else
+            {
+                WaitFrozen(cleanerStore, second, "the second backup");
+            }
+
+            frozenStore.Resume();
+            var outcome = Record.Exception(() => first.GetAwaiter().GetResult());
+            cleanerStore?.Resume();
+            return (outcome, outcome is null ? first.Result : null, second.GetAwaiter().GetResult(), log, volume);
+        }
+        finally
+        {
+            // Whatever failed, nothing stays frozen for the tests after this one.
+            frozenStore.Resume();
+            cleanerStore?.Resume();
+        }
+    }
+
+    private static void WaitFrozen(FreezingStore store, Task<BackupResult> backup, string which)
+    {
+        Assert.True(store.WaitFrozen(Patience) || backup.IsCompleted, $"{which} reached the point where it is frozen");
+        Assert.False(backup.IsCompleted, $"{which} was frozen, not finished: {backup.Exception?.GetBaseException().Message}");
+    }
+
+    /// <summary>Every backup listed as available restores to the volume (which did not change), and verifies with its chain.</summary>
+    private void AssertAvailableBackupsAreWhole(string volume)
+    {
+        var repository = Repository(Store);
+        var listed = repository.List();
+        Assert.NotEmpty(listed);
+        foreach (var backup in listed)
+        {
+            var target = _scratch.PathOf($"restore-{backup.Id:N}.img");
+            RestoreOperation.Run(repository, new RestoreRequest { BackupId = backup.Id, TargetPath = target });
+            Assert.Equal(Scratch.Sha(volume), Scratch.Sha(target));
+            Assert.True(repository.Verify(backup.Id, includeChain: true).IsValid, $"backup {backup.Id} verifies");
+        }
+    }
+
+    private static void AssertLockLost(Exception? outcome, BackupResult second)
+    {
+        var error = Assert.IsType<BackupException>(outcome);
+        Assert.Equal("VolumeLockLost", error.ErrorId);
+        Assert.Contains(second.Backup.VolumeId.ToString(), error.Message, StringComparison.Ordinal);
+        Assert.Contains("volumebackups", error.Message, StringComparison.Ordinal);
+        Assert.Contains("run the backup again", error.Message, StringComparison.Ordinal);
+    }
+
+    [ContractFact]
+    public void ABackupFrozenBeforeItsCommitFailsAndWhatListsIsWhole()
+    {
+        // Frozen once its last data object (of four, one worker: in order) is stored.
+        var (outcome, _, second, log, volume) = Race(store => new FreezingStore(store, afterPut: name => name.EndsWith("-00004", StringComparison.Ordinal) && !name.Contains(".blockbackup", StringComparison.Ordinal)));
+        AssertLockLost(outcome, second);
+        Assert.Contains(log, l => l.StartsWith("Removed the leftover of interrupted backup", StringComparison.Ordinal));
+        Assert.Equal(2, Repository(Store).List().Count);
+        AssertAvailableBackupsAreWhole(volume);
+    }
+
+    [ContractFact]
+    public void ABackupFrozenJustBeforeItsMetadataPutRetractsItAndFails()
+    {
+        // Past its own checks (lock, record, objects): only the check after the metadata put can see the cleanup.
+        var (outcome, _, second, log, volume) = Race(store => new FreezingStore(store, beforePut: name => name.EndsWith("_metadata", StringComparison.Ordinal)));
+        AssertLockLost(outcome, second);
+        Assert.Contains(log, l => l.StartsWith("Removed the leftover of interrupted backup", StringComparison.Ordinal));
+        Assert.Equal(2, Repository(Store).List(includeIncomplete: true).Count); // nothing of the frozen one is left
+        AssertAvailableBackupsAreWhole(volume);
+    }
+
+    [ContractFact]
+    public void ABackupThatStoresItsMetadataWhileTheCleanupHasFencedItRetractsItAndFails()
+    {
+        // The cleanup has fenced the record (and not yet looked for the metadata) when the frozen
+        // backup stores its metadata and reads its record: it sees the fence and retracts; the
+        // cleanup then finds no metadata and removes the rest.
+        var (outcome, _, second, log, volume) = Race(
+            store => new FreezingStore(store, beforePut: name => name.EndsWith("_metadata", StringComparison.Ordinal)),
+            store => new FreezingStore(store, afterPut: name => name.StartsWith(".blockbackup/inflight/", StringComparison.Ordinal)));
+        AssertLockLost(outcome, second);
+        Assert.Contains("fenced", outcome!.Message, StringComparison.Ordinal);
+        Assert.Contains(log, l => l.StartsWith("Removed the leftover of interrupted backup", StringComparison.Ordinal));
+        Assert.Equal(2, Repository(Store).List(includeIncomplete: true).Count);
+        AssertAvailableBackupsAreWhole(volume);
+    }
+
+    [ContractFact]
+    public void ABackupFrozenBetweenItsMetadataPutAndItsCheckIsLeftAloneAndCompletes()
+    {
+        // Its metadata is in place when the cleanup looks: it committed, so nothing of it goes,
+        // and the incremental is based on it.
+        var (outcome, result, second, log, volume) = Race(store => new FreezingStore(store, afterPut: name => name.EndsWith("_metadata", StringComparison.Ordinal)));
+        Assert.Null(outcome);
+        Assert.DoesNotContain(log, l => l.StartsWith("Removed the leftover", StringComparison.Ordinal));
+        Assert.Equal(result!.Backup.Id, second.Backup.ParentId);
+        Assert.Contains(Repository(Store).List(), b => b.Id == result.Backup.Id);
+        Assert.Empty(Store.ListAsync(".blockbackup/inflight/").ToBlockingEnumerable());
+        AssertAvailableBackupsAreWhole(volume);
+    }
+}
+
+public sealed class MemoryLeaseFencingTests : LeaseFencingContract
+{
+    protected override IObjectStore Store { get; } = new MemoryObjectStore();
+}
+
+public sealed class S3LeaseFencingTests : LeaseFencingContract
+{
+    private readonly IObjectStore? _store = SkipReason is null ? S3StoreLoader.Create(S3Buckets.Options(ObjectStoreServers.NewName("s3fence"))) : null;
+
+    public static string? SkipReason => ObjectStoreServers.S3SkipReason;
+
+    protected override IObjectStore Store => _store!;
+
+    public override void Dispose()
+    {
+        (_store as IDisposable)?.Dispose();
+        base.Dispose();
+    }
+}
+
+public sealed class SwiftLeaseFencingTests : LeaseFencingContract
+{
+    private readonly SwiftObjectStore? _store = SkipReason is null ? new SwiftObjectStore(SwiftContainers.Options(ObjectStoreServers.NewName("swfence"), null)) : null;
+
+    public static string? SkipReason => ObjectStoreServers.SwiftSkipReason;
+
+    protected override IObjectStore Store => _store!;
+
+    protected override RepositoryKind Kind => RepositoryKind.Swift;
+
+    public override void Dispose()
+    {
+        _store?.Dispose();
+        base.Dispose();
+    }
+}
