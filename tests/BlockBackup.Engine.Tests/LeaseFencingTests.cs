@@ -180,6 +180,113 @@ public abstract class LeaseFencingContract : IDisposable
         Assert.Empty(Store.ListAsync(".blockbackup/inflight/").ToBlockingEnumerable());
         AssertAvailableBackupsAreWhole(volume);
     }
+
+    [ContractFact]
+    public void ARenewalNeverWritesBackAClaimAContenderDeletedAndTheLockStaysLost()
+    {
+        var volumeId = Guid.NewGuid();
+        var prefix = $".blockbackup/locks/volume-{volumeId:D}/";
+        var gate = new RenewalGate(Store, prefix);
+        using var volumeLock = Repository(gate).AcquireLock(volumeId, "backup", CancellationToken.None);
+        var key = Assert.Single(Store.ListAsync(prefix).ToBlockingEnumerable()).Name;
+        byte[] claim;
+        using (var stream = Store.GetAsync(key).GetAwaiter().GetResult())
+        {
+            var copy = new MemoryStream();
+            stream.CopyTo(copy);
+            claim = copy.ToArray();
+        }
+
+        // Between two renewals (one finished, the next one held before it reaches the store), a
+        // contender that judged the lease expired deletes the claim.
+        Assert.True(gate.WaitHeld(Patience), "a renewal came");
+        Store.DeleteAsync(key).GetAwaiter().GetResult();
+        Assert.True(gate.ReleaseAndWait(Patience), "the held renewal went on");
+        Assert.Null(Store.StatAsync(key).GetAwaiter().GetResult());
+        Assert.False(volumeLock.IsStillHeld);
+
+        // Lost for good, even should the very claim come back.
+        Store.PutAsync(key, new MemoryStream(claim), claim.Length, PutOptions.Default, CancellationToken.None).GetAwaiter().GetResult();
+        Assert.False(volumeLock.IsStillHeld);
+    }
+
+    /// <summary>
+    /// Passes everything through; once a renewal's put of a claim under the prefix has completed,
+    /// holds the next call on that claim (the next renewal's first step) until released.
+    /// </summary>
+    private sealed class RenewalGate(IObjectStore inner, string prefix) : IObjectStore
+    {
+        private readonly ManualResetEventSlim _held = new();
+        private readonly ManualResetEventSlim _release = new();
+        private readonly ManualResetEventSlim _done = new();
+        private int _puts;
+        private int _state; // 0 passing, 1 hold the next call, 2 held one taken
+
+        public ObjectStoreProperties Properties => inner.Properties;
+
+        public bool WaitHeld(TimeSpan timeout) => _held.Wait(timeout);
+
+        public bool ReleaseAndWait(TimeSpan timeout)
+        {
+            _release.Set();
+            return _done.Wait(timeout);
+        }
+
+        public async Task PutAsync(string name, Stream content, long length, PutOptions options, CancellationToken cancellationToken)
+        {
+            var held = Hold(name);
+            await inner.PutAsync(name, content, length, options, cancellationToken).ConfigureAwait(false);
+            Passed(name, held, put: true);
+        }
+
+        public async Task<Stream> GetAsync(string name, long offset = 0, long? length = null, CancellationToken cancellationToken = default)
+        {
+            var held = Hold(name);
+            try
+            {
+                return await inner.GetAsync(name, offset, length, cancellationToken).ConfigureAwait(false);
+            }
+            finally
+            {
+                Passed(name, held, put: false);
+            }
+        }
+
+        public Task<ObjectInfo?> StatAsync(string name, CancellationToken cancellationToken = default) => inner.StatAsync(name, cancellationToken);
+
+        public IAsyncEnumerable<ObjectInfo> ListAsync(string prefix, CancellationToken cancellationToken = default) => inner.ListAsync(prefix, cancellationToken);
+
+        public Task DeleteAsync(string name, CancellationToken cancellationToken = default) => inner.DeleteAsync(name, cancellationToken);
+
+        public Task DeleteUnlistedAsync(string prefix, Func<string, bool> isOwned, CancellationToken cancellationToken = default) =>
+            inner.DeleteUnlistedAsync(prefix, isOwned, cancellationToken);
+
+        public Task FlushAsync(CancellationToken cancellationToken = default) => inner.FlushAsync(cancellationToken);
+
+        private bool Hold(string name)
+        {
+            if (!name.StartsWith(prefix, StringComparison.Ordinal) || Interlocked.CompareExchange(ref _state, 2, 1) != 1)
+            {
+                return false;
+            }
+
+            _held.Set();
+            _release.Wait();
+            return true;
+        }
+
+        private void Passed(string name, bool held, bool put)
+        {
+            if (held)
+            {
+                _done.Set();
+            }
+            else if (put && name.StartsWith(prefix, StringComparison.Ordinal) && Interlocked.Increment(ref _puts) == 2)
+            {
+                Interlocked.CompareExchange(ref _state, 1, 0); // the first renewal is over (the first put was the claim itself)
+            }
+        }
+    }
 }
 
 public sealed class MemoryLeaseFencingTests : LeaseFencingContract
