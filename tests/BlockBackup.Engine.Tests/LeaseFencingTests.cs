@@ -325,3 +325,103 @@ public sealed class SwiftLeaseFencingTests : LeaseFencingContract
         base.Dispose();
     }
 }
+
+/// <summary>
+/// A backup whose clock runs 10 minutes behind (libfaketime around a bbk child: its leases look
+/// expired to everyone else from the start), stopped with SIGSTOP once it has stored objects,
+/// while a backup with the right clock runs: whatever lists as available restores byte-identically,
+/// and the skewed one fails with VolumeLockLost or, had it committed before it was stopped, is complete.
+/// Where exactly the signal stops it is not chosen (the in-process LeaseFencingContract forces each
+/// interleaving); what is checked holds at any point.
+/// </summary>
+[Collection(nameof(ShortLeases))]
+public sealed class SkewedClockLeaseTests(Xunit.Abstractions.ITestOutputHelper output) : IDisposable
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromMinutes(3);
+    private readonly Scratch _scratch = new();
+
+    public void Dispose() => _scratch.Dispose();
+
+    [S3Fact]
+    public void ABackupWhoseClockIsTenMinutesBehindNeverListsIncomplete()
+    {
+        Assert.True(File.Exists("/usr/bin/faketime"), "faketime is installed (Debian package faketime)");
+        var bucket = ObjectStoreServers.NewName("s3skew");
+        var store = S3StoreLoader.Create(S3Buckets.Options(bucket));
+        using var repository = new ObjectStoreRepository(store, RepositoryKind.S3, bucket) { LockTimeout = Patience }; // closes the store
+        var volume = _scratch.MixedVolume("vol.img", 24 << 20, seed: 93);
+        var full = BackupOperation.Run(repository, new BackupRequest { SourcePath = volume, ObjectSize = 1 << 20, UseSnapshot = false }).Backup;
+
+        var environment = new Dictionary<string, string>
+        {
+            ["AWS_ENDPOINT_URL"] = ObjectStoreServers.S3Endpoint!,
+            ["AWS_ACCESS_KEY_ID"] = ObjectStoreServers.S3AccessKey!,
+            ["AWS_SECRET_ACCESS_KEY"] = ObjectStoreServers.S3SecretKey!,
+            ["BLOCKBACKUP_CONFIG_DIR"] = _scratch.PathOf("config"),
+        };
+        using var skewed = Bbk.StartUnder(environment, "faketime", ["-f", "-10m"],
+            "backup", volume, $"s3://{bucket}", "--compression", "bz2", "--object-size", "1048576", "--workers", "1", "--no-snapshot");
+        var stderr = skewed.StandardError.ReadToEndAsync();
+        var stdout = skewed.StandardOutput.ReadToEndAsync();
+        var worker = WorkerOf(skewed.Id);
+        try
+        {
+            // Stopped once it has stored an object of its own (or finished, should it be that quick).
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            while (!skewed.HasExited && !store.ListAsync($"volume_{full.VolumeId:D}/").ToBlockingEnumerable().Any(o => !o.Name.StartsWith(full.Prefix, StringComparison.Ordinal)))
+            {
+                Assert.True(clock.Elapsed < Patience, "the skewed backup stored an object");
+                Thread.Sleep(20);
+            }
+
+            Signal(worker, "STOP");
+            var log = new List<string>();
+            var second = BackupOperation.Run(repository, new BackupRequest
+            {
+                SourcePath = volume, Incremental = true, ObjectSize = 1 << 20, UseSnapshot = false, Log = log.Add,
+            });
+            Assert.NotEqual(full.Id, second.Backup.Id);
+        }
+        finally
+        {
+            Signal(worker, "CONT");
+        }
+
+        Assert.True(skewed.WaitForExit(Patience), "the skewed backup ended");
+        var error = stderr.GetAwaiter().GetResult();
+        output.WriteLine($"skewed backup: exit {skewed.ExitCode}; {error.Trim()}");
+        Assert.True(skewed.ExitCode == 0 || error.Contains("error VolumeLockLost:", StringComparison.Ordinal),
+            $"the skewed backup completed or failed with VolumeLockLost: exit {skewed.ExitCode}, {stdout.GetAwaiter().GetResult()} {error}");
+
+        foreach (var backup in repository.List())
+        {
+            var target = _scratch.PathOf($"restore-{backup.Id:N}.img");
+            RestoreOperation.Run(repository, new RestoreRequest { BackupId = backup.Id, TargetPath = target });
+            Assert.Equal(Scratch.Sha(volume), Scratch.Sha(target));
+            Assert.True(repository.Verify(backup.Id, includeChain: true).IsValid, $"backup {backup.Id} verifies");
+        }
+    }
+
+    /// <summary>faketime runs the command as its child: that process (dotnet with bbk) is the one to stop.</summary>
+    private static int WorkerOf(int faketime)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (true)
+        {
+            var children = File.ReadAllText($"/proc/{faketime}/task/{faketime}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (children.Length > 0)
+            {
+                return int.Parse(children[0], System.Globalization.CultureInfo.InvariantCulture);
+            }
+
+            Assert.True(clock.Elapsed < Patience, "faketime started its command");
+            Thread.Sleep(10);
+        }
+    }
+
+    private static void Signal(int pid, string signal)
+    {
+        using var kill = System.Diagnostics.Process.Start("kill", ["-" + signal, pid.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+        kill.WaitForExit();
+    }
+}
