@@ -136,12 +136,21 @@ internal static class Bbk
     /// Starts bbk under <paramref name="wrapper"/> (e.g. strace), which then runs the process that
     /// does the work itself (the dotnet host with bbk.dll, no launcher in between).
     /// </summary>
-    public static Process StartUnder(string wrapper, IEnumerable<string> wrapperArgs, params string[] args)
+    public static Process StartUnder(string wrapper, IEnumerable<string> wrapperArgs, params string[] args) =>
+        StartUnder(new Dictionary<string, string>(), wrapper, wrapperArgs, args);
+
+    /// <summary>The same, with <paramref name="environment"/> added to the child's environment only.</summary>
+    public static Process StartUnder(IReadOnlyDictionary<string, string> environment, string wrapper, IEnumerable<string> wrapperArgs, params string[] args)
     {
         var psi = new ProcessStartInfo(wrapper) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in wrapperArgs.Concat(Command(args)))
         {
             psi.ArgumentList.Add(a);
+        }
+
+        foreach (var (name, value) in environment)
+        {
+            psi.Environment[name] = value;
         }
 
         return Process.Start(psi)!;

@@ -39,8 +39,8 @@ public static class BackupOperation
             ConsistentView.RemoveAbandonedClones(resolved, request.Log);
         }
 
-        RemoveLeftovers(repository, volumeLock, request.Log, progress, cancellationToken);
-        var parent = ChooseParent(repository, request, volumeId, volume.Size);
+        var leftovers = RemoveLeftovers(repository, volumeLock, request.Log, progress, cancellationToken);
+        var parent = ChooseParent(repository, request, volumeId, volume.Size, leftovers);
 
         // Recorded as in flight, with the clone it may make, before that clone exists: a kill at
         // any later step leaves a record that cleanup follows to the clone.
@@ -110,6 +110,9 @@ public static class BackupOperation
         // One flush makes every data object durable before anything refers to them (their
         // writeback was started as each was written, so little is left to wait for).
         store.FlushAsync(cancellationToken).GetAwaiter().GetResult();
+        // A volume lock on object storage is a lease: it may have lapsed (and the objects gone
+        // with a cleanup) while this backup ran; then nothing more is stored.
+        repository.CheckBeforeCommit(b, written, job.StoredBytes, cancellationToken);
         var createdAt = CinderTime.Format(b.StartedUtc);
         string? sha256FileChecksum = null;
         store.PutWrittenAsync(repository.ObjectKey(b.Container, ObjectNaming.Sha256FileName(b.Prefix)), s =>
@@ -157,7 +160,7 @@ public static class BackupOperation
     /// <see cref="IChunkedRepository.RemoveLeftoversOf"/>), saying so through <paramref name="log"/>.
     /// Best effort: a leftover that cannot be removed is reported and kept, the backup goes on.
     /// </summary>
-    internal static void RemoveLeftovers(IChunkedRepository repository, IVolumeLock volumeLock, Action<string>? log, IProgress<OperationProgress>? progress, CancellationToken cancellationToken)
+    internal static IReadOnlyList<BackupInfo> RemoveLeftovers(IChunkedRepository repository, IVolumeLock volumeLock, Action<string>? log, IProgress<OperationProgress>? progress, CancellationToken cancellationToken)
     {
         progress?.Report(new OperationProgress(OperationPhase.Preparing, 0, 0, $"Looking for leftovers of interrupted backups of volume {volumeLock.VolumeId}"));
         var removed = repository.RemoveLeftoversOf(volumeLock,
@@ -167,6 +170,8 @@ public static class BackupOperation
         {
             log?.Invoke($"Removed the leftover of interrupted backup {leftover.Id} of volume {leftover.VolumeId} (container '{leftover.Container}', last written {leftover.CreatedUtc:u}).");
         }
+
+        return removed;
     }
 
     internal static void Validate(BackupRequest r)
@@ -183,8 +188,13 @@ public static class BackupOperation
         }
     }
 
-    /// <summary>Cinder's rules: the named parent, else the newest available backup of the volume; same hash block size; the volume must not have grown.</summary>
-    internal static BackupInfo? ChooseParent(IChunkedRepository repository, BackupRequest request, Guid volumeId, long volumeSize)
+    /// <summary>
+    /// Cinder's rules: the named parent, else the newest available backup of the volume; same hash
+    /// block size; the volume must not have grown. Never one of <paramref name="removedLeftovers"/>:
+    /// such a backup can list as available only because a process whose lease lapsed stored its
+    /// metadata after its objects were removed (it retracts it, see CommitFence).
+    /// </summary>
+    internal static BackupInfo? ChooseParent(IChunkedRepository repository, BackupRequest request, Guid volumeId, long volumeSize, IReadOnlyList<BackupInfo>? removedLeftovers = null)
     {
         if (!request.Incremental)
         {
@@ -205,6 +215,12 @@ public static class BackupOperation
         {
             parent = repository.FindLatest(volumeId) ?? throw new BackupException(BackupErrorKind.InvalidOperation, "NoParentBackup",
                 $"No available backup of volume {volumeId} exists in '{repository.Location}' to base an incremental backup on. Make a full backup first (without -Incremental).", volumeId);
+        }
+
+        if (removedLeftovers?.Any(l => l.Id == parent.Id) == true)
+        {
+            throw new BackupException(BackupErrorKind.ResourceBusy, "VolumeLockLost",
+                $"Backup {parent.Id} of volume {volumeId} in '{repository.Location}' was removed by this backup as the leftover of an interrupted one, and then its writer, whose lease on the volume had lapsed, stored its metadata: it is incomplete and is not used as the parent. Run the backup again.", parent.Id);
         }
 
         if (volumeSize > parent.VolumeSize)

@@ -25,9 +25,9 @@ public static class RbdFileBackupOperation
         var (size, objectSize) = client.ImageInfo(source) ?? throw new BackupException(BackupErrorKind.NotFound, "RbdImageNotFound", $"The RBD image '{source}' does not exist.", source.Spec);
         var volumeId = request.VolumeId ?? RbdBackupPool.VolumeIdFor(source);
         using var volumeLock = repository.AcquireLock(volumeId, "backup", cancellationToken, progress);
-        BackupOperation.RemoveLeftovers(repository, volumeLock, request.Log, progress, cancellationToken);
+        var leftovers = BackupOperation.RemoveLeftovers(repository, volumeLock, request.Log, progress, cancellationToken);
         RemoveAbandonedSnapshots(client, source, repository, request.Log);
-        var parent = BackupOperation.ChooseParent(repository, request, volumeId, size);
+        var parent = BackupOperation.ChooseParent(repository, request, volumeId, size, leftovers);
 
         string? fromSnapshot = null;
         var reason = parent is null ? "full read: no parent backup" : null;

@@ -49,6 +49,15 @@ public interface IChunkedRepository : IBackupRepository
     /// </summary>
     NewBackup BeginBackup(IVolumeLock volumeLock, Guid volumeId, Guid backupId, DateTime startedUtc, string? snapshotPath = null, string? rbdSource = null);
 
+    /// <summary>
+    /// Right before the hash list and the metadata are stored: throws (VolumeLockLost) when the
+    /// backup may no longer commit because another process may have taken its volume over. A
+    /// file repository's lock cannot lapse under a running holder, so by default nothing is checked.
+    /// </summary>
+    void CheckBeforeCommit(NewBackup backup, ObjectList written, long storedBytes, CancellationToken cancellationToken)
+    {
+    }
+
     /// <summary>After the metadata was stored (the commit point): the new backup as listed.</summary>
     BackupInfo CompleteBackup(NewBackup backup, BackupMetadata metadata);
 

@@ -162,6 +162,7 @@ public sealed class ReadLease : IDisposable
     private readonly string _key = string.Empty;
     private readonly Timer? _renewal;
     private int _disposed;
+    private int _renewing;
 
     private ReadLease(IObjectStore store, string key, string token, string operation, IReadOnlyCollection<Guid> backups)
     {
@@ -214,7 +215,8 @@ public sealed class ReadLease : IDisposable
 
     private void Renew(string token, string operation, IReadOnlyCollection<Guid> backups)
     {
-        if (Volatile.Read(ref _disposed) != 0 || _store is null)
+        // One renewal at a time: a store that stalls must not gather a blocked thread a tick.
+        if (Volatile.Read(ref _disposed) != 0 || _store is null || Interlocked.Exchange(ref _renewing, 1) != 0)
         {
             return;
         }
@@ -226,6 +228,10 @@ public sealed class ReadLease : IDisposable
         catch (Exception ex) when (ex is BackupException or IOException or UnauthorizedAccessException or HttpRequestException)
         {
             // Retried at the next interval; the lease is several intervals long.
+        }
+        finally
+        {
+            Volatile.Write(ref _renewing, 0);
         }
     }
 }

@@ -14,6 +14,10 @@ namespace BlockBackup.Engine.Repository;
 /// contenders can never both see themselves alone, since the later lister sees the earlier
 /// claim. A claim is a lease: its holder renews it; one not renewed within
 /// <see cref="LeaseDuration"/> (holder killed, host gone) is stale and deleted by the next contender.
+/// A lease can lapse under a holder that still runs (paused longer than the lease, a clock behind
+/// the others'): it then has lost the lock for good. Its renewal never writes the claim again once
+/// another process deleted it (that would give two holders), and <see cref="IsStillHeld"/> stays
+/// false, which the commit of a backup checks (see <see cref="ObjectStoreRepository"/>'s fencing).
 /// </summary>
 public sealed class ObjectStoreLock : IVolumeLock
 {
@@ -26,6 +30,8 @@ public sealed class ObjectStoreLock : IVolumeLock
     private readonly string _operation;
     private readonly Timer _renewal;
     private int _disposed;
+    private int _lost;
+    private int _renewing;
 
     private ObjectStoreLock(IObjectStore store, string key, string token, Guid volumeId, string operation)
     {
@@ -39,7 +45,28 @@ public sealed class ObjectStoreLock : IVolumeLock
 
     public Guid VolumeId { get; }
 
-    public bool IsStillHeld => Volatile.Read(ref _disposed) == 0 && LeaseClaims.Read(_store, _key, CancellationToken.None) is { } claim && claim.Token == _token;
+    /// <summary>
+    /// The claim is still ours and has not lapsed by our own clock (once it lapsed, others may
+    /// have judged it gone even if nobody deleted it yet). False from the first time it is not.
+    /// </summary>
+    public bool IsStillHeld
+    {
+        get
+        {
+            if (Volatile.Read(ref _disposed) != 0 || Volatile.Read(ref _lost) != 0)
+            {
+                return false;
+            }
+
+            if (IsOurs(LeaseClaims.Read(_store, _key, CancellationToken.None)))
+            {
+                return true;
+            }
+
+            MarkLost();
+            return false;
+        }
+    }
 
     /// <summary>Takes the lock under <paramref name="prefix"/>, waiting up to <paramref name="timeout"/> for a live holder.</summary>
     public static ObjectStoreLock Acquire(IObjectStore store, string prefix, Guid volumeId, string operation, TimeSpan timeout, string display,
@@ -47,7 +74,7 @@ public sealed class ObjectStoreLock : IVolumeLock
     {
         var deadline = DateTime.UtcNow + timeout;
         var token = Guid.NewGuid().ToString("N");
-        var key = $"{prefix}{DateTime.UtcNow.Ticks:D19}-{token}";
+        var key = LeaseClaims.NewKey(prefix, token);
         var nextReport = DateTime.MinValue;
         while (true)
         {
@@ -100,21 +127,52 @@ public sealed class ObjectStoreLock : IVolumeLock
         }
     }
 
+    private bool IsOurs(LeaseClaim? claim) => claim is not null && claim.Token == _token && LeaseClaims.IsValid(claim, DateTime.UtcNow);
+
+    private void MarkLost()
+    {
+        Volatile.Write(ref _lost, 1);
+        try
+        {
+            _renewal.Change(Timeout.Infinite, Timeout.Infinite);
+        }
+        catch (ObjectDisposedException)
+        {
+            // Released meanwhile: nothing renews any more either way.
+        }
+    }
+
+    /// <summary>
+    /// Read, then write: a claim that is gone (deleted by a contender that judged it expired), not
+    /// ours or lapsed is not written again. The read and the write are not one step, so a contender
+    /// could delete the claim between them and see it come back; the commit's fencing (the
+    /// in-flight record) is what keeps that from ever listing an incomplete backup.
+    /// </summary>
     private void Renew()
     {
-        if (Volatile.Read(ref _disposed) != 0)
+        // One renewal at a time: a store that stalls must not gather a blocked thread a tick.
+        if (Volatile.Read(ref _disposed) != 0 || Volatile.Read(ref _lost) != 0 || Interlocked.Exchange(ref _renewing, 1) != 0)
         {
             return;
         }
 
         try
         {
+            if (!IsOurs(LeaseClaims.Read(_store, _key, CancellationToken.None)))
+            {
+                MarkLost();
+                return;
+            }
+
             LeaseClaims.Put(_store, _key, _token, _operation, [], CancellationToken.None);
         }
         catch (Exception ex) when (ex is BackupException or IOException or HttpRequestException)
         {
             // Retried at the next interval; the lease is several intervals long.
         }
+        finally
+        {
+            Volatile.Write(ref _renewing, 0);
+        }
     }
-
 }

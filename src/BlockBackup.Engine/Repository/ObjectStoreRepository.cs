@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Globalization;
 using System.Text;
 using BlockBackup.Engine.Compression;
@@ -30,6 +31,12 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
 
     private readonly string _keyPrefix;
     private readonly string _availabilityZone;
+
+    /// <summary>The backups this instance is writing: their lock and the in-flight record's bytes (see <see cref="CommitFence"/>).</summary>
+    private readonly ConcurrentDictionary<Guid, (IVolumeLock Lock, byte[] Record)> _writing = new();
+
+    /// <summary>Backups that retracted their metadata at commit: a failure after that must not keep them for committed.</summary>
+    private readonly ConcurrentDictionary<Guid, bool> _retracted = new();
 
     /// <param name="store">The bucket or container (names are relative to it).</param>
     /// <param name="kind"><see cref="RepositoryKind.S3"/> or <see cref="RepositoryKind.Swift"/>.</param>
@@ -259,12 +266,11 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
             cancellationToken.ThrowIfCancellationRequested();
 
             using var volumeLock = AcquireLock(leftover.VolumeId, "cleanup", cancellationToken);
-            if (Store.StatAsync(ObjectNaming.MetadataName(leftover.Prefix), cancellationToken).GetAwaiter().GetResult() is not null)
+            if (!RemoveLeftover(leftover, cancellationToken, out var record))
             {
                 continue; // completed meanwhile
             }
 
-            var record = DeleteObjects(leftover.Prefix, leftover.Id, cancellationToken);
             removed.Add(leftover with { Source = leftover.Source ?? StringOrNull(record?["source"]) });
         }
 
@@ -294,22 +300,69 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
         };
         var bytes = Encoding.UTF8.GetBytes(record.ToString(Newtonsoft.Json.Formatting.None));
         Store.PutAsync(InFlightKey(backupId), new MemoryStream(bytes), bytes.Length, PutOptions.Default, CancellationToken.None).GetAwaiter().GetResult();
+        _writing[backupId] = (volumeLock, bytes);
         return new NewBackup(backupId, volumeId, Container, prefix, startedUtc);
+    }
+
+    /// <summary>
+    /// The committer's first check (<see cref="CommitFence"/>): its lock still held, its record not
+    /// fenced, every object it wrote listed; before the hash list, so that a backup whose lease
+    /// lapsed long ago stores nothing more.
+    /// </summary>
+    public void CheckBeforeCommit(NewBackup backup, ObjectList written, long storedBytes, CancellationToken cancellationToken)
+    {
+        if (!_writing.TryGetValue(backup.BackupId, out var writing))
+        {
+            return; // not begun by this instance: nothing to compare with
+        }
+
+        var problem = !writing.Lock.IsStillHeld ? "this process no longer holds the volume's lock"
+            : !CommitFence.RecordIsOurs(Store, InFlightKey(backup.BackupId), writing.Record, cancellationToken) ? "its in-flight record was fenced by a cleanup"
+            : CommitFence.CheckObjects(Store, backup.Prefix, written, storedBytes, cancellationToken);
+        if (problem is not null)
+        {
+            throw CommitFence.LockLost(backup.VolumeId, backup.BackupId, Location, problem);
+        }
     }
 
     public BackupInfo CompleteBackup(NewBackup backup, BackupMetadata metadata)
     {
+        // The committer's second check, after its metadata put (see CommitFence for why this order).
+        if (_writing.TryRemove(backup.BackupId, out var writing) && !RecordStillOurs(backup, writing.Record))
+        {
+            // Retracted: AbandonBackup (the caller's failure path) deletes it again should this fail.
+            _retracted[backup.BackupId] = true;
+            TryDelete(ObjectNaming.MetadataName(backup.Prefix));
+            throw CommitFence.LockLost(backup.VolumeId, backup.BackupId, Location,
+                "a cleanup fenced its in-flight record while it was storing its metadata, which was then deleted again");
+        }
+
         TryDelete(InFlightKey(backup.BackupId));
         return ToInfo(backup.Prefix, metadata, metadata.Extra?.StoredBytes ?? 0) with { CreatedUtc = CinderTime.TryParseUtc(metadata.CreatedAt) ?? backup.StartedUtc };
     }
 
-    public void AbandonBackup(NewBackup backup)
+    /// <summary>Whether the record reads back as written; a record that cannot be read proves nothing, so it counts as fenced.</summary>
+    private bool RecordStillOurs(NewBackup backup, byte[] written)
     {
         try
         {
+            return CommitFence.RecordIsOurs(Store, InFlightKey(backup.BackupId), written, CancellationToken.None);
+        }
+        catch (Exception ex) when (ex is BackupException or IOException or HttpRequestException)
+        {
+            return false;
+        }
+    }
+
+    public void AbandonBackup(NewBackup backup)
+    {
+        _writing.TryRemove(backup.BackupId, out _);
+        try
+        {
             // Metadata in place: the backup committed before the failure (its PUT may even have
-            // been answered with an error after it landed), so it stays.
-            if (Store.StatAsync(ObjectNaming.MetadataName(backup.Prefix), CancellationToken.None).GetAwaiter().GetResult() is not null)
+            // been answered with an error after it landed), so it stays; unless the commit
+            // retracted it (fenced), when that metadata may name objects a cleaner deleted.
+            if (!_retracted.TryRemove(backup.BackupId, out _) && Store.StatAsync(ObjectNaming.MetadataName(backup.Prefix), CancellationToken.None).GetAwaiter().GetResult() is not null)
             {
                 TryDelete(InFlightKey(backup.BackupId));
                 return;
@@ -337,8 +390,10 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
             cancellationToken.ThrowIfCancellationRequested();
             try
             {
-                DeleteObjects(leftover.Prefix, leftover.Id, cancellationToken);
-                removed.Add(leftover);
+                if (RemoveLeftover(leftover, cancellationToken, out _))
+                {
+                    removed.Add(leftover);
+                }
             }
             catch (Exception ex) when (ex is BackupException or IOException or HttpRequestException)
             {
@@ -346,16 +401,38 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
             }
         }
 
-        // In-flight records whose backup never stored an object (killed at the first step).
+        // In-flight records whose backup never stored an object (killed at the first step), and
+        // those of backups that committed: a fence put back after the committer had already
+        // deleted its record (see CommitFence) leaves one. Under the lock no live committer can
+        // still need it; one whose lease lapsed would retract its backup, never list it incomplete.
         foreach (var (backupId, record) in InFlightRecords(cancellationToken).Where(r => r.Value.VolumeId == volumeLock.VolumeId && removed.All(b => b.Id != r.Key)))
         {
-            if (!Enumerate(_keyPrefix + "volume_" + ObjectNaming.FormatId(record.VolumeId) + "/", cancellationToken).Any(o => o.Name.Contains("_backup_" + ObjectNaming.FormatId(backupId), StringComparison.Ordinal)))
+            if (!Enumerate(_keyPrefix + "volume_" + ObjectNaming.FormatId(record.VolumeId) + "/", cancellationToken).Any(o => o.Name.Contains("_backup_" + ObjectNaming.FormatId(backupId), StringComparison.Ordinal))
+                || (record.Prefix is { } prefix && Store.StatAsync(ObjectNaming.MetadataName(prefix), cancellationToken).GetAwaiter().GetResult() is not null))
             {
                 TryDelete(InFlightKey(backupId));
             }
         }
 
         return removed;
+    }
+
+    /// <summary>
+    /// Removes a leftover under its volume's lock, fenced (<see cref="CommitFence"/>): false, and
+    /// nothing deleted, when it committed meanwhile. Its metadata is deleted once more at the end,
+    /// should a commit whose lease lapsed have put it while the objects went.
+    /// </summary>
+    private bool RemoveLeftover(BackupInfo leftover, CancellationToken cancellationToken, out JObject? record)
+    {
+        record = null;
+        if (!CommitFence.FenceLeftover(Store, InFlightKey(leftover.Id), leftover.Prefix, cancellationToken))
+        {
+            return false;
+        }
+
+        record = DeleteObjects(leftover.Prefix, leftover.Id, cancellationToken);
+        Store.DeleteAsync(ObjectNaming.MetadataName(leftover.Prefix), cancellationToken).GetAwaiter().GetResult();
+        return true;
     }
 
     /// <summary>
