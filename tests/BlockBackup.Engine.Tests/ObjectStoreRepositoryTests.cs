@@ -164,23 +164,6 @@ public abstract partial class ObjectStoreRepositoryContract : IDisposable
     }
 
     [ContractFact]
-    public void AnInFlightRecordLeftBesideACommittedBackupGoesWithTheNextBackupAndTheBackupStays()
-    {
-        // What a cleanup that fenced a backup committing at that moment, and put its record back
-        // after the backup had deleted it, leaves: the record of a complete backup.
-        var volume = _scratch.MixedVolume("vol.img", 2 << 20, seed: 45);
-        var first = Backup(volume).Backup;
-        var record = Encoding.UTF8.GetBytes($"{{\"backup_id\":\"{first.Id:D}\",\"volume_id\":\"{first.VolumeId:D}\",\"prefix\":\"{first.Prefix}\"}}");
-        Put($".blockbackup/inflight/{first.Id:D}.json", record);
-
-        var next = Backup(volume, incremental: true).Backup;
-        Assert.Empty(Names(".blockbackup/inflight/"));
-        Assert.Equal([first.Id, next.Id], Repository.List(includeIncomplete: true).Select(b => b.Id));
-        Restore(first.Id, _scratch.PathOf("first.img"));
-        Assert.Equal(Scratch.Sha(volume), Scratch.Sha(_scratch.PathOf("first.img")));
-    }
-
-    [ContractFact]
     public void RemovalIsChainAwareAndLeavesOtherBackupsAlone()
     {
         var volume = _scratch.MixedVolume("vol.img", 2 << 20, seed: 51);

@@ -401,14 +401,10 @@ public sealed class ObjectStoreRepository : IChunkedRepository, IDisposable
             }
         }
 
-        // In-flight records whose backup never stored an object (killed at the first step), and
-        // those of backups that committed: a fence put back after the committer had already
-        // deleted its record (see CommitFence) leaves one. Under the lock no live committer can
-        // still need it; one whose lease lapsed would retract its backup, never list it incomplete.
+        // In-flight records whose backup never stored an object (killed at the first step).
         foreach (var (backupId, record) in InFlightRecords(cancellationToken).Where(r => r.Value.VolumeId == volumeLock.VolumeId && removed.All(b => b.Id != r.Key)))
         {
-            if (!Enumerate(_keyPrefix + "volume_" + ObjectNaming.FormatId(record.VolumeId) + "/", cancellationToken).Any(o => o.Name.Contains("_backup_" + ObjectNaming.FormatId(backupId), StringComparison.Ordinal))
-                || (record.Prefix is { } prefix && Store.StatAsync(ObjectNaming.MetadataName(prefix), cancellationToken).GetAwaiter().GetResult() is not null))
+            if (!Enumerate(_keyPrefix + "volume_" + ObjectNaming.FormatId(record.VolumeId) + "/", cancellationToken).Any(o => o.Name.Contains("_backup_" + ObjectNaming.FormatId(backupId), StringComparison.Ordinal)))
             {
                 TryDelete(InFlightKey(backupId));
             }
