@@ -40,7 +40,10 @@ namespace BlockBackup.Engine.Repository;
 /// What is left: between a retracting committer's put and its delete (milliseconds) the backup
 /// lists as Available; a committer killed in exactly that moment, after a cleaner deleted its
 /// objects, leaves metadata that verification reports as objects missing. The backup that cleaned
-/// up never bases an incremental on a backup it removed (see BackupOperation.ChooseParent).
+/// up never bases an incremental on a backup it removed (see BackupOperation.ChooseParent). A fence
+/// put back after its committer had already checked and deleted the record leaves that record
+/// beside a complete backup: listings ignore it, and it is not cleaned up, since removing the
+/// record of a backup with metadata would make a committer still before its check retract it.
 /// </para>
 /// </summary>
 internal static class CommitFence
