@@ -63,7 +63,8 @@ Describe 'Register-BackupSchedule with systemd' -Skip:(-not $IsLinux) {
     }
 
     It 'refuses an interval that does not divide an hour' {
-        { Register-BackupSchedule -Kind Systemd -Destination $units -EveryMinutes 7 -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId 'InvalidScheduleInterval*'
+        $thrown = { Register-BackupSchedule -Kind Systemd -Destination $units -EveryMinutes 7 -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId 'InvalidScheduleInterval*' -PassThru
+        $thrown.Exception.Message | Should -BeLike '-EveryMinutes 7: *'   # the parameter's name, as typed
         Test-Path -LiteralPath (Join-Path $units 'blockbackup.timer') | Should -BeFalse
     }
 }

@@ -60,7 +60,7 @@ public sealed record ScheduleEntry
         if (EveryMinutes is < 1 or > 60 || 60 % EveryMinutes != 0)
         {
             throw new BackupException(BackupErrorKind.InvalidArgument, "InvalidScheduleInterval",
-                $"-Every {EveryMinutes} minutes: give 1 to 60 minutes that divide an hour (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60).", EveryMinutes);
+                $"-EveryMinutes {EveryMinutes}: give a number of minutes from 1 to 60 that divides an hour (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60).", EveryMinutes);
         }
 
         foreach (var (what, value) in new[] { ("pwsh", PwshPath), ("module", ModuleManifest), ("configuration directory", ConfigDirectory), ("log file", LogFile) })
