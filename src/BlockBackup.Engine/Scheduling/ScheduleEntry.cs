@@ -41,8 +41,12 @@ public sealed record ScheduleEntry
     /// What the systemd and cron entries run. It is a constant: the paths reach it through the
     /// environment (<see cref="ModuleVariable"/>, BLOCKBACKUP_CONFIG_DIR), so no path is ever part
     /// of PowerShell code, whatever quotes (PowerShell also honours U+2018-U+201E) it contains.
+    /// Its output goes to a log (cron's file, the journal): plain text (no ANSI escapes, errors
+    /// included) and each run record as a list, one property a line, 4096 columns wide so that no
+    /// path or reason is wrapped or cut.
     /// </summary>
-    public const string Script = "Import-Module -Name $env:" + ModuleVariable + "; Invoke-BackupPolicy -Due -ErrorAction Stop";
+    public const string Script = "$PSStyle.OutputRendering = 'PlainText'; Import-Module -Name $env:" + ModuleVariable +
+        "; Invoke-BackupPolicy -Due -ErrorAction Stop | Format-List | Out-String -Stream -Width 4096";
 
     /// <summary>
     /// What the Windows Scheduled Task runs: schtasks cannot give a task environment variables, so
