@@ -136,6 +136,18 @@ Describe 'Register-BackupSchedule with cron' -Skip:(-not $IsLinux) {
         $text | Should -Match ([regex]::Escape($missing)) -Because 'the failing volume is named whole'
     }
 
+    It 'takes an existing directory as -Destination for cron: the entry is the file blockbackup in it, for Get and Unregister too' {
+        $dir = Join-Path $TestDrive 'cron-dir'
+        New-Item -ItemType Directory -Path $dir | Out-Null
+        $registration = Register-BackupSchedule -Kind Cron -Destination $dir -LogFile $log -Confirm:$false -PassThru -ErrorAction Stop
+        $registration.IsCurrent | Should -BeTrue
+        Get-Content -LiteralPath (Join-Path $dir 'blockbackup') | Where-Object { $_ -match '# blockbackup$' } | Should -Not -BeNullOrEmpty
+        (Get-BackupSchedule -Kind Cron -Destination $dir -LogFile $log).IsCurrent | Should -BeTrue
+        (Unregister-BackupSchedule -Kind Cron -Destination $dir -Confirm:$false -PassThru).IsRegistered | Should -BeFalse
+        Test-Path -LiteralPath (Join-Path $dir 'blockbackup') | Should -BeFalse
+        Test-Path -LiteralPath $dir -PathType Container | Should -BeTrue
+    }
+
     It 'removes the file with Unregister-BackupSchedule' {
         Unregister-BackupSchedule -Kind Cron -Destination $cronFile -Confirm:$false
         Test-Path -LiteralPath $cronFile | Should -BeFalse

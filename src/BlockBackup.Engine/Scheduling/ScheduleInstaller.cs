@@ -35,8 +35,14 @@ public sealed class ScheduleInstaller(ScheduleKind kind, string? destination = n
 
     private string TimerPath => Path.Combine(UnitDirectory, ScheduleEntry.Name + ".timer");
 
-    /// <summary>A cron.d file when root or when a destination is given; the user's crontab otherwise.</summary>
-    private string? CronFilePath => destination ?? (IsRoot ? "/etc/cron.d/" + ScheduleEntry.Name : null);
+    /// <summary>
+    /// A cron.d file when root or when a destination is given (a directory, existing or written with
+    /// a trailing separator, holds it as blockbackup, as a unit directory holds the units); the
+    /// user's crontab otherwise.
+    /// </summary>
+    private string? CronFilePath => destination is null ? (IsRoot ? "/etc/cron.d/" + ScheduleEntry.Name : null)
+        : Directory.Exists(destination) || Path.EndsInDirectorySeparator(destination) ? Path.Combine(destination, ScheduleEntry.Name)
+        : destination;
 
     public ScheduleRegistration Register(ScheduleEntry entry, Action<string>? log = null)
     {

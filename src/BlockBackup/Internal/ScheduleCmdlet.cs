@@ -10,7 +10,7 @@ public abstract class ScheduleCmdlet : EngineCmdlet
     [Parameter]
     public ScheduleKind? Kind { get; set; }
 
-    /// <summary>Write the entry's files here instead of the system's place (a unit directory for systemd, a cron.d-style file for cron); the scheduler is then not told.</summary>
+    /// <summary>Write the entry's files here instead of the system's place (a unit directory for systemd; for cron a cron.d-style file, or a directory that then holds it as blockbackup); the scheduler is then not told.</summary>
     [Parameter]
     [ValidateNotNullOrEmpty]
     public string? Destination { get; set; }
