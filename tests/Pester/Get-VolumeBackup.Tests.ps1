@@ -197,3 +197,45 @@ Describe 'Test-VolumeBackup -SamplePercent' {
         (Test-VolumeBackup -Repository $repo -SamplePercent 100 -Quiet) | Should -BeFalse
     }
 }
+
+Describe 'What pipes into what (registrations, backups, schedules)' {
+    BeforeAll {
+        $env:BLOCKBACKUP_CONFIG_DIR = Join-Path $TestDrive 'pipe-config'
+        $script:pipeRepo = Join-Path $TestDrive 'pipe'
+        $script:p = Join-Path $TestDrive 'p.img'
+        $script:q = Join-Path $TestDrive 'q.img'
+        New-TestVolume -Path $p -MiB 1 -Seed 3
+        New-TestVolume -Path $q -MiB 1 -Seed 4
+        foreach ($round in 1, 2) {
+            New-VolumeBackup -Path $p -Repository $pipeRepo | Out-Null
+            New-VolumeBackup -Path $q -Repository $pipeRepo | Out-Null
+        }
+        Register-BackupRepository -Name piped -Uri $pipeRepo
+    }
+    AfterAll {
+        Remove-Item Env:BLOCKBACKUP_CONFIG_DIR -ErrorAction SilentlyContinue
+    }
+
+    It 'a registration pipes into -Repository: Get-BackupRepository -Name x | Get-VolumeBackup, | Test-VolumeBackup -SamplePercent' {
+        (Get-BackupRepository -Name piped | Get-VolumeBackup -ErrorAction Stop).Count | Should -Be 4
+        $checked = Get-BackupRepository -Name piped | Test-VolumeBackup -SamplePercent 100 -ErrorAction Stop
+        @($checked).Count | Should -BeGreaterThan 0
+        @($checked | Where-Object IsValid -NE $true) | Should -BeNullOrEmpty
+    }
+
+    It 'piped backups are read back as themselves, not widened to their volumes: Get-VolumeBackup -Latest | Get-VolumeBackup' {
+        $latest = Get-VolumeBackup -Repository $pipeRepo -Latest
+        $latest.Count | Should -Be 2
+        $again = $latest | Get-VolumeBackup -ErrorAction Stop
+        @($again.Id) | Should -Be @($latest.Id)
+    }
+
+    It 'a schedule registration pipes into Unregister-BackupSchedule (its kind and destination)' {
+        $cron = Join-Path $TestDrive 'pipe-cron/blockbackup'
+        Register-BackupSchedule -Kind Cron -Destination $cron -LogFile (Join-Path $TestDrive 'pipe.log') -Confirm:$false
+        $gone = Get-BackupSchedule -Kind Cron -Destination $cron | Unregister-BackupSchedule -Confirm:$false -PassThru -ErrorAction Stop
+        $gone.IsRegistered | Should -BeFalse
+        $gone.Destination | Should -Be $cron
+        Test-Path -LiteralPath $cron | Should -BeFalse
+    }
+}

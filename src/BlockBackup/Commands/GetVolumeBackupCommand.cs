@@ -14,6 +14,7 @@ public sealed class GetVolumeBackupCommand : RepositoryCmdlet
 {
     private const string ListSet = "List";
     private const string IdSet = "Id";
+    private const string InputSet = "InputObject";
 
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
     [ValidateNotNullOrEmpty]
@@ -27,6 +28,14 @@ public sealed class GetVolumeBackupCommand : RepositoryCmdlet
 
     [Parameter(ParameterSetName = ListSet, ValueFromPipelineByPropertyName = true)]
     public Guid? VolumeId { get; set; }
+
+    /// <summary>
+    /// Backups piped in (Get-VolumeBackup -Latest | Get-VolumeBackup): each read again by its id, in
+    /// the repository it names. Bound by value before any property is, so that a backup's VolumeId
+    /// does not select the list set and widen the result to every backup of its volume.
+    /// </summary>
+    [Parameter(Mandatory = true, ParameterSetName = InputSet, ValueFromPipeline = true)]
+    public BackupInfo InputObject { get; set; } = null!;
 
     /// <summary>Backup name; wildcards allowed.</summary>
     [Parameter(ParameterSetName = ListSet)]
@@ -46,9 +55,9 @@ public sealed class GetVolumeBackupCommand : RepositoryCmdlet
     {
         var repository = OpenRepository(Repository);
         var all = repository.List(includeIncomplete: true, StopToken);
-        if (ParameterSetName == IdSet)
+        if (ParameterSetName is IdSet or InputSet)
         {
-            foreach (var id in Id)
+            foreach (var id in ParameterSetName == InputSet ? [InputObject.Id] : Id)
             {
                 var match = all.FirstOrDefault(b => b.Id == id);
                 if (match is null)
