@@ -230,6 +230,40 @@ Describe 'What pipes into what (registrations, backups, schedules)' {
         @($again.Id) | Should -Be @($latest.Id)
     }
 
+    It 'completes -Repository with registered names (then paths) for <_>' -ForEach @('Get-VolumeBackup', 'Test-VolumeBackup', 'Restore-VolumeBackup', 'New-VolumeBackup', 'Limit-VolumeBackup', 'Remove-VolumeBackup', 'Get-BackupChain', 'New-BackupPolicy', 'Set-BackupPolicy') {
+        $line = "$_ -Repository pip"
+        $found = (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches
+        $found.CompletionText | Should -Contain 'piped'
+        $found[0].ToolTip | Should -BeLike "piped: $pipeRepo*"
+        Push-Location $TestDrive
+        try {
+            $line = "$_ -Repository ./pip"
+            (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText | Should -Contain (Join-Path . 'pipe')
+        }
+        finally { Pop-Location }
+    }
+
+    It 'completes -BackupId on a registered directory repository by its name' {
+        $newest = Get-VolumeBackup -Repository $pipeRepo | Sort-Object CreatedUtc | Select-Object -Last 1
+        $line = 'Test-VolumeBackup -Repository piped -BackupId '
+        (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText | Should -Contain $newest.Id.ToString()
+    }
+
+    It 'completes policy -Name with policy names, not file paths, for <_>' -ForEach @('Get-BackupPolicy', 'Set-BackupPolicy', 'Remove-BackupPolicy', 'Invoke-BackupPolicy', 'Get-BackupPolicyStatus') {
+        if (-not (Get-BackupPolicy -Name 'pipe-nightly' -ErrorAction SilentlyContinue)) {
+            New-BackupPolicy -Name pipe-nightly -Path $p -Repository $pipeRepo -Schedule '0 2 * * *' -KeepLast 1 | Out-Null
+        }
+        Push-Location $TestDrive
+        try {
+            $line = "$_ -Name "
+            $texts = @((TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText)
+            $texts | Should -Be @('pipe-nightly')
+            $line = "$_ -Name pipe-n"
+            (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText | Should -Be 'pipe-nightly'
+        }
+        finally { Pop-Location }
+    }
+
     It 'a schedule registration pipes into Unregister-BackupSchedule (its kind and destination)' {
         $cron = Join-Path $TestDrive 'pipe-cron/blockbackup'
         Register-BackupSchedule -Kind Cron -Destination $cron -LogFile (Join-Path $TestDrive 'pipe.log') -Confirm:$false

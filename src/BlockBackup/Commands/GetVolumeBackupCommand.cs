@@ -18,6 +18,7 @@ public sealed class GetVolumeBackupCommand : RepositoryCmdlet
 
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
     [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(RepositoryCompleter))]
     public string Repository { get; set; } = null!;
 
     /// <summary>Only these backups (non-terminating error for each id that is not found).</summary>
