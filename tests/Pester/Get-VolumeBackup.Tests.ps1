@@ -101,7 +101,7 @@ Describe 'Get-VolumeBackup and Get-BackupChain' {
         Copy-Item -LiteralPath $repo -Destination $copy -Recurse
         Get-ChildItem -LiteralPath (Join-Path $copy $b1.Container) -Filter '*_metadata' | Remove-Item
         $null = Get-VolumeBackup -Repository $copy -WarningVariable warnings -WarningAction SilentlyContinue
-        "$warnings" | Should -Match '1 incomplete backup'
+        "$warnings" | Should -Match "^1 incomplete backup in '$([regex]::Escape($copy))' is hidden"
         "$warnings" | Should -Match ([regex]::Escape("Remove-VolumeBackup -Repository '$copy' -Incomplete"))
         (Get-VolumeBackup -Repository $copy -IncludeIncomplete | Where-Object Id -EQ $b1.Id).Status | Should -Be 'Incomplete'
     }

@@ -81,7 +81,7 @@ public sealed class GetVolumeBackupCommand : RepositoryCmdlet
             var hidden = all.Count(b => b.Status == BackupStatus.Incomplete);
             if (hidden > 0)
             {
-                WriteWarning($"{hidden} incomplete backup(s) in '{repository.Location}' are hidden: interrupted backups that can never be restored. " +
+                WriteWarning($"{ViewText.Count(hidden, "incomplete backup")} in '{repository.Location}' {(hidden == 1 ? "is" : "are")} hidden: interrupted backups that can never be restored. " +
                     $"List them with -IncludeIncomplete; remove them with: Remove-VolumeBackup -Repository '{repository.Location.Replace("'", "''", StringComparison.Ordinal)}' -Incomplete");
             }
 

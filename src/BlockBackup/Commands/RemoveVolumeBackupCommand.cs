@@ -98,7 +98,7 @@ public sealed class RemoveVolumeBackupCommand : RepositoryCmdlet
 
                 var dependents = repository.GetDependents(id, recursive: true, all).Where(d => !removed.Contains(d.Id)).ToList();
                 var what = dependents.Count > 0 && IncludeDependents
-                    ? $"Delete backup {id} and its {dependents.Count} dependent incremental backup(s)"
+                    ? $"Delete backup {id} and its {ViewText.Count(dependents.Count, "dependent incremental backup")}"
                     : $"Delete backup {id}";
                 if (!ShouldProcess($"{backup.Name ?? backup.Id.ToString()} ({repository.Location}, {backup.Container})", what))
                 {
@@ -128,7 +128,7 @@ public sealed class RemoveVolumeBackupCommand : RepositoryCmdlet
         var young = incomplete.Except(leftovers).ToList();
         if (young.Count > 0)
         {
-            WriteWarning($"Kept {young.Count} incomplete backup(s) that BlockBackup did not write and that are younger than {MinimumAge} ({string.Join(", ", young.Select(b => b.Id))}): Cinder may be writing them right now. Pass -MinimumAge 0 to remove them anyway.");
+            WriteWarning($"Kept {ViewText.Count(young.Count, "incomplete backup")} that BlockBackup did not write and that {(young.Count == 1 ? "is" : "are")} younger than {MinimumAge} ({string.Join(", ", young.Select(b => b.Id))}): Cinder may be writing them right now. Pass -MinimumAge 0 to remove them anyway.");
         }
 
         if (leftovers.Count == 0)
@@ -137,7 +137,7 @@ public sealed class RemoveVolumeBackupCommand : RepositoryCmdlet
             return;
         }
 
-        if (!ShouldProcess(repository.Location, $"Remove {leftovers.Count} incomplete backup(s): {string.Join(", ", leftovers.Select(b => b.Container))}"))
+        if (!ShouldProcess(repository.Location, $"Remove {ViewText.Count(leftovers.Count, "incomplete backup")}: {string.Join(", ", leftovers.Select(b => b.Container))}"))
         {
             return;
         }

@@ -223,7 +223,7 @@ class BlockBackupPolicy {
         $entry = BlockBackup\Get-BackupSchedule -EveryMinutes $this.ScheduleEveryMinutes @where
         if (-not $entry.IsCurrent) {
             $state = if ($entry.IsRegistered) { 'registered with other settings' } else { 'not registered' }
-            $found.Add([BlockBackupReason]@{ Code = "${prefix}:Schedule:Registration"; Phrase = "The $($entry.Kind) entry that runs due policies every $($this.ScheduleEveryMinutes) minute(s) is $state." })
+            $found.Add([BlockBackupReason]@{ Code = "${prefix}:Schedule:Registration"; Phrase = "The $($entry.Kind) entry that runs due policies every $(if ($this.ScheduleEveryMinutes -eq 1) { minute } else { "$($this.ScheduleEveryMinutes) minutes" }) is $state." })
         }
         return $found.ToArray()
     }
