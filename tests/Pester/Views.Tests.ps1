@@ -59,6 +59,14 @@ Describe 'Default views at 80 columns' {
         (Get-Flat $text) | Should -BeLike "*$(Get-Flat $result.Issues[0].ToString())*"
     }
 
+    It 'Get-BackupPolicy keeps every volume path and the end of the repository' {
+        $text = Get-BackupPolicy -Name twovolumes | Out-String -Width 80
+        ($text -split "`n" | Where-Object { $_.TrimEnd().Length -gt 80 }) | Should -BeNullOrEmpty
+        (Get-Flat $text) | Should -BeLike "*$(Get-Flat $present)*"
+        (Get-Flat $text) | Should -BeLike "*$(Get-Flat $missing)*"
+        $text | Should -Match ([regex]::Escape('…' + $repo.Substring($repo.Length - 15)))
+    }
+
     It 'Get-BackupSchedule shows the kind, the state and every file' {
         $units = Join-Path $TestDrive 'units'
         $text = Register-BackupSchedule -Kind Systemd -Destination $units -Confirm:$false -PassThru | Out-String -Width 80
