@@ -129,6 +129,20 @@ if (`$result.Result -ne 'Passed') {
     Invoke-Native (Get-PwshPath) @('-NoProfile', '-NonInteractive', '-File', $runner)
 }
 
+# The installed DSC v3 manifest runs the resource with this pwsh by its full path: dsc looks an
+# executable up on PATH (then in the manifest's folder), and a pwsh that is a dotnet tool, as in the
+# README's set-up, is on neither. (The built manifest runs the blockbackup-dsc launcher instead,
+# which looks for a pwsh at each run.)
+function Set-DscManifestPwsh([string] $Path) {
+    $dscManifest = Get-Content -Raw -LiteralPath $Path | ConvertFrom-Json -AsHashtable
+    $script = Join-Path (Split-Path -Parent $Path) 'BlockBackupPolicy.dsc.ps1'
+    foreach ($operation in 'get', 'set', 'whatIf', 'test', 'delete') {
+        $dscManifest[$operation].executable = Get-PwshPath
+        $dscManifest[$operation].args = @('-NoLogo', '-NonInteractive', '-NoProfile', '-File', $script, '-Operation', $operation.ToLowerInvariant())
+    }
+    Set-Content -LiteralPath $Path -Value ($dscManifest | ConvertTo-Json -Depth 20)
+}
+
 function Install-BlockBackup {
     $manifest = Import-PowerShellDataFile (Join-Path $moduleDir 'BlockBackup.psd1')
     $base = if ($IsWindows) {
@@ -144,6 +158,7 @@ function Install-BlockBackup {
     if (Test-Path -LiteralPath $destination) { Remove-Item -LiteralPath $destination -Recurse -Force }
     New-Item -ItemType Directory -Force -Path $destination | Out-Null
     Copy-Item -Path (Join-Path $moduleDir '*') -Destination $destination -Recurse
+    Set-DscManifestPwsh (Join-Path $destination 'BlockBackup.dsc.resource.json')
     Write-Host "Installed BlockBackup $($manifest.ModuleVersion) in $destination (Import-Module BlockBackup)"
 }
 

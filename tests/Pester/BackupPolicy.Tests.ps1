@@ -3,8 +3,8 @@
 <#
     Backup policies end to end: the store and its cmdlets, a month of nightly `Invoke-BackupPolicy
     -Due` runs at chosen times (faketime around a child pwsh), the run lock, failures and exit
-    codes, status for monitoring, and the DSC resource (class methods called directly, and the
-    DSC v3 manifest's command lines run exactly as declared, with JSON on stdin).
+    codes, status for monitoring, and the DSC resource's class methods called directly (the DSC v3
+    command resource: DscResource.Tests.ps1).
 #>
 
 BeforeAll {
@@ -413,43 +413,5 @@ Describe 'The DSC resource BlockBackupPolicy' {
         $resource.Set()
         (Get-BackupPolicy -Name dsc).KeepDaily | Should -Be 7
         $resource.Test() | Should -BeTrue
-    }
-
-    It 'runs the DSC v3 manifest''s command lines as declared, with the instance as JSON on stdin' {
-        $moduleDir = Split-Path -Parent $ModuleManifest
-        $manifest = Get-Content -Raw -LiteralPath (Join-Path $moduleDir 'BlockBackup.dsc.resource.json') | ConvertFrom-Json
-        $manifest.type | Should -Be 'BlockBackup/BackupPolicy'
-        $manifest.schema.embedded.properties.PSObject.Properties.Name | Should -Contain '_exist'
-        function Invoke-Operation([string] $Operation, [hashtable] $Instance) {
-            $spec = $manifest.$Operation
-            $start = [System.Diagnostics.ProcessStartInfo]::new((Join-Path $PSHOME ($spec.executable + ($IsWindows ? '.exe' : ''))))
-            foreach ($a in $spec.args) { $start.ArgumentList.Add($a) }
-            $start.WorkingDirectory = $moduleDir   # DSC runs a resource from its manifest's folder
-            $start.RedirectStandardInput = $true; $start.RedirectStandardOutput = $true; $start.RedirectStandardError = $true
-            $start.Environment['BLOCKBACKUP_CONFIG_DIR'] = $config
-            $process = [System.Diagnostics.Process]::Start($start)
-            $process.StandardInput.Write(($Instance | ConvertTo-Json -Compress)); $process.StandardInput.Close()
-            $out = $process.StandardOutput.ReadToEnd(); $errText = $process.StandardError.ReadToEnd(); $process.WaitForExit()
-            [pscustomobject]@{ ExitCode = $process.ExitCode; Output = $out; Error = $errText }
-        }
-        $instance = @{ name = 'dsc'; path = @($dscVolume); repository = $declared.Repository; schedule = '0 2 * * *'; keepDaily = 7; verify = $true; scheduleDestination = $declared.ScheduleDestination }
-        $test = Invoke-Operation test $instance
-        $test.ExitCode | Should -Be 0 -Because $test.Error
-        ($test.Output | ConvertFrom-Json)._inDesiredState | Should -BeTrue
-        $nine = $instance.Clone(); $nine.keepDaily = 9
-        $changed = Invoke-Operation test $nine
-        ($changed.Output | ConvertFrom-Json)._inDesiredState | Should -BeFalse
-        $set = Invoke-Operation set $nine
-        $set.ExitCode | Should -Be 0 -Because $set.Error
-        ($set.Output | ConvertFrom-Json).keepDaily | Should -Be 9
-        (Get-BackupPolicy -Name dsc).KeepDaily | Should -Be 9
-        $get = Invoke-Operation get @{ name = 'dsc' }
-        ($get.Output | ConvertFrom-Json)._exist | Should -BeTrue
-        $delete = Invoke-Operation delete @{ name = 'dsc' }
-        $delete.ExitCode | Should -Be 0 -Because $delete.Error
-        ((Invoke-Operation get @{ name = 'dsc' }).Output | ConvertFrom-Json)._exist | Should -BeFalse
-        $bad = Invoke-Operation get @{ name = 'dsc'; nonsense = 1 }
-        $bad.ExitCode | Should -Be 1
-        $bad.Error | Should -Match "Unknown property 'nonsense'"
     }
 }

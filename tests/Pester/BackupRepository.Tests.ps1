@@ -638,7 +638,7 @@ Describe 'The examples, as written' {
         $readme = Get-Content -Raw -LiteralPath (Join-Path $repoRoot 'README.md')
         $blocks = [regex]::Matches($readme, '(?ms)^```powershell\r?\n(.*?)^```') | ForEach-Object { $_.Groups[1].Value }
         $block = $blocks | Where-Object { $_ -match 'Register-BackupRepository' } | Select-Object -First 1
-        $block | Should -Match 'Credential \(Get-Credential\)'
+        $block | Should -Match "Credential \(Get-Credential -Message '[^']+'\)"   # the prompt says what to type
         $block | Should -Match '-SecretEnvironmentVariable'
         # Its registrations as written (the backups in it need a real endpoint: Module.Tests.ps1 runs
         # the whole block against the test gateway).

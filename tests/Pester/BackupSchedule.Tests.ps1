@@ -26,7 +26,7 @@ Describe 'Register-BackupSchedule with systemd' -Skip:(-not $IsLinux) {
         $service = Get-Content -Raw -LiteralPath (Join-Path $units 'blockbackup.service')
         $timer = Get-Content -Raw -LiteralPath (Join-Path $units 'blockbackup.timer')
         $service | Should -Match ([regex]::Escape("Environment=`"BLOCKBACKUP_MODULE=$ModuleManifest`""))
-        $service | Should -Match ([regex]::Escape("ExecStart=`"$Pwsh`" -NoProfile -NonInteractive -Command `"Import-Module -Name `$`$env:BLOCKBACKUP_MODULE; Invoke-BackupPolicy -Due -ErrorAction Stop`""))
+        $service | Should -Match ([regex]::Escape("ExecStart=`"$Pwsh`" -NoProfile -NonInteractive -Command `"`$`$PSStyle.OutputRendering = 'PlainText'; Import-Module -Name `$`$env:BLOCKBACKUP_MODULE; Invoke-BackupPolicy -Due -ErrorAction Stop | Format-List | Out-String -Stream -Width 4096`""))
         $service | Should -Match '(?m)^Type=oneshot$'
         $timer | Should -Match '(?m)^OnCalendar=\*-\*-\* \*:00/10:00$'
         $timer | Should -Match '(?m)^Persistent=true$'
@@ -63,7 +63,8 @@ Describe 'Register-BackupSchedule with systemd' -Skip:(-not $IsLinux) {
     }
 
     It 'refuses an interval that does not divide an hour' {
-        { Register-BackupSchedule -Kind Systemd -Destination $units -EveryMinutes 7 -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId 'InvalidScheduleInterval*'
+        $thrown = { Register-BackupSchedule -Kind Systemd -Destination $units -EveryMinutes 7 -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId 'InvalidScheduleInterval*' -PassThru
+        $thrown.Exception.Message | Should -BeLike '-EveryMinutes 7: *'   # the parameter's name, as typed
         Test-Path -LiteralPath (Join-Path $units 'blockbackup.timer') | Should -BeFalse
     }
 }
@@ -102,6 +103,49 @@ Describe 'Register-BackupSchedule with cron' -Skip:(-not $IsLinux) {
             Remove-Item Env:BLOCKBACKUP_CONFIG_DIR
         }
         Test-Path -LiteralPath $log | Should -BeTrue
+    }
+
+    It 'logs what a log can keep: plain text, no ANSI escape, each record whole however long its volume path or reason' {
+        $line = Get-Content -LiteralPath $cronFile | Where-Object { $_ -match '# blockbackup$' }
+        $command = ($line -split ' ', 7)[6]
+        $env:BLOCKBACKUP_CONFIG_DIR = Join-Path $TestDrive 'log-config'
+        try {
+            $long = Join-Path $TestDrive ('a-volume-whose-path-is-longer-than-any-terminal-' + ('x' * 120))
+            New-Item -ItemType Directory -Force -Path $long | Out-Null
+            $volume = Join-Path $long 'disk.img'
+            New-TestVolume -Path $volume -MiB 1
+            $missing = Join-Path $long 'missing.img'
+            New-BackupPolicy -Name logged -Path $volume, $missing -Repository (Join-Path $TestDrive 'log-repo') -Schedule '* * * * *' -KeepLast 2 | Out-Null
+            # Made an hour ago, so due now (a policy is first due at its schedule's next time after its creation).
+            $file = Join-Path $env:BLOCKBACKUP_CONFIG_DIR 'policies/logged.json'
+            $json = Get-Content -Raw -LiteralPath $file | ConvertFrom-Json -AsHashtable -DateKind String
+            $json.createdUtc = [DateTimeOffset]::UtcNow.AddHours(-1).ToString('o')
+            Set-Content -LiteralPath $file -Value ($json | ConvertTo-Json)
+            Remove-Item -LiteralPath $log -ErrorAction SilentlyContinue
+            & /bin/sh -c $command
+            $LASTEXITCODE | Should -Be 1 -Because 'one volume is missing'
+        }
+        finally {
+            Remove-Item Env:BLOCKBACKUP_CONFIG_DIR
+        }
+        $text = [IO.File]::ReadAllText($log)
+        $text | Should -Not -Match ([regex]::Escape([string][char]27)) -Because 'no ANSI escape belongs in a log'
+        $text | Should -Not -Match '…' -Because 'nothing is cut'
+        @($text -split "`n" | Where-Object { $_ -match "^Volume\s+: $([regex]::Escape($volume))\s*$" }).Count | Should -Be 1 -Because $text
+        @($text -split "`n" | Where-Object { $_ -match "^Reason\s+: .{20,}" }).Count | Should -BeGreaterThan 0 -Because $text
+        $text | Should -Match ([regex]::Escape($missing)) -Because 'the failing volume is named whole'
+    }
+
+    It 'takes an existing directory as -Destination for cron: the entry is the file blockbackup in it, for Get and Unregister too' {
+        $dir = Join-Path $TestDrive 'cron-dir'
+        New-Item -ItemType Directory -Path $dir | Out-Null
+        $registration = Register-BackupSchedule -Kind Cron -Destination $dir -LogFile $log -Confirm:$false -PassThru -ErrorAction Stop
+        $registration.IsCurrent | Should -BeTrue
+        Get-Content -LiteralPath (Join-Path $dir 'blockbackup') | Where-Object { $_ -match '# blockbackup$' } | Should -Not -BeNullOrEmpty
+        (Get-BackupSchedule -Kind Cron -Destination $dir -LogFile $log).IsCurrent | Should -BeTrue
+        (Unregister-BackupSchedule -Kind Cron -Destination $dir -Confirm:$false -PassThru).IsRegistered | Should -BeFalse
+        Test-Path -LiteralPath (Join-Path $dir 'blockbackup') | Should -BeFalse
+        Test-Path -LiteralPath $dir -PathType Container | Should -BeTrue
     }
 
     It 'removes the file with Unregister-BackupSchedule' {
@@ -146,16 +190,18 @@ echo logged
             $errors | Should -BeNullOrEmpty
             @($ast.FindAll({ param($n) $n -is [System.Management.Automation.Language.CommandAst] }, $true))
         }
-        # The constant script: exactly Import-Module -Name $env:BLOCKBACKUP_MODULE; Invoke-BackupPolicy -Due -ErrorAction Stop.
+        # The constant script: exactly $PSStyle.OutputRendering = 'PlainText'; Import-Module -Name $env:BLOCKBACKUP_MODULE;
+        # Invoke-BackupPolicy -Due -ErrorAction Stop | Format-List | Out-String -Stream -Width 4096.
         function script:Assert-IntendedScript {
             param([string] $Script)
             $commands = Get-Commands $Script
-            $commands.Count | Should -Be 2
+            $commands.Count | Should -Be 4
             $commands[0].CommandElements.Count | Should -Be 3
             $commands[0].GetCommandName() | Should -Be 'Import-Module'
             $commands[0].CommandElements[1].ParameterName | Should -Be 'Name'
             $commands[0].CommandElements[2].VariablePath.UserPath | Should -Be 'env:BLOCKBACKUP_MODULE'
-            $commands[1].Extent.Text | Should -Be 'Invoke-BackupPolicy -Due -ErrorAction Stop'
+            @($commands[1..3].Extent.Text) | Should -Be @('Invoke-BackupPolicy -Due -ErrorAction Stop', 'Format-List', 'Out-String -Stream -Width 4096')
+            $Script | Should -BeLike "`$PSStyle.OutputRendering = 'PlainText'; *"
         }
         function script:Read-Dump {
             param([string] $Path)

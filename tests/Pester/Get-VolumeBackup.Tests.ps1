@@ -101,7 +101,7 @@ Describe 'Get-VolumeBackup and Get-BackupChain' {
         Copy-Item -LiteralPath $repo -Destination $copy -Recurse
         Get-ChildItem -LiteralPath (Join-Path $copy $b1.Container) -Filter '*_metadata' | Remove-Item
         $null = Get-VolumeBackup -Repository $copy -WarningVariable warnings -WarningAction SilentlyContinue
-        "$warnings" | Should -Match '1 incomplete backup'
+        "$warnings" | Should -Match "^1 incomplete backup in '$([regex]::Escape($copy))' is hidden"
         "$warnings" | Should -Match ([regex]::Escape("Remove-VolumeBackup -Repository '$copy' -Incomplete"))
         (Get-VolumeBackup -Repository $copy -IncludeIncomplete | Where-Object Id -EQ $b1.Id).Status | Should -Be 'Incomplete'
     }
@@ -205,5 +205,81 @@ Describe 'Test-VolumeBackup -SamplePercent' {
         $runs = 1..3 | ForEach-Object { Test-VolumeBackup -Repository $repo -SamplePercent 40 }
         ($runs | Where-Object { -not $_.IsValid }).Issues.ObjectName | Should -Contain $object.Name
         (Test-VolumeBackup -Repository $repo -SamplePercent 100 -Quiet) | Should -BeFalse
+    }
+}
+
+Describe 'What pipes into what (registrations, backups, schedules)' {
+    BeforeAll {
+        $env:BLOCKBACKUP_CONFIG_DIR = Join-Path $TestDrive 'pipe-config'
+        $script:pipeRepo = Join-Path $TestDrive 'pipe'
+        $script:p = Join-Path $TestDrive 'p.img'
+        $script:q = Join-Path $TestDrive 'q.img'
+        New-TestVolume -Path $p -MiB 1 -Seed 3
+        New-TestVolume -Path $q -MiB 1 -Seed 4
+        foreach ($round in 1, 2) {
+            New-VolumeBackup -Path $p -Repository $pipeRepo | Out-Null
+            New-VolumeBackup -Path $q -Repository $pipeRepo | Out-Null
+        }
+        Register-BackupRepository -Name piped -Uri $pipeRepo
+    }
+    AfterAll {
+        Remove-Item Env:BLOCKBACKUP_CONFIG_DIR -ErrorAction SilentlyContinue
+    }
+
+    It 'a registration pipes into -Repository: Get-BackupRepository -Name x | Get-VolumeBackup, | Test-VolumeBackup -SamplePercent' {
+        (Get-BackupRepository -Name piped | Get-VolumeBackup -ErrorAction Stop).Count | Should -Be 4
+        $checked = Get-BackupRepository -Name piped | Test-VolumeBackup -SamplePercent 100 -ErrorAction Stop
+        @($checked).Count | Should -BeGreaterThan 0
+        @($checked | Where-Object IsValid -NE $true) | Should -BeNullOrEmpty
+    }
+
+    It 'piped backups are read back as themselves, not widened to their volumes: Get-VolumeBackup -Latest | Get-VolumeBackup' {
+        $latest = Get-VolumeBackup -Repository $pipeRepo -Latest
+        $latest.Count | Should -Be 2
+        $again = $latest | Get-VolumeBackup -ErrorAction Stop
+        @($again.Id) | Should -Be @($latest.Id)
+    }
+
+    It 'completes -Repository with registered names (then paths) for <_>' -ForEach @('Get-VolumeBackup', 'Test-VolumeBackup', 'Restore-VolumeBackup', 'New-VolumeBackup', 'Limit-VolumeBackup', 'Remove-VolumeBackup', 'Get-BackupChain', 'New-BackupPolicy', 'Set-BackupPolicy') {
+        $line = "$_ -Repository pip"
+        $found = (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches
+        $found.CompletionText | Should -Contain 'piped'
+        $found[0].ToolTip | Should -BeLike "piped: $pipeRepo*"
+        Push-Location $TestDrive
+        try {
+            $line = "$_ -Repository ./pip"
+            (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText | Should -Contain (Join-Path . 'pipe')
+        }
+        finally { Pop-Location }
+    }
+
+    It 'completes -BackupId on a registered directory repository by its name' {
+        $newest = Get-VolumeBackup -Repository $pipeRepo | Sort-Object CreatedUtc | Select-Object -Last 1
+        $line = 'Test-VolumeBackup -Repository piped -BackupId '
+        (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText | Should -Contain $newest.Id.ToString()
+    }
+
+    It 'completes policy -Name with policy names, not file paths, for <_>' -ForEach @('Get-BackupPolicy', 'Set-BackupPolicy', 'Remove-BackupPolicy', 'Invoke-BackupPolicy', 'Get-BackupPolicyStatus') {
+        if (-not (Get-BackupPolicy -Name 'pipe-nightly' -ErrorAction SilentlyContinue)) {
+            New-BackupPolicy -Name pipe-nightly -Path $p -Repository $pipeRepo -Schedule '0 2 * * *' -KeepLast 1 | Out-Null
+        }
+        Push-Location $TestDrive
+        try {
+            $line = "$_ -Name "
+            $texts = @((TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText)
+            $texts | Should -Be @('pipe-nightly')
+            $line = "$_ -Name pipe-n"
+            (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText | Should -Be 'pipe-nightly'
+        }
+        finally { Pop-Location }
+    }
+
+    It 'a schedule registration pipes into Unregister-BackupSchedule (its kind and destination)' {
+        $cron = Join-Path $TestDrive 'pipe-cron/blockbackup'
+        Register-BackupSchedule -Kind Cron -Destination $cron -LogFile (Join-Path $TestDrive 'pipe.log') -Confirm:$false
+        $gone = Get-BackupSchedule -Kind Cron -Destination $cron | Unregister-BackupSchedule -Confirm:$false -PassThru -ErrorAction Stop
+        $gone.IsRegistered | Should -BeFalse
+        $gone.Destination | Should -Be $cron
+        Test-Path -LiteralPath $cron | Should -BeFalse
     }
 }

@@ -137,7 +137,7 @@ Describe 'The README, as written' {
         # As written, pointed at the test gateway: its endpoints, a fresh bucket, and the credential
         # Get-Credential would prompt for.
         $code = $block.Replace('https://s3.example.com', $env:BLOCKBACKUP_S3_ENDPOINT).
-            Replace('https://rgw.example.com/auth/1.0', $env:BLOCKBACKUP_SWIFT_AUTH_URL).
+            Replace('https://rgw.example.com/auth/v1.0', $env:BLOCKBACKUP_SWIFT_AUTH_URL).
             Replace('s3://volumebackups', "s3://$bucket").Replace('swift://volumebackups', "swift://$bucket").
             Replace('AKIAIOSFODNN7EXAMPLE', $env:BLOCKBACKUP_S3_ACCESS_KEY)
         $credentials = "function Get-Credential { if (`$script:asked++) { [pscredential]::new('$($env:BLOCKBACKUP_SWIFT_USER)', (ConvertTo-SecureString '$($env:BLOCKBACKUP_SWIFT_KEY)' -AsPlainText -Force)) } else { [pscredential]::new('$($env:BLOCKBACKUP_S3_ACCESS_KEY)', (ConvertTo-SecureString '$($env:BLOCKBACKUP_S3_SECRET_KEY)' -AsPlainText -Force)) } }`n`$script:asked = 0`n"
@@ -156,7 +156,7 @@ Describe 'The README, as written' {
         $block | Should -Not -BeNullOrEmpty
         $units = Join-Path $TestDrive 'readme-units'
         # As written, except that the scheduler entry is written for review instead of installed on this machine.
-        $code = $block.Replace('Register-BackupSchedule -Confirm:$false', "Register-BackupSchedule -Confirm:`$false -Destination '$(Join-Path $units 'blockbackup')' -Kind Cron")
+        $code = $block.Replace('Register-BackupSchedule    ', "Register-BackupSchedule -Destination '$(Join-Path $units 'blockbackup')' -Kind Cron    ")
         $code | Should -Not -Be $block
         $config = Join-Path $TestDrive 'readme-config'
         New-TestVolume -Path (Join-Path $work 'disk.img') -MiB 2 -Seed 42

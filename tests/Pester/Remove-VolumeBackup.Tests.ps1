@@ -74,7 +74,7 @@ Describe 'Remove-VolumeBackup' {
         # Not BlockBackup's and fresh: perhaps Cinder is writing it now, so it is kept (with a warning saying how to override).
         $kept = Remove-VolumeBackup -Repository $repo -Incomplete -Confirm:$false -PassThru -WarningVariable warnings -WarningAction SilentlyContinue
         $kept | Should -BeNullOrEmpty
-        "$warnings" | Should -BeLike '*Cinder may be writing them right now*-MinimumAge 0*'
+        "$warnings" | Should -BeLike 'Kept 1 incomplete backup that BlockBackup did not write and that is younger than *Cinder may be writing them right now*-MinimumAge 0*'
         Test-Path $leftover | Should -BeTrue
 
         # Once older than the minimum age (a day by default) it goes.

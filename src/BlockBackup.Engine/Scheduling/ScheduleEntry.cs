@@ -41,8 +41,12 @@ public sealed record ScheduleEntry
     /// What the systemd and cron entries run. It is a constant: the paths reach it through the
     /// environment (<see cref="ModuleVariable"/>, BLOCKBACKUP_CONFIG_DIR), so no path is ever part
     /// of PowerShell code, whatever quotes (PowerShell also honours U+2018-U+201E) it contains.
+    /// Its output goes to a log (cron's file, the journal): plain text (no ANSI escapes, errors
+    /// included) and each run record as a list, one property a line, 4096 columns wide so that no
+    /// path or reason is wrapped or cut.
     /// </summary>
-    public const string Script = "Import-Module -Name $env:" + ModuleVariable + "; Invoke-BackupPolicy -Due -ErrorAction Stop";
+    public const string Script = "$PSStyle.OutputRendering = 'PlainText'; Import-Module -Name $env:" + ModuleVariable +
+        "; Invoke-BackupPolicy -Due -ErrorAction Stop | Format-List | Out-String -Stream -Width 4096";
 
     /// <summary>
     /// What the Windows Scheduled Task runs: schtasks cannot give a task environment variables, so
@@ -60,7 +64,7 @@ public sealed record ScheduleEntry
         if (EveryMinutes is < 1 or > 60 || 60 % EveryMinutes != 0)
         {
             throw new BackupException(BackupErrorKind.InvalidArgument, "InvalidScheduleInterval",
-                $"-Every {EveryMinutes} minutes: give 1 to 60 minutes that divide an hour (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60).", EveryMinutes);
+                $"-EveryMinutes {EveryMinutes}: give a number of minutes from 1 to 60 that divides an hour (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60).", EveryMinutes);
         }
 
         foreach (var (what, value) in new[] { ("pwsh", PwshPath), ("module", ModuleManifest), ("configuration directory", ConfigDirectory), ("log file", LogFile) })

@@ -7,6 +7,9 @@ namespace BlockBackup.Engine.Scheduling;
 /// <summary>What is registered with the operating system, as Get-BackupSchedule reports it.</summary>
 public sealed record ScheduleRegistration(ScheduleKind Kind, bool IsRegistered, bool IsCurrent, IReadOnlyList<string> Locations, string? Command, string Detail)
 {
+    /// <summary>The -Destination it was read from (null: the system's place), so that a registration pipes into Unregister-BackupSchedule.</summary>
+    public string? Destination { get; init; }
+
     public override string ToString() => $"{Kind}: {(IsRegistered ? IsCurrent ? "registered" : "registered, differs from what Register-BackupSchedule would write" : "not registered")}";
 }
 
@@ -35,8 +38,14 @@ public sealed class ScheduleInstaller(ScheduleKind kind, string? destination = n
 
     private string TimerPath => Path.Combine(UnitDirectory, ScheduleEntry.Name + ".timer");
 
-    /// <summary>A cron.d file when root or when a destination is given; the user's crontab otherwise.</summary>
-    private string? CronFilePath => destination ?? (IsRoot ? "/etc/cron.d/" + ScheduleEntry.Name : null);
+    /// <summary>
+    /// A cron.d file when root or when a destination is given (a directory, existing or written with
+    /// a trailing separator, holds it as blockbackup, as a unit directory holds the units); the
+    /// user's crontab otherwise.
+    /// </summary>
+    private string? CronFilePath => destination is null ? (IsRoot ? "/etc/cron.d/" + ScheduleEntry.Name : null)
+        : Directory.Exists(destination) || Path.EndsInDirectorySeparator(destination) ? Path.Combine(destination, ScheduleEntry.Name)
+        : destination;
 
     public ScheduleRegistration Register(ScheduleEntry entry, Action<string>? log = null)
     {
@@ -77,7 +86,9 @@ public sealed class ScheduleInstaller(ScheduleKind kind, string? destination = n
         return Get(entry);
     }
 
-    public ScheduleRegistration Get(ScheduleEntry? expected)
+    public ScheduleRegistration Get(ScheduleEntry? expected) => Read(expected) with { Destination = destination };
+
+    private ScheduleRegistration Read(ScheduleEntry? expected)
     {
         switch (Kind)
         {

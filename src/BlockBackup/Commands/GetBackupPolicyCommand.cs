@@ -11,6 +11,7 @@ public sealed class GetBackupPolicyCommand : PolicyCmdlet
     /// <summary>Policy names; wildcards allowed (default: all).</summary>
     [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
     [SupportsWildcards]
+    [ArgumentCompleter(typeof(PolicyNameCompleter))]
     public string[] Name { get; set; } = ["*"];
 
     protected override void ProcessRecord()

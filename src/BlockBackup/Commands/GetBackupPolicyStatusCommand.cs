@@ -19,6 +19,7 @@ public sealed class GetBackupPolicyStatusCommand : PolicyCmdlet
 {
     [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
     [SupportsWildcards]
+    [ArgumentCompleter(typeof(PolicyNameCompleter))]
     public string[] Name { get; set; } = ["*"];
 
     protected override void ProcessRecord()

@@ -14,9 +14,11 @@ public sealed class GetVolumeBackupCommand : RepositoryCmdlet
 {
     private const string ListSet = "List";
     private const string IdSet = "Id";
+    private const string InputSet = "InputObject";
 
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
     [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(RepositoryCompleter))]
     public string Repository { get; set; } = null!;
 
     /// <summary>Only these backups (non-terminating error for each id that is not found).</summary>
@@ -27,6 +29,14 @@ public sealed class GetVolumeBackupCommand : RepositoryCmdlet
 
     [Parameter(ParameterSetName = ListSet, ValueFromPipelineByPropertyName = true)]
     public Guid? VolumeId { get; set; }
+
+    /// <summary>
+    /// Backups piped in (Get-VolumeBackup -Latest | Get-VolumeBackup): each read again by its id, in
+    /// the repository it names. Bound by value before any property is, so that a backup's VolumeId
+    /// does not select the list set and widen the result to every backup of its volume.
+    /// </summary>
+    [Parameter(Mandatory = true, ParameterSetName = InputSet, ValueFromPipeline = true)]
+    public BackupInfo InputObject { get; set; } = null!;
 
     /// <summary>Backup name; wildcards allowed.</summary>
     [Parameter(ParameterSetName = ListSet)]
@@ -46,9 +56,9 @@ public sealed class GetVolumeBackupCommand : RepositoryCmdlet
     {
         var repository = OpenRepository(Repository);
         var all = repository.List(includeIncomplete: true, StopToken);
-        if (ParameterSetName == IdSet)
+        if (ParameterSetName is IdSet or InputSet)
         {
-            foreach (var id in Id)
+            foreach (var id in ParameterSetName == InputSet ? [InputObject.Id] : Id)
             {
                 var match = all.FirstOrDefault(b => b.Id == id);
                 if (match is null)
@@ -71,7 +81,7 @@ public sealed class GetVolumeBackupCommand : RepositoryCmdlet
             var hidden = all.Count(b => b.Status == BackupStatus.Incomplete);
             if (hidden > 0)
             {
-                WriteWarning($"{hidden} incomplete backup(s) in '{repository.Location}' are hidden: interrupted backups that can never be restored. " +
+                WriteWarning($"{ViewText.Count(hidden, "incomplete backup")} in '{repository.Location}' {(hidden == 1 ? "is" : "are")} hidden: interrupted backups that can never be restored. " +
                     $"List them with -IncludeIncomplete; remove them with: Remove-VolumeBackup -Repository '{repository.Location.Replace("'", "''", StringComparison.Ordinal)}' -Incomplete");
             }
 

@@ -23,6 +23,7 @@ public sealed class InvokeBackupPolicyCommand : PolicyCmdlet
 
     [Parameter(Mandatory = true, Position = 0, ParameterSetName = NameSet, ValueFromPipelineByPropertyName = true)]
     [SupportsWildcards]
+    [ArgumentCompleter(typeof(PolicyNameCompleter))]
     public string[] Name { get; set; } = [];
 
     /// <summary>Run every policy that is due now.</summary>

@@ -24,6 +24,7 @@ public sealed class LimitVolumeBackupCommand : RepositoryCmdlet
 
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
     [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(RepositoryCompleter))]
     public string Repository { get; set; } = null!;
 
     /// <summary>Only the backups of these volumes (default: every volume in the repository).</summary>

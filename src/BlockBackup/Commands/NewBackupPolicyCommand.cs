@@ -15,6 +15,7 @@ public sealed class NewBackupPolicyCommand : PolicySettingsCmdlet
     /// <summary>Where the backups go: a directory (local or NFS) or rbd:&lt;pool&gt;.</summary>
     [Parameter(Mandatory = true)]
     [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(RepositoryCompleter))]
     public string Repository { get; set; } = null!;
 
     protected override void ProcessRecord() => ForItem(() =>

@@ -41,6 +41,7 @@ public sealed class NewVolumeBackupCommand : RepositoryCmdlet
     /// <summary>The repository: a directory (local or an NFS mount; created when missing) or rbd:&lt;pool&gt;.</summary>
     [Parameter(Mandatory = true, Position = 1)]
     [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(RepositoryCompleter))]
     public string Repository { get; set; } = null!;
 
     [Parameter]

@@ -22,7 +22,7 @@ public sealed class RegisterBackupScheduleCommand : ScheduleEntryCmdlet
         var log = installer.Kind == ScheduleKind.Cron ? CronLogFile() : null;
         var entry = Entry(EveryMinutes, log);
         entry.Validate();
-        if (!ShouldProcess($"{installer.Kind} entry '{ScheduleEntry.Name}'", $"Run '{ScheduleEntry.Script}' every {EveryMinutes} minute(s)"))
+        if (!ShouldProcess($"{installer.Kind} entry '{ScheduleEntry.Name}'", $"Run '{ScheduleEntry.Script}' every {ViewText.Count(EveryMinutes, "minute")}"))
         {
             return;
         }

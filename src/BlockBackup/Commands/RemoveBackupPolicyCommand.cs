@@ -9,6 +9,7 @@ public sealed class RemoveBackupPolicyCommand : PolicyCmdlet
 {
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
     [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(PolicyNameCompleter))]
     public string Name { get; set; } = null!;
 
     /// <summary>Emit the removed policy.</summary>

@@ -26,6 +26,7 @@ public sealed class RemoveVolumeBackupCommand : RepositoryCmdlet
 
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
     [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(RepositoryCompleter))]
     public string Repository { get; set; } = null!;
 
     [Parameter(Mandatory = true, Position = 1, ParameterSetName = ByIdSet, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
@@ -97,7 +98,7 @@ public sealed class RemoveVolumeBackupCommand : RepositoryCmdlet
 
                 var dependents = repository.GetDependents(id, recursive: true, all).Where(d => !removed.Contains(d.Id)).ToList();
                 var what = dependents.Count > 0 && IncludeDependents
-                    ? $"Delete backup {id} and its {dependents.Count} dependent incremental backup(s)"
+                    ? $"Delete backup {id} and its {ViewText.Count(dependents.Count, "dependent incremental backup")}"
                     : $"Delete backup {id}";
                 if (!ShouldProcess($"{backup.Name ?? backup.Id.ToString()} ({repository.Location}, {Place(backup)})", what))
                 {
@@ -127,7 +128,7 @@ public sealed class RemoveVolumeBackupCommand : RepositoryCmdlet
         var young = incomplete.Except(leftovers).ToList();
         if (young.Count > 0)
         {
-            WriteWarning($"Kept {young.Count} incomplete backup(s) that BlockBackup did not write and that are younger than {MinimumAge} ({string.Join(", ", young.Select(b => b.Id))}): Cinder may be writing them right now. Pass -MinimumAge 0 to remove them anyway.");
+            WriteWarning($"Kept {ViewText.Count(young.Count, "incomplete backup")} that BlockBackup did not write and that {(young.Count == 1 ? "is" : "are")} younger than {MinimumAge} ({string.Join(", ", young.Select(b => b.Id))}): Cinder may be writing them right now. Pass -MinimumAge 0 to remove them anyway.");
         }
 
         if (leftovers.Count == 0)
@@ -136,7 +137,7 @@ public sealed class RemoveVolumeBackupCommand : RepositoryCmdlet
             return;
         }
 
-        if (!ShouldProcess(repository.Location, $"Remove {leftovers.Count} incomplete backup(s): {string.Join(", ", leftovers.Select(b => $"{b.Id} ({Place(b)})"))}"))
+        if (!ShouldProcess(repository.Location, $"Remove {ViewText.Count(leftovers.Count, "incomplete backup")}: {string.Join(", ", leftovers.Select(b => $"{b.Id} ({Place(b)})"))}"))
         {
             return;
         }

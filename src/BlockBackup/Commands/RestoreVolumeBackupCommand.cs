@@ -70,7 +70,7 @@ public sealed class RestoreVolumeBackupCommand : BackupItemCmdlet
             : !preview.TargetHoldsData ? "empty target"
             : Force ? $"{(preview.TargetIsBlockDevice ? "block device" : "file")} that holds data, overwriting it (-Force)"
             : $"{(preview.TargetIsBlockDevice ? "block device" : "file")} that holds data: refused without -Force";
-        if (!ShouldProcess(target, $"Restore backup {BackupId} ({preview.Chain.Length} backup(s) in the chain; {preview.Decision}) to the {state}"))
+        if (!ShouldProcess(target, $"Restore backup {BackupId} ({ViewText.Count(preview.Chain.Length, "backup")} in the chain; {preview.Decision}) to the {state}"))
         {
             return;
         }

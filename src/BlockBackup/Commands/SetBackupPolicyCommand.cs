@@ -10,11 +10,13 @@ public sealed class SetBackupPolicyCommand : PolicySettingsCmdlet
 {
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
     [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(PolicyNameCompleter))]
     public string Name { get; set; } = null!;
 
     /// <summary>Where the backups go: a directory (local or NFS) or rbd:&lt;pool&gt;.</summary>
     [Parameter]
     [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(RepositoryCompleter))]
     public string? Repository { get; set; }
 
     /// <summary>Emit the changed policy.</summary>

@@ -17,6 +17,7 @@ public sealed class TestVolumeBackupCommand : RepositoryCmdlet
 
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
     [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(RepositoryCompleter))]
     public string Repository { get; set; } = null!;
 
     [Parameter(Mandatory = true, Position = 1, ParameterSetName = BackupSet, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]

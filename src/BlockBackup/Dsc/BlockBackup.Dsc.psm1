@@ -27,18 +27,19 @@ class BlockBackupPolicy {
     [DscProperty()] [string] $TimeZone
     # TimeSpans as strings ('7.00:00:00'): DSC and JSON carry them as text.
     [DscProperty()] [string] $FullEvery
-    [DscProperty()] [int] $MaxChainLength
-    [DscProperty()] [int] $KeepLast
-    [DscProperty()] [int] $KeepHourly
-    [DscProperty()] [int] $KeepDaily
-    [DscProperty()] [int] $KeepWeekly
-    [DscProperty()] [int] $KeepMonthly
-    [DscProperty()] [int] $KeepYearly
+    # The numbers and Verify are nullable: $null (absent in DSC v3) is "not managed", so 0 and
+    # $false can be declared (KeepDaily = 0: no daily rule; MaxChainLength/VerifyPercent = 0: none).
+    [DscProperty()] [Nullable[int]] $MaxChainLength
+    [DscProperty()] [Nullable[int]] $KeepLast
+    [DscProperty()] [Nullable[int]] $KeepHourly
+    [DscProperty()] [Nullable[int]] $KeepDaily
+    [DscProperty()] [Nullable[int]] $KeepWeekly
+    [DscProperty()] [Nullable[int]] $KeepMonthly
+    [DscProperty()] [Nullable[int]] $KeepYearly
     [DscProperty()] [string] $KeepWithin
     [DscProperty()] [string] $Compression
-    [DscProperty()] [bool] $Verify
-    [DscProperty()] [int] $VerifyPercent
-    # Policy (only the backups this policy made are pruned) or Volume (every backup of the volume); empty: not managed.
+    [DscProperty()] [Nullable[bool]] $Verify
+    [DscProperty()] [Nullable[int]] $VerifyPercent
     [DscProperty()] [string] $RetainScope
     # How often the node's scheduler entry looks for due policies (Register-BackupSchedule -EveryMinutes).
     [DscProperty()] [int] $ScheduleEveryMinutes = 5
@@ -78,6 +79,10 @@ class BlockBackupPolicy {
 
     [void] Set() {
         $current = $this.Get()
+        # Everything is checked before anything is written: the policy's settings by the cmdlet
+        # that writes it (before it writes), the scheduler entry's interval here, so that a
+        # refused interval never leaves a policy written without its entry.
+        $this.AssertScheduleInterval()
         if ($this.Ensure -eq [Ensure]::Absent) {
             if ($current.Ensure -eq [Ensure]::Present) {
                 BlockBackup\Remove-BackupPolicy -Name $this.Name -Confirm:$false -ErrorAction Stop
@@ -95,6 +100,53 @@ class BlockBackupPolicy {
         $where = $this.ScheduleLocation()
         if (-not (BlockBackup\Get-BackupSchedule -EveryMinutes $this.ScheduleEveryMinutes @where).IsCurrent) {
             BlockBackup\Register-BackupSchedule -EveryMinutes $this.ScheduleEveryMinutes -Confirm:$false -ErrorAction Stop @where
+        }
+    }
+
+    # What Set() would do, without doing it: every value checked as Set() checks it (the policy
+    # cmdlet runs with -WhatIf in a hostless PowerShell, whose what-if message goes nowhere, so
+    # DSC's stdout holds only the state), then the state Set() would leave.
+    [BlockBackupPolicy] WhatIf() {
+        $current = $this.Get()
+        $this.AssertScheduleInterval()
+        $expected = [BlockBackupPolicy]::new()
+        $expected.Name = $this.Name
+        $expected.Ensure = $this.Ensure
+        $expected.ScheduleEveryMinutes = $this.ScheduleEveryMinutes
+        $expected.ScheduleDestination = $this.ScheduleDestination
+        if ($this.Ensure -eq [Ensure]::Absent) {
+            return $expected
+        }
+        $parameters = $this.Declared()
+        $verb = if ($current.Ensure -eq [Ensure]::Absent) { 'New' } else { 'Set' }
+        $check = [powershell]::Create()
+        try {
+            $null = $check.AddCommand('Import-Module').AddParameter('Name', (Get-Module BlockBackup).Path).AddStatement()
+            $null = $check.AddCommand("BlockBackup\$verb-BackupPolicy").AddParameter('Name', $this.Name).AddParameters($parameters).AddParameter('WhatIf')
+            $null = $check.Invoke()
+            if ($check.Streams.Error.Count -gt 0) {
+                throw $check.Streams.Error[0]
+            }
+        }
+        finally {
+            $check.Dispose()
+        }
+        foreach ($setting in [BlockBackupPolicy]::Settings) {
+            $expected.$setting = if ($parameters.ContainsKey($setting)) { $this.$setting } else { $current.$setting }
+        }
+        return $expected
+    }
+
+    # The scheduler entry's interval, as Register-BackupSchedule would refuse it (the engine's own rule).
+    hidden [void] AssertScheduleInterval() {
+        $entry = ('BlockBackup.Engine.Scheduling.ScheduleEntry' -as [type])::new()
+        $entry.PwshPath = $entry.ModuleManifest = [System.IO.Path]::GetFullPath('/')
+        $entry.EveryMinutes = $this.ScheduleEveryMinutes
+        try {
+            $entry.Validate()
+        }
+        catch {
+            throw "Property 'scheduleEveryMinutes': $($_.Exception.InnerException.Message ?? $_.Exception.Message)"
         }
     }
 
@@ -130,12 +182,12 @@ class BlockBackupPolicy {
         return $where
     }
 
-    # The declared settings as cmdlet parameters: a setting left at its default is not managed.
+    # The declared settings as cmdlet parameters: a setting left $null (or empty) is not managed.
     hidden [hashtable] Declared() {
         $parameters = @{}
         foreach ($setting in [BlockBackupPolicy]::Settings) {
             $value = $this.$setting
-            if ($null -eq $value -or ($value -is [string] -and $value -eq '') -or ($value -is [int] -and $value -eq 0) -or ($value -is [array] -and $value.Count -eq 0)) {
+            if ($null -eq $value -or ($value -is [string] -and $value -eq '') -or ($value -is [array] -and $value.Count -eq 0)) {
                 continue
             }
             if ($setting -in 'FullEvery', 'KeepWithin') {
@@ -171,7 +223,7 @@ class BlockBackupPolicy {
         $entry = BlockBackup\Get-BackupSchedule -EveryMinutes $this.ScheduleEveryMinutes @where
         if (-not $entry.IsCurrent) {
             $state = if ($entry.IsRegistered) { 'registered with other settings' } else { 'not registered' }
-            $found.Add([BlockBackupReason]@{ Code = "${prefix}:Schedule:Registration"; Phrase = "The $($entry.Kind) entry that runs due policies every $($this.ScheduleEveryMinutes) minute(s) is $state." })
+            $found.Add([BlockBackupReason]@{ Code = "${prefix}:Schedule:Registration"; Phrase = "The $($entry.Kind) entry that runs due policies every $(if ($this.ScheduleEveryMinutes -eq 1) { minute } else { "$($this.ScheduleEveryMinutes) minutes" }) is $state." })
         }
         return $found.ToArray()
     }
@@ -208,6 +260,9 @@ class BlockBackupPolicy {
     # A setting of a policy object, as Get-BackupPolicy emits it.
     hidden static [object] Setting($policy, [string] $setting) {
         $value = $policy.$setting
+        if ($setting -in 'MaxChainLength', 'VerifyPercent' -and $null -eq $value) {
+            return 0   # none, as the resource declares it
+        }
         if ($setting -in 'FullEvery', 'KeepWithin' -and $null -ne $value) {
             return ([timespan]$value).ToString('c', [cultureinfo]::InvariantCulture)
         }

@@ -42,7 +42,11 @@ internal static class CompletionSource
         text.IndexOfAny([' ', '\'', '"', '$', '`', ';', '(', ')', '{', '}']) >= 0 ? "'" + text.Replace("'", "''", StringComparison.Ordinal) + "'" : text;
 }
 
-/// <summary>Completes backup ids, newest first, showing name and time.</summary>
+/// <summary>
+/// Completes backup ids, newest first, showing name and time, for a directory repository typed or
+/// registered. Object-store repositories (S3, Swift) and rbd: pools complete nothing: they keep
+/// no local listing, and a LIST round trip per keypress would stall the prompt.
+/// </summary>
 public sealed class BackupIdCompleter : IArgumentCompleter
 {
     public IEnumerable<CompletionResult> CompleteArgument(string commandName, string parameterName, string wordToComplete, CommandAst commandAst, IDictionary fakeBoundParameters)
@@ -99,6 +103,48 @@ public sealed class RegisteredRepositoryNameCompleter : IArgumentCompleter
         catch (Engine.Errors.BackupException)
         {
             return $"{name} (invalid registration)";
+        }
+    }
+}
+
+/// <summary>
+/// Completes -Repository: the names registered on this node first (with their locations), then
+/// paths, as PowerShell completes them, for a directory repository.
+/// </summary>
+public sealed class RepositoryCompleter : IArgumentCompleter
+{
+    public IEnumerable<CompletionResult> CompleteArgument(string commandName, string parameterName, string wordToComplete, CommandAst commandAst, IDictionary fakeBoundParameters)
+    {
+        var names = new RegisteredRepositoryNameCompleter().CompleteArgument(commandName, parameterName, wordToComplete, commandAst, fakeBoundParameters).ToList();
+        IEnumerable<CompletionResult> paths;
+        try
+        {
+            paths = CompletionCompleters.CompleteFilename(wordToComplete ?? string.Empty);
+        }
+        catch (Exception)
+        {
+            paths = [];
+        }
+
+        return names.Concat(paths);
+    }
+}
+
+/// <summary>Completes the names of this node's backup policies (not file paths), showing each one's repository and schedule.</summary>
+public sealed class PolicyNameCompleter : IArgumentCompleter
+{
+    public IEnumerable<CompletionResult> CompleteArgument(string commandName, string parameterName, string wordToComplete, CommandAst commandAst, IDictionary fakeBoundParameters)
+    {
+        var word = (wordToComplete ?? string.Empty).Trim('\'', '"');
+        var pattern = WildcardPattern.Get(word + "*", WildcardOptions.IgnoreCase);
+        try
+        {
+            var store = new Engine.Policies.PolicyStore(Engine.Configuration.NodeConfiguration.Directory());
+            return store.Names().Where(pattern.IsMatch).Select(name => new CompletionResult(CompletionSource.Quote(name), name, CompletionResultType.ParameterValue, name)).ToList();
+        }
+        catch (Exception)
+        {
+            return [];
         }
     }
 }

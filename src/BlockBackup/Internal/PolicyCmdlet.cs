@@ -72,9 +72,9 @@ public abstract class PolicySettingsCmdlet : PolicyCmdlet
     [Parameter]
     public TimeSpan? FullEvery { get; set; }
 
-    /// <summary>Make a full backup once the chain has this many backups (the full included).</summary>
+    /// <summary>Make a full backup once the chain has this many backups (the full included); 0: no such limit.</summary>
     [Parameter]
-    [ValidateRange(1, 100000)]
+    [ValidateRange(0, 100000)]
     public int? MaxChainLength { get; set; }
 
     [Parameter] [ValidateRange(0, int.MaxValue)] public int KeepLast { get; set; }
@@ -93,9 +93,9 @@ public abstract class PolicySettingsCmdlet : PolicyCmdlet
     [Parameter]
     public SwitchParameter Verify { get; set; }
 
-    /// <summary>After each run, verify this share of the repository in rotation (as Test-VolumeBackup -SamplePercent).</summary>
+    /// <summary>After each run, verify this share of the repository in rotation (as Test-VolumeBackup -SamplePercent); 0: none.</summary>
     [Parameter]
-    [ValidateRange(1, 100)]
+    [ValidateRange(0, 100)]
     public int? VerifyPercent { get; set; }
 
     /// <summary>
@@ -127,6 +127,9 @@ public abstract class PolicySettingsCmdlet : PolicyCmdlet
         }
     }
 
+    /// <summary>0 for a limit that the policy then does not have (so that Set-BackupPolicy, and DSC, can take one away).</summary>
+    private static int? NoneIfZero(int? value) => value is 0 ? null : value;
+
     /// <summary><paramref name="policy"/> with every bound setting applied.</summary>
     protected BackupPolicy Apply(BackupPolicy policy) => policy with
     {
@@ -135,7 +138,7 @@ public abstract class PolicySettingsCmdlet : PolicyCmdlet
         Schedule = Schedule ?? policy.Schedule,
         TimeZone = Bound(nameof(TimeZone)) ? TimeZone : policy.TimeZone,
         FullEvery = Bound(nameof(FullEvery)) ? FullEvery : policy.FullEvery,
-        MaxChainLength = Bound(nameof(MaxChainLength)) ? MaxChainLength : policy.MaxChainLength,
+        MaxChainLength = Bound(nameof(MaxChainLength)) ? NoneIfZero(MaxChainLength) : policy.MaxChainLength,
         KeepLast = Bound(nameof(KeepLast)) ? KeepLast : policy.KeepLast,
         KeepHourly = Bound(nameof(KeepHourly)) ? KeepHourly : policy.KeepHourly,
         KeepDaily = Bound(nameof(KeepDaily)) ? KeepDaily : policy.KeepDaily,
@@ -145,7 +148,7 @@ public abstract class PolicySettingsCmdlet : PolicyCmdlet
         KeepWithin = Bound(nameof(KeepWithin)) ? KeepWithin : policy.KeepWithin,
         Compression = Compression?.ToLowerInvariant() ?? policy.Compression,
         Verify = Bound(nameof(Verify)) ? Verify.IsPresent : policy.Verify,
-        VerifyPercent = Bound(nameof(VerifyPercent)) ? VerifyPercent : policy.VerifyPercent,
+        VerifyPercent = Bound(nameof(VerifyPercent)) ? NoneIfZero(VerifyPercent) : policy.VerifyPercent,
         RetainScope = RetainScope ?? policy.RetainScope,
         CephConfig = Bound(nameof(CephConfig)) ? ResolvePath(CephConfig!) : policy.CephConfig,
         CephUser = Bound(nameof(CephUser)) ? CephUser : policy.CephUser,

@@ -7,11 +7,11 @@ namespace BlockBackup.Commands;
 public abstract class ScheduleCmdlet : EngineCmdlet
 {
     /// <summary>The scheduler: Systemd where systemd runs, Cron elsewhere on Unix, ScheduledTask on Windows (the default).</summary>
-    [Parameter]
+    [Parameter(ValueFromPipelineByPropertyName = true)]
     public ScheduleKind? Kind { get; set; }
 
-    /// <summary>Write the entry's files here instead of the system's place (a unit directory for systemd, a cron.d-style file for cron); the scheduler is then not told.</summary>
-    [Parameter]
+    /// <summary>Write the entry's files here instead of the system's place (a unit directory for systemd; for cron a cron.d-style file, or a directory that then holds it as blockbackup); the scheduler is then not told.</summary>
+    [Parameter(ValueFromPipelineByPropertyName = true)]
     [ValidateNotNullOrEmpty]
     public string? Destination { get; set; }
 
