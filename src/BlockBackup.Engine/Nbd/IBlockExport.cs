@@ -1,0 +1,13 @@
+namespace BlockBackup.Engine.Nbd;
+
+/// <summary>What an NBD export serves: a fixed-size device read (and, unless read-only, written) at byte offsets, from any thread.</summary>
+public interface IBlockExport : IDisposable
+{
+    long Size { get; }
+    bool ReadOnly { get; }
+    /// <summary>The size a client should read in (advertised as the preferred block size).</summary>
+    int PreferredBlockSize { get; }
+    void Read(long offset, Span<byte> destination);
+    void Write(long offset, ReadOnlySpan<byte> source);
+    void Flush();
+}
