@@ -165,6 +165,32 @@ Describe 'Mount-VolumeBackup' -Skip:($noClients.Count -gt 0) {
         Get-ChildItem -LiteralPath $mounts -Filter '*.json' | Should -BeNullOrEmpty
     }
 
+    It 'serves in the foreground with -Wait and leaves nothing behind when stopped by SIGTERM' {
+        $overlay = Join-Path $TestDrive 'foreground.overlay'
+        $script = "Import-Module '$ModuleManifest'; Mount-VolumeBackup -Repository '$repo' -BackupId $($incremental.Id) -ExportName fg -Writable -OverlayPath '$overlay' -Wait"
+        $child = Start-Process $Pwsh -ArgumentList @('-NoProfile', '-NonInteractive', '-Command', $script) -PassThru -RedirectStandardOutput (Join-Path $TestDrive 'fg.out')
+        try {
+            # Serving once its state is recorded (by the foreground process itself).
+            while (-not (Get-VolumeBackupMount -ExportName fg)) {
+                $child.HasExited | Should -BeFalse -Because (Get-Content -Raw (Join-Path $TestDrive 'fg.out'))
+                Start-Sleep -Milliseconds 50
+            }
+
+            $mount = Get-VolumeBackupMount -ExportName fg
+            $mount.ProcessId | Should -Be $child.Id
+            (Invoke-Nbdsh $mount.Uri "h.pwrite(b'\x02' * 4096, 8192); h.flush()").ExitCode | Should -Be 0
+        }
+        finally {
+            kill -TERM $child.Id
+            $child.WaitForExit()
+        }
+
+        $child.ExitCode | Should -Be 143
+        Test-Path -LiteralPath $mount.Socket | Should -BeFalse
+        Test-Path -LiteralPath $overlay | Should -BeFalse
+        Test-Path -LiteralPath (Join-Path $mounts 'fg.json') | Should -BeFalse
+    }
+
     It 'cleans up after a killed server at the next Get-VolumeBackupMount' {
         $mount = Mount-VolumeBackup -Repository $repo -BackupId $incremental.Id -Writable -ErrorAction Stop
         Stop-Process -Id $mount.ProcessId -Force   # SIGKILL: the server cleans up nothing
