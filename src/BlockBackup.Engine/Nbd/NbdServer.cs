@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;
@@ -283,8 +284,8 @@ public sealed class NbdServer(IBlockExport export, string exportName, Action<str
                         throw new NbdProtocolException($"a write of {length} bytes is more than the {MaximumRequest} advertised");
                     }
 
-                    payload = new byte[length];
-                    await stream.ReadExactlyAsync(payload, cancel).ConfigureAwait(false);
+                    payload = ArrayPool<byte>.Shared.Rent((int)length);
+                    await stream.ReadExactlyAsync(payload.AsMemory(0, (int)length), cancel).ConfigureAwait(false);
                 }
 
                 await slots.WaitAsync(cancel).ConfigureAwait(false);
@@ -296,6 +297,11 @@ public sealed class NbdServer(IBlockExport export, string exportName, Action<str
                     }
                     finally
                     {
+                        if (payload is not null)
+                        {
+                            ArrayPool<byte>.Shared.Return(payload);
+                        }
+
                         slots.Release();
                     }
                 }, CancellationToken.None);
@@ -339,8 +345,11 @@ public sealed class NbdServer(IBlockExport export, string exportName, Action<str
                     break;
                 }
 
-                data = new byte[length];
-                error = Guard(() => export.Read((long)offset, data), "read", offset, length);
+                // Read straight into the reply, after its 16-byte header, in a pooled buffer: a
+                // fresh 256 KiB array per read is large-object garbage that piled up to 700 MB
+                // RSS over a 2 GiB nbdcopy.
+                data = ArrayPool<byte>.Shared.Rent(16 + (int)length);
+                error = Guard(() => export.Read((long)offset, data.AsSpan(16, (int)length)), "read", offset, length);
                 break;
             case CmdWrite:
                 if (export.ReadOnly)
@@ -353,7 +362,7 @@ public sealed class NbdServer(IBlockExport export, string exportName, Action<str
                 }
                 else
                 {
-                    error = Guard(() => export.Write((long)offset, payload), "write", offset, length);
+                    error = Guard(() => export.Write((long)offset, payload.AsSpan(0, (int)length)), "write", offset, length);
                 }
 
                 break;
@@ -366,23 +375,28 @@ public sealed class NbdServer(IBlockExport export, string exportName, Action<str
         }
 
         var withData = error == 0 && data is not null;
-        var reply = new byte[16 + (withData ? data!.Length : 0)];
+        var reply = withData ? data! : new byte[16];
         BinaryPrimitives.WriteUInt32BigEndian(reply, SimpleReplyMagic);
         BinaryPrimitives.WriteUInt32BigEndian(reply.AsSpan(4), error);
         BinaryPrimitives.WriteUInt64BigEndian(reply.AsSpan(8), cookie);
-        if (withData)
-        {
-            data!.CopyTo(reply, 16);
-        }
-
-        await replyLock.WaitAsync(cancel).ConfigureAwait(false);
         try
         {
-            await stream.WriteAsync(reply, cancel).ConfigureAwait(false);
+            await replyLock.WaitAsync(cancel).ConfigureAwait(false);
+            try
+            {
+                await stream.WriteAsync(reply.AsMemory(0, withData ? 16 + (int)length : 16), cancel).ConfigureAwait(false);
+            }
+            finally
+            {
+                replyLock.Release();
+            }
         }
         finally
         {
-            replyLock.Release();
+            if (data is not null)
+            {
+                ArrayPool<byte>.Shared.Return(data);
+            }
         }
     }
 

@@ -125,7 +125,7 @@ public sealed class MountVolumeBackupCommand : RepositoryCmdlet
                 export = new CopyOnWriteOverlay(export, overlay);
             }
 
-            using var listener = NbdServer.Listen(socketPath is null ? new IPEndPoint(address!, Port) : new UnixDomainSocketEndPoint(socketPath));
+            using var listener = ListenOn(socketPath is null ? new IPEndPoint(address!, Port) : new UnixDomainSocketEndPoint(socketPath));
             var port = (listener.LocalEndPoint as IPEndPoint)?.Port;
             mount = new VolumeBackupMount
             {
@@ -175,6 +175,19 @@ public sealed class MountVolumeBackupCommand : RepositoryCmdlet
         }
 
         StopToken.ThrowIfCancellationRequested();
+    }
+
+    private static System.Net.Sockets.Socket ListenOn(EndPoint endpoint)
+    {
+        try
+        {
+            return NbdServer.Listen(endpoint);
+        }
+        catch (Exception ex) when (ex is SocketException or IOException or UnauthorizedAccessException)
+        {
+            throw new BackupException(BackupErrorKind.InvalidOperation, "ListenFailed",
+                $"The NBD server cannot listen on {endpoint}: {ex.Message}. Choose another -Port or -Socket (or stop what listens there).", endpoint.ToString(), ex);
+        }
     }
 
     private static string FormatHost(IPAddress address) => address.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{address}]" : address.ToString();
