@@ -138,3 +138,15 @@ public sealed class NbdAndS3FactAttribute : FactAttribute
         }
     }
 }
+
+/// <summary>A test that needs the NBD clients and the Swift gateway.</summary>
+public sealed class NbdAndSwiftFactAttribute : FactAttribute
+{
+    public NbdAndSwiftFactAttribute()
+    {
+        if ((NbdClients.SkipReason ?? ObjectStoreServers.SwiftSkipReason) is { } reason)
+        {
+            Skip = reason;
+        }
+    }
+}

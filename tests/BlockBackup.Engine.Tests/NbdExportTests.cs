@@ -35,6 +35,16 @@ public class NbdExportTests
         ClientsSeeTheRestoredChain(s, repository, incremental, volume);
     }
 
+    [NbdAndSwiftFact]
+    public void ASwiftChainReadsAsItsRestoreThroughNbdinfoNbdcopyQemuAndNbdsh()
+    {
+        using var s = new Scratch();
+        using var store = new SwiftObjectStore(SwiftContainers.Options(ObjectStoreServers.NewName("swnbd"), null));
+        var repository = new ObjectStoreRepository(store, RepositoryKind.Swift, "volumebackups");
+        var (volume, incremental) = Chain(s, repository);
+        ClientsSeeTheRestoredChain(s, repository, incremental, volume);
+    }
+
     [NbdFact]
     public void ACorruptObjectIsAnIoErrorOnItsRangeOnlyAndIsLoggedByName()
     {
