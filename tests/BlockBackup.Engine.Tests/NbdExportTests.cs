@@ -169,6 +169,17 @@ public class NbdExportTests
         Assert.Contains("Images are identical", NbdClients.RunOk("qemu-img", "compare", "-f", "raw", "-F", "raw", server.Uri, restored));
 
         var source = File.ReadAllBytes(volume);
+        // base:allocation through structured replies: the map tiles the export, has holes and
+        // data, and every hole is zeros in the source (nbdcopy above skipped them).
+        Assert.True((bool)JObject.Parse(NbdClients.RunOk("nbdinfo", "--json", server.Uri))["structured"]!);
+        var map = JArray.Parse(NbdClients.RunOk("nbdinfo", "--map", "--json", server.Uri)).Select(e => (Offset: (long)e["offset"]!, Length: (long)e["length"]!, Type: (int)e["type"]!)).ToList();
+        Assert.Equal(0, map[0].Offset);
+        Assert.All(map.Zip(map.Skip(1)), p => Assert.Equal(p.First.Offset + p.First.Length, p.Second.Offset));
+        Assert.Equal(VolumeSize, map[^1].Offset + map[^1].Length);
+        Assert.Contains(map, e => e.Type == 3);
+        Assert.Contains(map, e => e.Type == 0);
+        Assert.All(map.Where(e => e.Type == 3), e => Assert.True(source.AsSpan((int)e.Offset, (int)e.Length).IndexOfAnyExcept((byte)0) < 0, $"hole at {e.Offset} holds data"));
+
         var random = new Random(23);
         var offsets = Enumerable.Range(0, 64).Select(_ => random.NextInt64(0, (VolumeSize - 4096) / 512) * 512).ToList();
         Assert.Equal(offsets.Select(o => Sha(source, o, 4096)), NbdClients.RandomReads(server.Uri, offsets));

@@ -17,7 +17,7 @@ namespace BlockBackup.Engine.Nbd;
 /// are fetched whole and decompressed once into a bounded cache. While open, the chain is
 /// claimed for reading, so removal refuses its backups.
 /// </summary>
-public sealed class BackupBlockReader : IBlockExport
+public sealed class BackupBlockReader : IBlockExport, IAllocationMap
 {
     /// <summary>The decompressed-object budget when none is given: a few 8 MiB objects per reader in flight.</summary>
     public const long DefaultCacheBytes = 96L << 20;
@@ -165,18 +165,60 @@ public sealed class BackupBlockReader : IBlockExport
         }
     }
 
-    /// <summary>Whether the stretch from <paramref name="offset"/> reads as zeros without fetching (a hole or a zero object), and how far that kind runs (for block status).</summary>
-    public (bool Zero, long End) Extent(long offset)
+    /// <summary>
+    /// Which stretches read as zeros without fetching (holes and zero objects). A zero stretch
+    /// whose blocks the hash list says hold data is reported as data, so that a client reads it
+    /// and gets the I/O error rather than skipping it as zeros.
+    /// </summary>
+    public IReadOnlyList<(long Length, bool Zero)> Allocation(long offset, long length, int maxStretches)
     {
-        var index = SegmentAt(offset);
-        var zero = RestorePlan.IsZeros(_segments[index]);
-        var end = _segments[index].End;
-        while (++index < _segments.Length && RestorePlan.IsZeros(_segments[index]) == zero)
+        var result = new List<(long Length, bool Zero)>();
+        var end = Math.Min(Size, offset + length);
+        var position = offset;
+        for (var index = SegmentAt(offset); position < end && index < _segments.Length; index++)
         {
-            end = _segments[index].End;
+            var s = _segments[index];
+            var to = Math.Min(end, s.End);
+            var zero = RestorePlan.IsZeros(s) && HashesSayZeros(position, to);
+            if (result.Count > 0 && result[^1].Zero == zero)
+            {
+                result[^1] = (result[^1].Length + (to - position), zero);
+            }
+            else if (result.Count == maxStretches)
+            {
+                break;
+            }
+            else
+            {
+                result.Add((to - position, zero));
+            }
+
+            position = to;
         }
 
-        return (zero, end);
+        return result;
+    }
+
+    private bool HashesSayZeros(long from, long to)
+    {
+        const int Batch = 4096;
+        var buffer = new byte[Batch * BlockHashList.HashSize];
+        var last = (to + _blockSize - 1) / _blockSize;
+        for (var b = from / _blockSize; b < last; b += Batch)
+        {
+            var n = (int)Math.Min(Batch, last - b);
+            _hashes.Get(b, buffer.AsSpan(0, n * BlockHashList.HashSize));
+            for (var k = 0; k < n; k++)
+            {
+                var blockLength = (int)Math.Min(_blockSize, Size - (b + k) * _blockSize);
+                if (!buffer.AsSpan(k * BlockHashList.HashSize, BlockHashList.HashSize).SequenceEqual(ZeroBlock.Sha256(blockLength)))
+                {
+                    return false;
+                }
+            }
+        }
+
+        return true;
     }
 
     public void Write(long offset, ReadOnlySpan<byte> source) =>

@@ -11,3 +11,10 @@ public interface IBlockExport : IDisposable
     void Write(long offset, ReadOnlySpan<byte> source);
     void Flush();
 }
+
+/// <summary>An export that knows which stretches read as zeros without reading them (for NBD_CMD_BLOCK_STATUS, so clients skip holes).</summary>
+public interface IAllocationMap
+{
+    /// <summary>From <paramref name="offset"/> on, within <paramref name="length"/> bytes: consecutive stretches, each data or zeros, at most <paramref name="maxStretches"/>.</summary>
+    IReadOnlyList<(long Length, bool Zero)> Allocation(long offset, long length, int maxStretches);
+}

@@ -21,11 +21,15 @@ internal static class NbdProtocol
     public const uint OptList = 3;
     public const uint OptInfo = 6;
     public const uint OptGo = 7;
+    public const uint OptStructuredReply = 8;
+    public const uint OptListMetaContext = 9;
+    public const uint OptSetMetaContext = 10;
 
     // Option replies.
     public const uint RepAck = 1;
     public const uint RepServer = 2;
     public const uint RepInfo = 3;
+    public const uint RepMetaContext = 4;
     public const uint RepErrUnsup = 0x80000001;
     public const uint RepErrInvalid = 0x80000003;
     public const uint RepErrUnknown = 0x80000006;
@@ -45,6 +49,19 @@ internal static class NbdProtocol
     public const ushort CmdWrite = 1;
     public const ushort CmdDisc = 2;
     public const ushort CmdFlush = 3;
+    public const ushort CmdBlockStatus = 7;
+    public const ushort CmdFlagReqOne = 8;
+
+    // Structured replies (NBD_OPT_STRUCTURED_REPLY) and the base:allocation context.
+    public const uint StructuredReplyMagic = 0x668e33ef;
+    public const ushort ReplyFlagDone = 1;
+    public const ushort ReplyTypeOffsetData = 1;
+    public const ushort ReplyTypeBlockStatus = 5;
+    public const ushort ReplyTypeError = 0x8001;
+    public const string AllocationContext = "base:allocation";
+    public const uint AllocationContextId = 1;
+    public const uint StateHole = 1;
+    public const uint StateZero = 2;
 
     // Errors (errno values on the wire).
     public const uint EPerm = 1;
