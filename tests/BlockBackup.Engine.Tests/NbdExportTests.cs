@@ -29,7 +29,8 @@ public class NbdExportTests
     public void AnS3ChainReadsAsItsRestoreThroughNbdinfoNbdcopyQemuAndNbdsh()
     {
         using var s = new Scratch();
-        using var store = (IDisposable)S3StoreLoader.Create(S3Buckets.Options(ObjectStoreServers.NewName("s3nbd")));
+        using var buckets = new S3Buckets(); // removes the bucket afterwards
+        using var store = (IDisposable)S3StoreLoader.Create(S3Buckets.Options(buckets.Bucket));
         var repository = new ObjectStoreRepository((IObjectStore)store, RepositoryKind.S3, "volumebackups");
         var (volume, incremental) = Chain(s, repository);
         ClientsSeeTheRestoredChain(s, repository, incremental, volume);
@@ -39,7 +40,8 @@ public class NbdExportTests
     public void ASwiftChainReadsAsItsRestoreThroughNbdinfoNbdcopyQemuAndNbdsh()
     {
         using var s = new Scratch();
-        using var store = new SwiftObjectStore(SwiftContainers.Options(ObjectStoreServers.NewName("swnbd"), null));
+        using var containers = new SwiftContainers(); // removes the container afterwards
+        using var store = new SwiftObjectStore(SwiftContainers.Options(containers.Container, null));
         var repository = new ObjectStoreRepository(store, RepositoryKind.Swift, "volumebackups");
         var (volume, incremental) = Chain(s, repository);
         ClientsSeeTheRestoredChain(s, repository, incremental, volume);
