@@ -13,6 +13,7 @@ public class CmdletContractTests(ModuleFixture module) : IClassFixture<ModuleFix
 
     private static readonly string[] Expected =
     [
+        "Dismount-VolumeBackup",
         "Export-VolumeBackupRecord",
         "Get-BackupChain",
         "Get-BackupPolicy",
@@ -20,9 +21,11 @@ public class CmdletContractTests(ModuleFixture module) : IClassFixture<ModuleFix
         "Get-BackupRepository",
         "Get-BackupSchedule",
         "Get-VolumeBackup",
+        "Get-VolumeBackupMount",
         "Import-VolumeBackupRecord",
         "Invoke-BackupPolicy",
         "Limit-VolumeBackup",
+        "Mount-VolumeBackup",
         "New-BackupPolicy",
         "New-VolumeBackup",
         "Register-BackupRepository",

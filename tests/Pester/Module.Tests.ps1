@@ -11,6 +11,7 @@ AfterAll {
 
 BeforeDiscovery {
     $script:cmdlets = @(
+        'Dismount-VolumeBackup',
         'Export-VolumeBackupRecord',
         'Get-BackupChain',
         'Get-BackupPolicy',
@@ -18,9 +19,11 @@ BeforeDiscovery {
         'Get-BackupRepository',
         'Get-BackupSchedule',
         'Get-VolumeBackup',
+        'Get-VolumeBackupMount',
         'Import-VolumeBackupRecord',
         'Invoke-BackupPolicy',
         'Limit-VolumeBackup',
+        'Mount-VolumeBackup',
         'New-BackupPolicy',
         'New-VolumeBackup',
         'Register-BackupRepository',
