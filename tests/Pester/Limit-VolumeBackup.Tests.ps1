@@ -61,6 +61,7 @@ Describe 'Limit-VolumeBackup on a file repository' {
         ($decisions | Where-Object { $_.Backup.Name -eq 'v5' }).Reasons | Should -Be @('last 1', 'newest available backup of the volume')
         ($decisions | Where-Object { $_.Backup.Name -eq 'v4' }).Reasons | Should -Be @('last 2', "needed by $($made.Backups[4].Id)")
         ($decisions | Where-Object { $_.Backup.Name -eq 'v1' }).Reasons | Should -Be @('no rule keeps it')
+        @($decisions | Where-Object Removed) | Should -BeNullOrEmpty -Because 'Action is the plan; nothing was removed under -WhatIf'
         Get-Names $repo | Should -Be @('v1', 'v2', 'v3', 'v4', 'v5')
     }
 
@@ -69,6 +70,7 @@ Describe 'Limit-VolumeBackup on a file repository' {
         $verbose = @($decisions | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] } | ForEach-Object Message)
 
         Get-Names $repo | Should -Be @('v4', 'v5')
+        @($decisions | Where-Object { $_ -is [BlockBackup.Engine.Policies.RetentionDecision] -and $_.Removed }).Backup.Name | Sort-Object | Should -Be @('v1', 'v2', 'v3')
         $removedOrder = @($verbose | Where-Object { $_ -like 'Removed backup *' } | ForEach-Object { ($_ -split ' ')[2] })
         $removedOrder | Should -Be @($made.Backups[2].Id, $made.Backups[1].Id, $made.Backups[0].Id | ForEach-Object ToString)
 
@@ -77,6 +79,20 @@ Describe 'Limit-VolumeBackup on a file repository' {
             Restore-VolumeBackup -Repository $repo -BackupId $kept.Id -TargetPath $target | Out-Null
             Get-Sha $target | Should -Be $made.Hashes[$kept.Id]
         }
+    }
+
+    It 'reports what a declined prompt kept: Removed stays false, and the declined backup''s parents stay too' {
+        $declineRepo = Join-Path $TestDrive 'declined'
+        $declineVolume = Join-Path $TestDrive 'declined.img'
+        $two = New-TwoChains -Repository $declineRepo -Volume $declineVolume
+        # A real prompt, answered No once (the first removal is inc3, the newest of the old chain).
+        $script = "Import-Module '$ModuleManifest'; Limit-VolumeBackup -Repository '$declineRepo' -KeepLast 2 -WarningAction Continue | ForEach-Object { 'decision ' + `$_.Backup.Name + ' ' + `$_.Action + ' ' + `$_.Removed }"
+        $said = ("N`n" | & $Pwsh -NoProfile -Command $script 2>&1) -join "`n"
+        $said | Should -Match "is kept: a backup that depends on it stays"
+        foreach ($name in 'v1', 'v2', 'v3') { $said | Should -Match "decision $name Remove False" }
+        Get-Names $declineRepo | Should -Be @('v1', 'v2', 'v3', 'v4', 'v5')
+        $said | Should -Not -Match 'BackupHasDependents'
+        $two.Backups.Count | Should -Be 5
     }
 
     It 'keeps the whole chain of a kept incremental' {

@@ -18,6 +18,11 @@ public sealed record RetentionDecision
     public required BackupInfo Backup { get; init; }
     public required RetentionAction Action { get; init; }
     public required IReadOnlyList<string> Reasons { get; init; }
+    /// <summary>
+    /// Whether the backup was removed by the call that emitted the decision. Action is the plan;
+    /// a removal declined at a prompt, skipped by -WhatIf or -AsOf, or refused leaves it false.
+    /// </summary>
+    public bool Removed { get; init; }
 
     public Guid BackupId => Backup.Id;
     public Guid VolumeId => Backup.VolumeId;

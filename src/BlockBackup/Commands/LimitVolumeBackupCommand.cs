@@ -161,20 +161,20 @@ public sealed class LimitVolumeBackupCommand : RepositoryCmdlet
         {
             WriteWarning(RetentionPlanner.FutureDatedWarning(future, clock));
         }
-        if (AsOf is null)
-        {
-            Remove(plan, remove);
-        }
-
+        var removed = AsOf is null ? Remove(plan, remove) : [];
         foreach (var decision in plan.Decisions.Where(d => selected is null || selected.Contains(d.BackupId)))
         {
-            WriteObject(decision);
+            WriteObject(removed.Contains(decision.Backup) ? decision with { Removed = true } : decision);
         }
     }
 
-    /// <summary>Removes in the plan's order (dependents first); a backup whose dependent could not be removed stays.</summary>
-    private void Remove(RetentionPlan plan, Func<BackupInfo, IReadOnlyList<BackupInfo>> remove)
+    /// <summary>
+    /// Removes in the plan's order (dependents first) and returns what was removed; a backup
+    /// whose dependent stays (declined at the prompt, refused) stays too.
+    /// </summary>
+    private HashSet<BackupInfo> Remove(RetentionPlan plan, Func<BackupInfo, IReadOnlyList<BackupInfo>> remove)
     {
+        var done = new HashSet<BackupInfo>(ReferenceEqualityComparer.Instance);
         var reasons = new Dictionary<Guid, IReadOnlyList<string>>();
         foreach (var d in plan.Decisions)
         {
@@ -188,13 +188,14 @@ public sealed class LimitVolumeBackupCommand : RepositoryCmdlet
             if (blocked.Contains(backup.Id))
             {
                 Block(backup);
-                WriteWarning($"Backup {backup.Id} is kept: a backup that depends on it could not be removed.");
+                WriteWarning($"Backup {backup.Id} is kept: a backup that depends on it stays (declined or not removable).");
                 continue;
             }
 
             if (!ShouldProcess($"{backup.Name ?? backup.Id.ToString()} ({Place(backup)})",
                 $"Remove backup {backup.Id} made {backup.CreatedUtc.ToLocalTime():g} ({string.Join("; ", reasons[backup.Id])})"))
             {
+                Block(backup); // declined: what it depends on is needed still
                 continue;
             }
 
@@ -204,6 +205,8 @@ public sealed class LimitVolumeBackupCommand : RepositoryCmdlet
                 {
                     WriteVerbose($"Removed backup {removed.Id} ({Place(removed)}).");
                 }
+
+                done.Add(backup);
             }
             catch (BackupException ex) when (ex.Kind == BackupErrorKind.NotFound)
             {
@@ -215,6 +218,8 @@ public sealed class LimitVolumeBackupCommand : RepositoryCmdlet
                 WriteError(ToErrorRecord(ex));
             }
         }
+
+        return done;
 
         void Block(BackupInfo backup)
         {
