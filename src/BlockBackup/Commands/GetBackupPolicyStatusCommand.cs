@@ -1,10 +1,5 @@
 using System.Management.Automation;
-using BlockBackup.Engine;
-using BlockBackup.Engine.Errors;
-using BlockBackup.Engine.Operations;
 using BlockBackup.Engine.Policies;
-using BlockBackup.Engine.Rbd;
-using BlockBackup.Engine.Repository;
 
 namespace BlockBackup.Commands;
 
@@ -14,13 +9,25 @@ namespace BlockBackup.Commands;
 /// system can poll `Get-BackupPolicyStatus | ConvertTo-Json`.
 /// </summary>
 [Cmdlet(VerbsCommon.Get, "BackupPolicyStatus")]
-[OutputType(typeof(PolicyVolumeStatus))]
+[OutputType(typeof(PolicyVolumeStatus), typeof(string))]
 public sealed class GetBackupPolicyStatusCommand : PolicyCmdlet
 {
     [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
     [SupportsWildcards]
     [ArgumentCompleter(typeof(PolicyNameCompleter))]
     public string[] Name { get; set; } = ["*"];
+
+    /// <summary>Object (default): one status object per policy and volume. Prometheus: the same as one text in Prometheus' exposition format (node_exporter's textfile collector).</summary>
+    [Parameter]
+    [ValidateSet("Object", "Prometheus", IgnoreCase = true)]
+    public string Format { get; set; } = "Object";
+
+    /// <summary>Also write the Prometheus text to this file, atomically (for node_exporter's textfile collector: a .prom file in its directory).</summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? MetricsPath { get; set; }
+
+    private readonly List<PolicyVolumeStatus> _all = [];
 
     protected override void ProcessRecord()
     {
@@ -30,29 +37,34 @@ public sealed class GetBackupPolicyStatusCommand : PolicyCmdlet
         {
             ForItem(() =>
             {
-                var policy = store.Get(name);
-                IReadOnlyList<BackupInfo>? backups = null;
-                string? repositoryError = null;
-                IBackupRepository? repository = null;
-                using var client = policy.Repository.StartsWith(RbdBackupPool.RepositoryPrefix, StringComparison.OrdinalIgnoreCase)
-                    ? new RbdClient(new RbdConnection(policy.CephConfig, policy.CephUser, policy.CephKeyring)) : null;
-                try
+                foreach (var status in StatusOf(store, name, now))
                 {
-                    repository = RepositoryFactory.Open(RepositoryLocation.Parse(policy.Repository, ResolvePath), () => client!);
-                    backups = repository.List(includeIncomplete: false, StopToken);
-                }
-                catch (BackupException ex)
-                {
-                    repositoryError = ex.Message;
-                }
+                    if (Format.Equals("Object", StringComparison.OrdinalIgnoreCase))
+                    {
+                        WriteObject(status);
+                    }
 
-                var coverage = repository is null ? null : SampledVerification.Coverage(SampledVerification.StateFileFor(store.Directory, repository.Location))?.LastFullCoverageUtc;
-                var declared = policy.Path.Where(p => !WildcardPattern.ContainsWildcardCharacters(p)).Concat(policy.RbdImage);
-                foreach (var status in PolicyStatusReport.Build(policy, store.State(name), declared, backups, now, coverage, repositoryError))
-                {
-                    WriteObject(status);
+                    _all.Add(status);
                 }
             });
+        }
+    }
+
+    protected override void EndProcessing()
+    {
+        var now = TimeProvider.System.GetUtcNow();
+        if (Format.Equals("Prometheus", StringComparison.OrdinalIgnoreCase) || MetricsPath is not null)
+        {
+            var text = PolicyMetrics.Format(_all, now);
+            if (MetricsPath is not null)
+            {
+                ForItem(() => PolicyMetrics.Write(ResolvePath(MetricsPath), text));
+            }
+
+            if (Format.Equals("Prometheus", StringComparison.OrdinalIgnoreCase))
+            {
+                WriteObject(text);
+            }
         }
     }
 }

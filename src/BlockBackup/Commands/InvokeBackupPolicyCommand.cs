@@ -98,8 +98,36 @@ public sealed class InvokeBackupPolicyCommand : PolicyCmdlet
         }
     }
 
+    /// <summary>Where every run writes the node's policy metrics for node_exporter's textfile collector (see Get-BackupPolicyStatus -MetricsPath).</summary>
+    public const string MetricsVariable = "BLOCKBACKUP_METRICS_PATH";
+
     protected override void EndProcessing()
     {
+        // Before the errors: under -ErrorAction Stop (the scheduler's command) the first one ends
+        // the cmdlet, and a failed run is exactly what the metrics must show.
+        if (Environment.GetEnvironmentVariable(MetricsVariable) is { Length: > 0 } metrics && !IsWhatIf())
+        {
+            ForItem(() =>
+            {
+                var store = Store();
+                var now = TimeProvider.System.GetUtcNow();
+                var statuses = new List<PolicyVolumeStatus>();
+                foreach (var name in StoredNames(store))
+                {
+                    try
+                    {
+                        statuses.AddRange(StatusOf(store, name, now));
+                    }
+                    catch (BackupException ex)
+                    {
+                        WriteWarning($"Policy '{name}' is left out of the metrics in '{metrics}': {ex.Message}");
+                    }
+                }
+
+                PolicyMetrics.Write(ResolvePath(metrics), PolicyMetrics.Format(statuses, now));
+            });
+        }
+
         foreach (var ex in unreadable)
         {
             WriteError(ToErrorRecord(ex));

@@ -32,6 +32,38 @@ public abstract class PolicyCmdlet : EngineCmdlet
         return names;
     }
 
+    /// <summary>The status of each of a policy's volumes now (its repository listed once; a repository that cannot be read is reported in each status).</summary>
+    protected IReadOnlyList<PolicyVolumeStatus> StatusOf(PolicyStore store, string name, DateTimeOffset now)
+    {
+        var policy = store.Get(name);
+        IReadOnlyList<Engine.BackupInfo>? backups = null;
+        string? repositoryError = null;
+        Engine.Repository.IBackupRepository? repository = null;
+        using var client = policy.Repository.StartsWith(Engine.Rbd.RbdBackupPool.RepositoryPrefix, StringComparison.OrdinalIgnoreCase)
+            ? new Engine.Rbd.RbdClient(new Engine.Rbd.RbdConnection(policy.CephConfig, policy.CephUser, policy.CephKeyring)) : null;
+        try
+        {
+            // As a run finds it (a registered name looked up, never a directory of that name).
+            repository = Engine.Repository.RepositoryFactory.Open(PolicyRepository.Resolve(policy), () => client!);
+            backups = repository.List(includeIncomplete: false, StopToken);
+        }
+        catch (Engine.Errors.BackupException ex)
+        {
+            repositoryError = ex.Message;
+        }
+
+        try
+        {
+            var coverage = repository is null ? null : Engine.Operations.SampledVerification.Coverage(Engine.Operations.SampledVerification.StateFileFor(store.Directory, repository.Location))?.LastFullCoverageUtc;
+            var declared = policy.Path.Where(p => !WildcardPattern.ContainsWildcardCharacters(p)).Concat(policy.RbdImage);
+            return PolicyStatusReport.Build(policy, store.State(name), declared, backups, now, coverage, repositoryError);
+        }
+        finally
+        {
+            (repository as IDisposable)?.Dispose();
+        }
+    }
+
     /// <summary>Every stored policy's name; none, after a non-terminating error, when the store cannot be listed (an untrusted directory: ConfigurationNotTrusted).</summary>
     protected IReadOnlyList<string> StoredNames(PolicyStore store)
     {
