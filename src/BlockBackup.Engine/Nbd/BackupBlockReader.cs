@@ -19,8 +19,12 @@ namespace BlockBackup.Engine.Nbd;
 /// </summary>
 public sealed class BackupBlockReader : IBlockExport, IAllocationMap
 {
-    /// <summary>The decompressed-object budget when none is given: a few 8 MiB objects per reader in flight.</summary>
-    public const long DefaultCacheBytes = 96L << 20;
+    /// <summary>
+    /// The decompressed-object budget when none is given: four 8 MiB objects, enough for a
+    /// sequential reader (nbdcopy 1.08x a restore of a 1 GiB chain; 96 MiB made no difference)
+    /// while a 1 TiB sparse mount peaks at 262 MB (307 MB with 96 MiB).
+    /// </summary>
+    public const long DefaultCacheBytes = 32L << 20;
 
     private readonly IChunkedRepository _repository;
     private readonly BackupChain _chain;
