@@ -206,6 +206,23 @@ Describe 'Mount-VolumeBackup' -Skip:($noClients.Count -gt 0) {
         $again | Dismount-VolumeBackup -Confirm:$false
     }
 
+    It 'removes nothing but a mount''s own leftovers for a planted state file' {
+        # A state file of a "dead" mount naming files that are not a mount's: they must survive.
+        $victims = foreach ($n in 'socket', 'overlay', 'log') {
+            $v = Join-Path $TestDrive "victim-$n.txt"; Set-Content -LiteralPath $v -Value "keep $n"; $v
+        }
+        Set-Content -LiteralPath (Join-Path $TestDrive 'victim-log.txt') -Value $null -NoNewline   # an empty log-like file elsewhere
+        New-Item -ItemType Directory -Force -Path $mounts | Out-Null
+        $planted = [ordered]@{
+            ExportName = 'planted'; Uri = 'nbd+unix:///planted'; BackupId = [guid]::NewGuid(); Repository = $repo; Size = 4096; ReadOnly = $false
+            ProcessId = 999999; Started = [DateTimeOffset]::UtcNow.AddDays(-1); Socket = $victims[0]; OverlayPath = $victims[1]; LogPath = $victims[2]
+        }
+        $planted | ConvertTo-Json | Set-Content -LiteralPath (Join-Path $mounts 'planted.json')
+        Get-VolumeBackupMount | Where-Object ExportName -EQ 'planted' | Should -BeNullOrEmpty
+        Test-Path -LiteralPath (Join-Path $mounts 'planted.json') | Should -BeFalse
+        foreach ($v in $victims) { Test-Path -LiteralPath $v | Should -BeTrue -Because "$v is not a mount's own" }
+    }
+
     It 'restores one file from an ext4 volume through nbdfuse and debugfs' {
         $tree = Join-Path $TestDrive 'tree'
         New-Item -ItemType Directory -Path (Join-Path $tree 'etc/app') -Force | Out-Null

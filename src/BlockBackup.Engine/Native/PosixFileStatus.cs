@@ -6,13 +6,15 @@ namespace BlockBackup.Engine.Native;
 /// <summary>Who owns a file and what it is: the parts of stat(2) that .NET does not expose (the owner's uid).</summary>
 internal readonly record struct PosixFileStatus(uint Uid, uint Mode)
 {
-    private const uint TypeMask = 0xF000, Directory = 0x4000, Regular = 0x8000, SymbolicLink = 0xA000;
+    private const uint TypeMask = 0xF000, Directory = 0x4000, Regular = 0x8000, SymbolicLink = 0xA000, Socket = 0xC000;
 
     public bool IsDirectory => (Mode & TypeMask) == Directory;
 
     public bool IsRegularFile => (Mode & TypeMask) == Regular;
 
     public bool IsSymbolicLink => (Mode & TypeMask) == SymbolicLink;
+
+    public bool IsSocket => (Mode & TypeMask) == Socket;
 
     public UnixFileMode Permissions => (UnixFileMode)(Mode & 0xFFF);
 }

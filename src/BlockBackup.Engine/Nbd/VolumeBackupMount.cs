@@ -117,22 +117,32 @@ public static class MountRegistry
         }
     }
 
-    /// <summary>Removes what a mount leaves: its state file, socket, and (unless kept) its overlay and the overlay's map.</summary>
+    /// <summary>
+    /// Removes what a mount leaves: its state file, socket, and (unless kept) its overlay and the
+    /// overlay's map. A state file is only as trustworthy as the work directory, so each path it
+    /// names is removed only when it is what a mount leaves there: a socket that is a socket, an
+    /// overlay (a regular file, not a link) in the mounts folder or with its map beside it, a log
+    /// in the mounts folder.
+    /// </summary>
     public static void Clean(VolumeBackupMount mount, bool keepOverlay)
     {
-        if (mount.Socket is { } socket)
+        if (mount.Socket is { } socket && Native.PosixFiles.Of(socket, followLink: false) is { IsSocket: true })
         {
             File.Delete(socket);
         }
 
-        if (!keepOverlay && mount.OverlayPath is { } overlay)
+        // An overlay elsewhere (-OverlayPath) has its map once the server flushed or stopped; a
+        // killed server's overlay in the mounts folder may not have one yet.
+        if (!keepOverlay && mount.OverlayPath is { } overlay
+            && Native.PosixFiles.Of(overlay, followLink: false) is { IsRegularFile: true }
+            && (overlay == DefaultOverlay(mount.ExportName) || Native.PosixFiles.Of(overlay + ".map", followLink: false) is { IsRegularFile: true }))
         {
             File.Delete(overlay);
             File.Delete(overlay + ".map");
         }
 
         // A log that recorded nothing says nothing; one that did (a damaged object) stays to be read.
-        if (mount.LogPath is { } log && File.Exists(log) && new FileInfo(log).Length == 0)
+        if (mount.LogPath is { } log && log == LogPath(mount.ExportName) && File.Exists(log) && new FileInfo(log).Length == 0)
         {
             File.Delete(log);
         }
