@@ -129,9 +129,7 @@ public sealed class PolicyRunner(PolicyStore store, TimeProvider clock, Func<Bac
         var now = clock.GetUtcNow();
         try
         {
-            var source = rbd ? RbdImageRef.Parse(volume) : null;
-            var volumeId = rbd ? RbdBackupPool.VolumeIdFor(source!) : Volumes.VolumeIdentity.ForPath(Volumes.VolumeIdentity.ResolvePath(volume));
-            var size = rbd ? ceph().ImageSize(source!) ?? throw new BackupException(BackupErrorKind.NotFound, "RbdNotFound", $"The RBD image {volume} does not exist.", volume) : SizeOf(volume);
+            var (source, volumeId, size) = Identify(volume, rbd, ceph);
             var backups = listed.Where(b => b.VolumeId == volumeId).ToList();
             var available = backups.Where(b => b.Status == BackupStatus.Available).ToList();
             var cadence = CadencePlanner.Decide(available, size, policy, now);
@@ -150,14 +148,23 @@ public sealed class PolicyRunner(PolicyStore store, TimeProvider clock, Func<Bac
             var scope = policy.RetainScope == RetainScope.Policy ? ", only the policy's own are subject to it" : ", every backup of the volume is subject to it";
             return $"'{volume}': {(cadence.Full ? "full" : "incremental")} backup ({cadence.Reason}); {removal}; {kept} kept{scope}";
         }
-        catch (BackupException ex)
+        catch (Exception ex) when (ex is BackupException or IOException or UnauthorizedAccessException)
         {
             return $"'{volume}': would fail: {ex.Message}";
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+    }
+
+    /// <summary>A policy's volume as a run and its preview see it: the RBD image (if one), its volume id and its size now.</summary>
+    private static (RbdImageRef? Source, Guid VolumeId, long Size) Identify(string volume, bool rbd, Func<RbdClient> ceph)
+    {
+        if (!rbd)
         {
-            return $"'{volume}': would fail: {ex.Message}";
+            return (null, Volumes.VolumeIdentity.ForPath(Volumes.VolumeIdentity.ResolvePath(volume)), SizeOf(volume));
         }
+
+        var source = RbdImageRef.Parse(volume);
+        var size = ceph().ImageSize(source) ?? throw new BackupException(BackupErrorKind.NotFound, "RbdNotFound", $"The RBD image {volume} does not exist.", volume);
+        return (source, RbdBackupPool.VolumeIdFor(source), size);
     }
 
     private PolicyRunRecord Volume(BackupPolicy policy, IBackupRepository repository, string volume, bool rbd, Func<RbdClient> ceph, IProgress<OperationProgress>? progress, CancellationToken cancellationToken)
@@ -166,9 +173,7 @@ public sealed class PolicyRunner(PolicyStore store, TimeProvider clock, Func<Bac
         var watch = Stopwatch.StartNew();
         try
         {
-            var source = rbd ? RbdImageRef.Parse(volume) : null;
-            var volumeId = rbd ? RbdBackupPool.VolumeIdFor(source!) : Volumes.VolumeIdentity.ForPath(Volumes.VolumeIdentity.ResolvePath(volume));
-            var size = rbd ? ceph().ImageSize(source!) ?? throw new BackupException(BackupErrorKind.NotFound, "RbdNotFound", $"The RBD image {volume} does not exist.", volume) : SizeOf(volume);
+            var (source, volumeId, size) = Identify(volume, rbd, ceph);
             var backups = repository.List(includeIncomplete: false, cancellationToken).Where(b => b.VolumeId == volumeId).ToList();
             var cadence = CadencePlanner.Decide(backups, size, policy, started);
             Log?.Invoke($"{volume}: {(cadence.Full ? "full" : "incremental")} backup: {cadence.Reason}.");
