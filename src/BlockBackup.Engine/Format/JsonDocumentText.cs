@@ -31,7 +31,10 @@ public static class JsonDocumentText
 
     /// <summary>A time written as ISO 8601 with its offset ("O"), as UTC; null when absent or not such a string.</summary>
     public static DateTimeOffset? Time(JToken? token) =>
-        token is JValue { Type: JTokenType.String, Value: string text }
-        && DateTimeOffset.TryParse(text, System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.AssumeUniversal, out var time)
-            ? time.ToUniversalTime() : null;
+        token is JValue { Type: JTokenType.String, Value: string text } && TryParseTime(text, out var time) ? time : null;
+
+    /// <summary>An ISO 8601 time (one without an offset is taken as UTC), as UTC; false when <paramref name="text"/> is none.</summary>
+    public static bool TryParseTime(string? text, out DateTimeOffset time) =>
+        DateTimeOffset.TryParse(text, System.Globalization.CultureInfo.InvariantCulture,
+            System.Globalization.DateTimeStyles.AssumeUniversal | System.Globalization.DateTimeStyles.AdjustToUniversal, out time);
 }

@@ -13,6 +13,5 @@ public static class PolicyTime
     public static string Format(DateTimeOffset time) => time.ToUniversalTime().ToString("O", CultureInfo.InvariantCulture);
 
     /// <summary>An ISO 8601 time (one without an offset is taken as UTC), as UTC; false when <paramref name="text"/> is none.</summary>
-    public static bool TryParse(string? text, out DateTimeOffset time) =>
-        DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out time);
+    public static bool TryParse(string? text, out DateTimeOffset time) => BlockBackup.Engine.Format.JsonDocumentText.TryParseTime(text, out time);
 }
