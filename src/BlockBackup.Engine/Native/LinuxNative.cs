@@ -70,7 +70,7 @@ internal static partial class LinuxNative
     }
 
     private const int FSetPipeSize = 1031;
-    private const int EEXIST = 17;
+    private const int EEXIST = 17, ENOENT = 2;
     private const int LockExclusive = 2;
     private const int LockNonBlocking = 4;
     private const int AtFdCwd = -100;
@@ -236,6 +236,9 @@ internal static partial class LinuxNative
     }
 
     public static bool IsAlreadyExists(int errno) => errno == EEXIST;
+
+    /// <summary>ENOENT: a path (for link(2), its source) does not exist.</summary>
+    public static bool IsNotFound(int errno) => errno == ENOENT;
 
     /// <summary>The file system has no hard links (EPERM on vfat and some SMB, EOPNOTSUPP, ENOSYS) or the file has too many.</summary>
     public static bool IsLinkUnsupported(int errno) => errno is 1 or 95 or 38 or 31;

@@ -138,6 +138,14 @@ public sealed class RepositoryLock : IVolumeLock
                 return IsHeldBy(path, token);
             }
 
+            if (LinuxNative.IsNotFound(errno))
+            {
+                // Our temporary is gone: the holder that just took the lock swept it as a killed
+                // taker's debris in the instant between its creation and its flock. So the lock
+                // is held; wait for it like any other holder.
+                return false;
+            }
+
             if (LinuxNative.IsLinkUnsupported(errno))
             {
                 return TryCreateInPlace(path, content, what); // no hard links on this file system
